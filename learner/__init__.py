@@ -1,0 +1,1 @@
+"""Everything that proposes, decides and learns; no Textual, no torch at import."""

@@ -1,0 +1,62 @@
+"""The plain-text dialogue format the language model continues.
+
+    User: hello
+    Assistant: hi, how can I help?
+    User: <message>
+    Assistant:
+
+One turn per line, so a reply ends at the first line break (the next turn
+marker).  Kept free of torch so it can be tested and reused anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+
+USER, ASSISTANT = "User:", "Assistant:"
+MARKERS = (USER, ASSISTANT)
+_SPACE = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def valid_unicode(text: str) -> str:
+    """Text with lone surrogates (possible from JSON input) replaced by U+FFFD."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def one_line(text: str) -> str:
+    """A message as it appears in the prompt: control characters dropped,
+    whitespace (line breaks included) collapsed to single spaces."""
+    return _SPACE.sub(" ", _CONTROL.sub("", text)).strip()
+
+
+def format_turns(history: list[tuple[str, str]], message: str) -> list[str]:
+    """Prompt lines, oldest first, ending with the open assistant marker."""
+    lines = []
+    for user, reply in history:
+        lines.append(f"{USER} {one_line(user)}")
+        lines.append(f"{ASSISTANT} {one_line(reply)}")
+    lines.append(f"{USER} {one_line(message)}")
+    lines.append(ASSISTANT)
+    return lines
+
+
+def cut_reply(text: str) -> str:
+    """A sampled continuation cut at the end of its turn and stripped."""
+    text = text.split("\n", 1)[0]
+    for marker in MARKERS:
+        index = text.find(marker)
+        if index >= 0:
+            text = text[:index]
+    return text.strip()
+
+
+def unique_nonempty(texts: list[str]) -> list[int]:
+    """Indices of the first occurrence of every non-empty text."""
+    seen: set[str] = set()
+    keep = []
+    for i, text in enumerate(texts):
+        if text and text not in seen:
+            seen.add(text)
+            keep.append(i)
+    return keep

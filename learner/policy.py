@@ -1,0 +1,147 @@
+"""Linear Q-learning over candidate features, with logged softmax exploration.
+
+Q(s, a) = w . phi(s, a).  The weights are the ridge solution of a weighted
+least-squares problem over every feedback sample seen so far, with
+exponential forgetting so that a drifting taste is followed:
+
+    A <- lambda A + sum_i c_i phi_i phi_i^T,   b <- lambda b + sum_i c_i y_i phi_i
+    w  = (A + ridge I)^-1 b
+
+The target y of the candidate that continued the conversation becomes
+r + gamma * max_a' Q(s', a') once the next turn's candidates are known.  That
+only changes b (A already holds phi), so the bootstrap is an exact correction
+of the earlier least-squares fit rather than a second sample.  The end of a
+session is terminal: the pending action keeps y = r.
+
+No I/O and no globals: deterministic given its inputs and the rng passed to
+`rank`, so replaying stored turns reproduces the live weights bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    gamma: float = 0.5  # discount across the turns of a session
+    ridge: float = 1.0
+    forgetting: float = 0.995  # lambda, applied once per learned turn
+    temperature: float = 0.2  # softmax temperature over Q
+    epsilon: float = 0.05  # share of uniform exploration: no propensity falls to 0
+
+
+class QPolicy:
+    def __init__(self, dim: int, config: PolicyConfig | None = None) -> None:
+        self.dim = dim
+        self.config = config or PolicyConfig()
+        self.A = np.zeros((dim, dim))
+        self.b = np.zeros(dim)
+        self.w = np.zeros(dim)
+        self.version = 0  # turns learned
+        self.last_seq = 0  # sequence number of the last stored turn applied
+        self.session: str | None = None  # session of the last turn applied
+        self.pending: np.ndarray | None = None  # phi of the action awaiting its bootstrap
+
+    # acting -------------------------------------------------------------
+    def scores(self, phi: np.ndarray) -> np.ndarray:
+        return phi @ self.w
+
+    def first_probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """P(each candidate is placed first): softmax mixed with a uniform floor."""
+        n = len(scores)
+        z = (scores - scores.max()) / max(self.config.temperature, 1e-6)
+        soft = np.exp(z)
+        soft /= soft.sum()
+        eps = self.config.epsilon
+        return (1.0 - eps) * soft + eps / n
+
+    def rank(
+        self, phi: np.ndarray, rng: np.random.Generator
+    ) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(order of all candidates, P(placed first) by candidate, Q by candidate).
+
+        The order is drawn Plackett-Luce style from the exploration
+        distribution, so order[0] is a sample whose probability is logged.
+        """
+        scores = self.scores(phi)
+        probs = self.first_probabilities(scores)
+        remaining = list(range(len(scores)))
+        weights = probs.copy()
+        order = []
+        while remaining:
+            p = weights[remaining] / weights[remaining].sum()
+            pick = remaining[int(rng.choice(len(remaining), p=p))]
+            order.append(pick)
+            remaining.remove(pick)
+        return order, probs, scores
+
+    # learning -----------------------------------------------------------
+    def start_turn(self, session: str, phi_next: np.ndarray) -> None:
+        """A new turn's candidates are known: a session change is terminal,
+        otherwise the previous chosen action gets its bootstrap term."""
+        if session != self.session:
+            self.pending = None
+            self.session = session
+        if self.pending is None or len(phi_next) == 0:
+            return
+        gamma = self.config.gamma
+        if gamma > 0:
+            bound = 1.0 / (1.0 - gamma)
+            value = float(np.clip(np.max(self.scores(phi_next)), -bound, bound))
+            self.b = self.b + gamma * value * self.pending
+            self._solve()
+        self.pending = None
+
+    def learn(
+        self,
+        phi: np.ndarray,
+        rewards: np.ndarray,
+        weights: np.ndarray,
+        chosen: np.ndarray | None,
+    ) -> None:
+        """One turn of feedback: rows of phi with their rewards and read weights."""
+        targets = np.clip(np.asarray(rewards, dtype=np.float64), -1.0, 1.0)
+        c = np.clip(np.asarray(weights, dtype=np.float64), 0.0, 1.0)
+        lam = self.config.forgetting
+        self.A = lam * self.A + (phi * c[:, None]).T @ phi
+        self.b = lam * self.b + phi.T @ (c * targets)
+        self._solve()
+        self.pending = None if chosen is None else np.array(chosen, dtype=np.float64)
+        self.version += 1
+
+    def _solve(self) -> None:
+        w = np.linalg.solve(self.A + self.config.ridge * np.eye(self.dim), self.b)
+        if np.all(np.isfinite(w)):
+            self.w = w
+
+    # persistence --------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "config": asdict(self.config),
+            "A": self.A.tolist(),
+            "b": self.b.tolist(),
+            "w": self.w.tolist(),
+            "version": self.version,
+            "last_seq": self.last_seq,
+            "session": self.session,
+            "pending": None if self.pending is None else self.pending.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], config: PolicyConfig | None = None) -> QPolicy:
+        """Restore a snapshot; `config` overrides the stored settings."""
+        policy = cls(int(data["dim"]), config or PolicyConfig(**data["config"]))
+        policy.A = np.array(data["A"], dtype=np.float64)
+        policy.b = np.array(data["b"], dtype=np.float64)
+        policy.w = np.array(data["w"], dtype=np.float64)
+        policy.version = int(data["version"])
+        policy.last_seq = int(data["last_seq"])
+        policy.session = data.get("session")
+        pending = data.get("pending")
+        policy.pending = None if pending is None else np.array(pending, dtype=np.float64)
+        return policy

@@ -1,0 +1,95 @@
+"""Plain records of one turn, converted to and from JSON in this one place."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+PENDING, CHOSEN, REPLIED, UNANSWERED = "pending", "chosen", "replied", "unanswered"
+
+
+@dataclass
+class Candidate:
+    """One sampled reply and the raw signals the generator measured for it."""
+
+    text: str
+    logprob: float  # mean token log-probability under the model
+    tokens: int
+    hidden: np.ndarray  # pooled last-layer hidden state
+
+
+@dataclass
+class Proposal:
+    """What the generator returns for one user message."""
+
+    candidates: list[Candidate]
+    context_hidden: np.ndarray  # pooled hidden state of the prompt
+
+
+@dataclass
+class StoredCandidate:
+    text: str
+    logprob: float
+    tokens: int
+    features: list[float]
+
+
+@dataclass
+class Turn:
+    """One turn as stored: everything needed to replay or evaluate it."""
+
+    session: str
+    user_text: str
+    candidates: list[StoredCandidate]
+    feature_version: str
+    scores: list[float]  # Q of every candidate when it was ranked
+    order: list[int]  # every candidate index, best first as shown
+    shown: int  # how many of `order` were shown
+    propensities: list[float]  # P(candidate placed first), by candidate index
+    policy_version: int
+    created: float
+    status: str = PENDING
+    choice: int | None = None  # candidate index the user picked
+    rating: int | None = None
+    own_reply: str | None = None
+    rewards: list[float] | None = None  # by shown position
+    weights: list[float] | None = None  # by shown position: how likely it was read
+    answered: float | None = None
+    seq: int = 0
+    id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shown_ids(self) -> list[int]:
+        return self.order[: self.shown]
+
+    @property
+    def answered_ok(self) -> bool:
+        return self.status in (CHOSEN, REPLIED)
+
+    def features(self) -> np.ndarray:
+        return np.array([c.features for c in self.candidates], dtype=np.float64)
+
+    def reply_text(self) -> str | None:
+        """What continued the conversation: the picked candidate or the user's own reply."""
+        if self.status == CHOSEN and self.choice is not None:
+            return self.candidates[self.choice].text
+        if self.status == REPLIED:
+            return self.own_reply
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Turn:
+        fields = dict(data)
+        fields["candidates"] = [StoredCandidate(**c) for c in data["candidates"]]
+        for key in ("scores", "order", "propensities"):
+            fields[key] = list(data[key])
+        for key in ("rewards", "weights"):
+            fields[key] = list(data[key]) if data.get(key) is not None else None
+        fields["extra"] = dict(data.get("extra") or {})
+        return cls(**fields)

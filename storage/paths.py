@@ -1,0 +1,18 @@
+"""Where rlchat keeps its data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "RLCHAT_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """The data dir: $RLCHAT_DATA_DIR if set, else platformdirs' user data dir."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("rlchat", appauthor=False))

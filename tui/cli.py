@@ -1,0 +1,174 @@
+"""The `rlchat` command line.
+
+Keep imports here light: `rlchat --help` must not load torch or
+transformers, so every heavy import happens inside the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from storage.paths import DATA_DIR_ENV
+
+DEFAULT_MODEL = "gpt2"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rlchat")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # On subcommands the defaults are suppressed so that options given before
+    # the subcommand (`rlchat --model X headless`) are not overwritten.
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("common options")
+    group.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        default=default(DEFAULT_MODEL),
+        help=f"Hugging Face model name or local folder (default: {DEFAULT_MODEL})",
+    )
+    group.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        default=default(None),
+        help=f"where sessions, turns and the policy live "
+        f"(default: ${DATA_DIR_ENV} or the user data dir)",
+    )
+    group.add_argument(
+        "--candidates",
+        metavar="K",
+        type=_positive,
+        default=default(4),
+        help="candidates shown per turn (default: 4)",
+    )
+    group.add_argument(
+        "--samples",
+        metavar="N",
+        type=_positive,
+        default=default(8),
+        help="candidates generated per turn, at least K (default: 8)",
+    )
+    group.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        default=default(None),
+        help="seed for sampling and exploration",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlchat",
+        description="A terminal chat assistant that learns which replies you like.",
+    )
+    parser.add_argument("--version", action="version", version=f"rlchat {_version()}")
+    _add_common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chat = sub.add_parser("chat", help="chat in the terminal app (the default)")
+    _add_common(chat, suppress=True)
+    headless = sub.add_parser("headless", help="JSON lines on stdin/stdout, for programs")
+    _add_common(headless, suppress=True)
+    init = sub.add_parser("init-model", help="write a small offline GPT-2 to PATH")
+    init.add_argument("path", metavar="PATH", type=Path)
+    _add_common(init, suppress=True)
+    return parser
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from storage.paths import default_data_dir
+
+    return args.data_dir.expanduser() if args.data_dir else default_data_dir()
+
+
+def _agent_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    from learner.agent import AgentConfig
+
+    if args.samples < args.candidates:
+        parser.error(
+            f"--samples ({args.samples}) must be at least --candidates ({args.candidates})"
+        )
+    return AgentConfig(candidates=args.candidates, samples=args.samples)
+
+
+def _run_init_model(args: argparse.Namespace) -> int:
+    from learner.tiny_model import write_tiny_model
+
+    def progress(message: str) -> None:
+        print(f"init-model: {message}", file=sys.stderr, flush=True)
+
+    out = write_tiny_model(args.path, seed=args.seed or 0, progress=progress)
+    print(f"Wrote a small GPT-2 to {out}; start with: rlchat --model {out}")
+    return 0
+
+
+def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from learner.agent import open_agent
+    from learner.errors import ModelUnavailable
+    from tui.headless import serve
+
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING, format="rlchat: %(levelname)s %(message)s"
+    )
+    config = _agent_config(args, parser)
+    for stream in (sys.stdin, sys.stdout):
+        stream.reconfigure(encoding="utf-8", errors="replace")
+    try:
+        agent = open_agent(args.model, _data_dir(args), config, seed=args.seed)
+    except ModelUnavailable as exc:
+        print(f"rlchat: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return serve(agent, sys.stdin, sys.stdout)
+    finally:
+        agent.store.close()
+
+
+def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from tui.app import RlchatApp
+
+    config = _agent_config(args, parser)
+    data_dir = _data_dir(args)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The screen belongs to the app: logs go to a file in the data dir.
+    logging.basicConfig(
+        filename=data_dir / "rlchat.log",
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    app = RlchatApp(model=args.model, data_dir=data_dir, config=config, seed=args.seed)
+    app.run()
+    return app.return_code or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "init-model":
+        return _run_init_model(args)
+    if args.command == "headless":
+        return _run_headless(args, parser)
+    return _run_chat(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""`rlchat headless`: the JSON-lines protocol, one request and one answer per line.
+
+A public contract, documented in the README.  Answers go to stdout, one JSON
+object per line, flushed after each; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from learner.agent import Agent
+from learner.errors import AgentError
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+
+class BadRequest(AgentError):
+    pass
+
+
+def _field(request: dict[str, Any], name: str, kind: type | tuple[type, ...],
+           optional: bool = False) -> Any:
+    if name not in request:
+        if optional:
+            return None
+        raise BadRequest("missing_field", f"The request needs a {name!r} field.")
+    value = request[name]
+    if optional and value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BadRequest("bad_field", f"Field {name!r} must be a {names}.")
+    return value
+
+
+def _say(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+    view = agent.say(_field(req, "text", str))
+    return {
+        "ok": True,
+        "session": view.session,
+        "turn": view.turn,
+        "candidates": [
+            {"id": c.id, "text": c.text, "score": c.score, "propensity": c.propensity}
+            for c in view.candidates
+        ],
+    }
+
+
+def _choose(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+    turn = _field(req, "turn", str)
+    candidate = _field(req, "id", int)
+    rating = req.get("rating")
+    if rating is not None and (
+        not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5
+    ):
+        raise BadRequest("bad_rating", f"Rating {rating!r} is not a whole number from 1 to 5.")
+    reward = agent.choose(turn, candidate, rating)
+    return {"ok": True, "reward": reward, "policy_version": agent.policy.version}
+
+
+def _reply(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+    agent.reply(_field(req, "turn", str), _field(req, "text", str))
+    return {"ok": True, "policy_version": agent.policy.version}
+
+
+def _end(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": True, "session": agent.end()}
+
+
+def _stats(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": True, **agent.stats()}
+
+
+OPS: dict[str, Callable[[Agent, dict[str, Any]], dict[str, Any]]] = {
+    "say": _say,
+    "choose": _choose,
+    "reply": _reply,
+    "end": _end,
+    "stats": _stats,
+}
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def handle_line(agent: Agent, line: str) -> dict[str, Any]:
+    """The answer to one request line; never raises for bad input."""
+    if not line.strip():
+        return error("bad_json", "The line is empty; send one JSON object per line.")
+    try:
+        request = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return error("bad_json", f"The line is not valid JSON: {exc}.")
+    if not isinstance(request, dict):
+        return error("not_object", "Each line must be a JSON object.")
+    op = request.get("op")
+    handler = OPS.get(op) if isinstance(op, str) else None
+    if handler is None:
+        return error("unknown_op", f"Unknown op {op!r}; known ops: {', '.join(OPS)}.")
+    try:
+        return handler(agent, request)
+    except AgentError as exc:
+        return error(exc.code, exc.message)
+    except Exception as exc:  # the process must go on, whatever one request did
+        log.exception("request failed")
+        return error("internal", f"{type(exc).__name__}: {exc}")
+
+
+def serve(agent: Agent, stdin: TextIO, stdout: TextIO) -> int:
+    """Answer every line of stdin in order until end of input; returns the exit code."""
+    for line in stdin:
+        answer = handle_line(agent, line)
+        stdout.write(json.dumps(answer) + "\n")
+        stdout.flush()
+    return 0

@@ -1,0 +1,34 @@
+"""The conversation so far."""
+
+from __future__ import annotations
+
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from tui.literal import literal
+
+LABELS = {"user": "You", "assistant": "Assistant", "note": ""}
+
+
+class Transcript(VerticalScroll):
+    """Messages, oldest first, scrolled to the newest."""
+
+    DEFAULT_CSS = """
+    Transcript { height: 1fr; padding: 0 1; }
+    Transcript > .message { margin: 0 0 1 0; }
+    Transcript > .user { color: $text; text-style: bold; }
+    Transcript > .assistant { color: $success; }
+    Transcript > .note { color: $text-muted; text-style: italic; }
+    """
+
+    def add_message(self, role: str, text: str) -> Static:
+        label = LABELS.get(role, role)
+        body = f"{label}: {literal(text)}" if label else literal(text)
+        message = Static(body, markup=False, classes=f"message {role}")
+        self.mount(message)
+        self.scroll_end(animate=False)
+        return message
+
+    def messages(self) -> list[str]:
+        """The plain text of every message, for tests and copy."""
+        return [str(m.render()) for m in self.query(".message").results(Static)]
