@@ -30,7 +30,7 @@ class PolicyConfig:
     gamma: float = 0.5  # discount across the turns of a session
     ridge: float = 1.0
     forgetting: float = 0.995  # lambda, applied once per learned turn
-    temperature: float = 0.2  # softmax temperature over Q
+    temperature: float = 0.1  # softmax temperature over Q
     epsilon: float = 0.05  # share of uniform exploration: no propensity falls to 0
 
 
@@ -104,8 +104,10 @@ class QPolicy:
         chosen: np.ndarray | None,
     ) -> None:
         """One turn of feedback: rows of phi with their rewards and read weights."""
-        targets = np.clip(np.asarray(rewards, dtype=np.float64), -1.0, 1.0)
-        c = np.clip(np.asarray(weights, dtype=np.float64), 0.0, 1.0)
+        # Rewards are clipped and anything non-finite counts as nothing learned.
+        phi = _finite(phi)
+        targets = np.clip(_finite(rewards), -1.0, 1.0)
+        c = np.clip(_finite(weights), 0.0, 1.0)
         lam = self.config.forgetting
         self.A = lam * self.A + (phi * c[:, None]).T @ phi
         self.b = lam * self.b + phi.T @ (c * targets)
@@ -145,3 +147,7 @@ class QPolicy:
         pending = data.get("pending")
         policy.pending = None if pending is None else np.array(pending, dtype=np.float64)
         return policy
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)

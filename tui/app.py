@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import work
@@ -49,12 +50,14 @@ class RlchatApp(App[int]):
         data_dir: str | Path,
         config: AgentConfig | None = None,
         seed: int | None = None,
+        agent_factory: Callable[[], Agent] | None = None,
     ) -> None:
         super().__init__()
+        # The factory runs in a worker thread; by default it loads the model.
+        self.agent_factory = agent_factory or (
+            lambda: open_agent(model, data_dir, config, seed=seed)
+        )
         self.model_name = model
-        self.data_dir = Path(data_dir)
-        self.config = config or AgentConfig()
-        self.seed = seed
         self.agent: Agent | None = None
         self.view: TurnView | None = None
         self.picked: int | None = None  # candidate id awaiting its rating
@@ -78,7 +81,7 @@ class RlchatApp(App[int]):
     @work(thread=True, exclusive=True, group="model")
     def load_agent(self) -> None:
         try:
-            agent = open_agent(self.model_name, self.data_dir, self.config, seed=self.seed)
+            agent = self.agent_factory()
         except ModelUnavailable as exc:
             self.call_from_thread(self.model_failed, str(exc))
         except Exception as exc:  # shown, never a traceback on the terminal

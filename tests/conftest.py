@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny GPT-2 built by `rlchat init-model`, and agents over it.
+
+Nothing here touches the network: the model is written locally, and the
+hub is switched off for every test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 written by the same code path as `rlchat init-model PATH`."""
+    from tui.cli import main
+
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    assert main(["init-model", str(path)]) == 0
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_agent(tiny_model: Path, data_dir: Path):
+    """Open agents over the tiny model and close their stores afterwards."""
+    from learner.agent import AgentConfig, open_agent
+
+    opened = []
+
+    def make(seed: int = 0, candidates: int = 4, samples: int = 8, directory: Path = data_dir):
+        agent = open_agent(
+            str(tiny_model), directory, AgentConfig(candidates, samples), seed=seed
+        )
+        opened.append(agent)
+        return agent
+
+    yield make
+    for agent in opened:
+        agent.store.close()

@@ -1,0 +1,157 @@
+"""The agent over the tiny model and a real store: one turn end to end."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from learner.errors import AgentError
+from learner.features import DIM, FEATURE_NAMES, FEATURE_VERSION
+from learner.policy import QPolicy
+from learner.records import Turn
+from learner.replay import replay
+
+
+def test_say_ranks_and_stores_the_turn(make_agent):
+    agent = make_agent()
+    view = agent.say("hello, what should I cook tonight?")
+    assert 1 <= len(view.candidates) <= 4
+    assert view.session == "1" and view.turn == "1"
+    stored = Turn.from_dict(agent.store.get_turn(view.turn))
+    assert stored.status == "pending" and stored.feature_version == FEATURE_VERSION
+    assert stored.shown_ids == [c.id for c in view.candidates]
+    assert sorted(stored.order) == list(range(len(stored.candidates)))
+    assert np.isclose(sum(stored.propensities), 1.0) and min(stored.propensities) > 0
+    assert stored.features().shape == (len(stored.candidates), DIM) == (
+        len(stored.candidates), len(FEATURE_NAMES))
+    texts = [c.text for c in stored.candidates]
+    assert all(t and "\n" not in t for t in texts) and len(set(texts)) == len(texts)
+
+
+def test_choose_learns_and_persists_before_returning(make_agent):
+    agent = make_agent()
+    view = agent.say("hi")
+    pick = view.candidates[-1]
+    reward = agent.choose(view.turn, pick.id, 5)
+    assert reward == 1.0 and agent.policy.version == 1
+    stored = agent.store.get_turn(view.turn)
+    assert stored["status"] == "chosen" and stored["choice"] == pick.id and stored["rating"] == 5
+    assert stored["rewards"][-1] == 1.0 and len(stored["rewards"]) == len(view.candidates)
+    snapshot = agent.store.load_policy()
+    assert snapshot["version"] == 1 and snapshot["last_seq"] == int(view.turn)
+    assert agent.history == [("hi", pick.text)]
+
+
+def test_refusals_have_codes(make_agent):
+    agent = make_agent()
+    view = agent.say("tell me a joke")
+    shown = {c.id for c in view.candidates}
+    not_shown = next(i for i in range(100) if i not in shown)
+    cases = [
+        (lambda: agent.say("   \n\t"), "empty_text"),
+        (lambda: agent.say("x" * 20_001), "too_long"),
+        (lambda: agent.choose("999", view.candidates[0].id), "unknown_turn"),
+        (lambda: agent.choose(view.turn, not_shown), "bad_id"),
+        (lambda: agent.choose(view.turn, view.candidates[0].id, 6), "bad_rating"),
+        (lambda: agent.choose(view.turn, view.candidates[0].id, 0), "bad_rating"),
+    ]
+    for call, code in cases:
+        with pytest.raises(AgentError) as err:
+            call()
+        assert err.value.code == code
+    agent.choose(view.turn, view.candidates[0].id)
+    with pytest.raises(AgentError) as err:
+        agent.reply(view.turn, "again")
+    assert err.value.code == "already_answered"
+
+
+def test_a_new_message_leaves_the_open_turn_unanswered(make_agent):
+    agent = make_agent()
+    first = agent.say("good morning")
+    second = agent.say("are you there?")
+    assert agent.store.get_turn(first.turn)["status"] == "unanswered"
+    assert agent.store.get_turn(first.turn)["rewards"] is None
+    with pytest.raises(AgentError) as err:
+        agent.choose(first.turn, first.candidates[0].id)
+    assert err.value.code == "turn_closed"
+    agent.reply(second.turn, "my own answer")
+    stored = agent.store.get_turn(second.turn)
+    assert stored["status"] == "replied" and all(r < 0 for r in stored["rewards"])
+    assert agent.history == [("are you there?", "my own answer")]
+    assert agent.stats() == {"turns": 2, "sessions": 1, "policy_version": 1}
+
+
+def _play(agent, turns: int, rng: np.random.Generator) -> None:
+    """A mixed stream: picks with and without ratings, own replies, skipped
+    turns and session ends."""
+    for t in range(turns):
+        view = agent.say(f"message number {t}")
+        action = rng.integers(6)
+        if action == 0:
+            agent.reply(view.turn, "I would say it differently")
+        elif action == 1:
+            continue  # left unanswered by the next message
+        else:
+            pick = view.candidates[int(rng.integers(len(view.candidates)))]
+            agent.choose(view.turn, pick.id, None if action == 2 else int(rng.integers(1, 6)))
+        if rng.random() < 0.2:
+            agent.end()
+
+
+def test_replaying_stored_turns_gives_the_live_weights_bit_for_bit(make_agent):
+    agent = make_agent(seed=3)
+    _play(agent, 30, np.random.default_rng(0))
+    agent.end()  # the last open turn becomes unanswered, as replay will see it
+    fresh = QPolicy(DIM, agent.policy.config)
+    replay(fresh, (Turn.from_dict(t) for t in agent.store.turns()))
+    assert agent.policy.version > 10
+    assert np.array_equal(fresh.A, agent.policy.A)
+    assert np.array_equal(fresh.b, agent.policy.b)
+    assert np.array_equal(fresh.w, agent.policy.w)
+    assert fresh.w.tobytes() == agent.policy.w.tobytes()
+
+
+def test_a_crash_between_turn_and_policy_write_is_recovered(make_agent, data_dir):
+    agent = make_agent(seed=1)
+    view = agent.say("first")
+    agent.choose(view.turn, view.candidates[0].id, 4)
+    before = data_dir / "policy.before"
+    shutil.copy(data_dir / "policy.json", before)
+    view = agent.say("second")
+    agent.choose(view.turn, view.candidates[1 % len(view.candidates)].id, 2)
+    live = agent.policy
+    agent.store.close()
+    # As if the process died after storing turn 2 but before saving the policy.
+    shutil.copy(before, data_dir / "policy.json")
+    again = make_agent(seed=1)
+    assert again.policy.version == live.version == 2
+    assert again.policy.w.tobytes() == live.w.tobytes()
+    assert again.store.load_policy()["last_seq"] == 2
+
+
+def test_a_turn_left_pending_by_a_dead_process_is_closed_at_startup(make_agent, data_dir):
+    agent = make_agent()
+    view = agent.say("anyone?")
+    agent.store.close()  # the process dies with the turn open
+    again = make_agent()
+    assert again.store.get_turn(view.turn)["status"] == "unanswered"
+    assert again.store.get_session(view.session)["ended"] is not None
+    assert again.say("hello again").session != view.session
+
+
+def test_a_user_who_likes_short_replies_gets_them_ranked_first(make_agent):
+    """Turns 81-100 rank the shortest candidate first more often than turns 1-20."""
+    agent = make_agent(seed=7)
+    first_is_shortest = []
+    for t in range(100):
+        view = agent.say(f"tell me something, please ({t})")
+        turn = Turn.from_dict(agent.store.get_turn(view.turn))
+        lengths = [len(c.text) for c in turn.candidates]
+        first_is_shortest.append(lengths[turn.order[0]] == min(lengths))
+        pick = min(view.candidates, key=lambda c: len(c.text))
+        agent.choose(view.turn, pick.id, 5)
+        if t % 10 == 9:
+            agent.end()
+    early, late = np.mean(first_is_shortest[:20]), np.mean(first_is_shortest[80:])
+    assert late > early, (early, late)
+    assert late >= 0.5, (early, late)

@@ -1,0 +1,91 @@
+"""The command line: help without torch, version, init-model, option checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tui.cli import build_parser
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    return result.stdout
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    out = run_python(
+        "import sys, json, contextlib, io\n"
+        "from tui.cli import main\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'transformers', 'textual'))\n"
+        "print(json.dumps({'help': buf.getvalue(), 'heavy': heavy}))\n"
+    )
+    result = json.loads(out)
+    assert result["heavy"] == []
+    for word in ("chat", "headless", "init-model", "--model", "--data-dir", "--candidates",
+                 "--samples", "--seed"):
+        assert word in result["help"]
+
+
+def test_version():
+    result = subprocess.run([sys.executable, "-m", "tui.cli", "--version"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("rlchat ")
+
+
+def test_common_options_before_or_after_the_subcommand(tmp_path):
+    parser = build_parser()
+    before = parser.parse_args(["--model", "m", "--candidates", "3", "headless"])
+    after = parser.parse_args(["headless", "--model", "m", "--candidates", "3"])
+    for args in (before, after):
+        assert (args.command, args.model, args.candidates, args.samples) == ("headless", "m", 3, 8)
+    default = parser.parse_args([])
+    assert default.command is None and default.model == "gpt2"
+
+
+def test_samples_below_candidates_is_refused(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "headless", "--candidates", "5", "--samples", "3",
+         "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "--samples (3) must be at least --candidates (5)" in (
+        result.stderr)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "x"])
+def test_candidates_must_be_positive(bad):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--candidates", bad])
+
+
+def test_init_model_writes_a_loadable_model(tiny_model):
+    names = {p.name for p in tiny_model.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, local_files_only=True)
+    assert model.config.model_type == "gpt2" and model.config.n_layer == 2
+    assert tokenizer.decode(tokenizer("User: hello")["input_ids"]) == "User: hello"
+
+
+def test_missing_model_folder_names_the_fix(tmp_path):
+    from learner.errors import ModelUnavailable
+    from learner.generator import load_model
+
+    with pytest.raises(ModelUnavailable) as err:
+        load_model(str(tmp_path / "nothing-here"))
+    assert "init-model" in str(err.value) and "--model PATH" in str(err.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelUnavailable) as err:
+        load_model(str(empty))
+    assert "does not hold a loadable" in str(err.value)

@@ -1,0 +1,199 @@
+"""The headless JSON-lines protocol, driven as a real child process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from storage import Store
+
+
+class Headless:
+    """`rlchat headless` as a child: one request line in, one answer line out."""
+
+    def __init__(self, model, data_dir, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tui.cli", "headless", "--model", str(model),
+             "--data-dir", str(data_dir), "--seed", "0", *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8",
+        )
+
+    def send_raw(self, line: str) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        # Reading before closing stdin shows each answer is flushed on its own.
+        answer = self.proc.stdout.readline()
+        assert answer.endswith("\n"), answer
+        return json.loads(answer)
+
+    def send(self, **request) -> dict:
+        return self.send_raw(json.dumps(request))
+
+    def close(self) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def headless(tiny_model, data_dir):
+    opened = []
+
+    def start(*extra: str) -> Headless:
+        child = Headless(tiny_model, data_dir, *extra)
+        opened.append(child)
+        return child
+
+    yield start
+    for child in opened:
+        if child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.wait()
+
+
+def check_say(answer: dict, k: int = 4) -> None:
+    assert answer["ok"] is True
+    assert isinstance(answer["session"], str) and isinstance(answer["turn"], str)
+    assert 1 <= len(answer["candidates"]) <= k
+    for cand in answer["candidates"]:
+        assert set(cand) == {"id", "text", "score", "propensity"}
+        assert isinstance(cand["id"], int) and isinstance(cand["text"], str)
+        assert isinstance(cand["score"], float) and 0 < cand["propensity"] <= 1
+    ids = [c["id"] for c in answer["candidates"]]
+    assert len(set(ids)) == len(ids)
+
+
+def test_round_trip(headless, data_dir):
+    child = headless("--candidates", "3", "--samples", "6")
+    said = child.send(op="say", text="hello there")
+    check_say(said, k=3)
+    first = said["candidates"][0]
+    chose = child.send(op="choose", turn=said["turn"], id=first["id"], rating=4)
+    assert chose == {"ok": True, "reward": 0.5, "policy_version": 1}
+
+    said2 = child.send(op="say", text="and then?")
+    check_say(said2, k=3)
+    assert said2["session"] == said["session"] and said2["turn"] != said["turn"]
+    assert child.send(op="reply", turn=said2["turn"], text="my own words") == {
+        "ok": True, "policy_version": 2}
+
+    said3 = child.send(op="say", text="no rating this time")
+    chose3 = child.send(op="choose", turn=said3["turn"], id=said3["candidates"][-1]["id"])
+    assert chose3["ok"] and chose3["reward"] == 0.5 and chose3["policy_version"] == 3
+
+    assert child.send(op="stats") == {"ok": True, "turns": 3, "sessions": 1, "policy_version": 3}
+    assert child.send(op="end") == {"ok": True, "session": said["session"]}
+    said4 = child.send(op="say", text="a new session")
+    assert said4["session"] != said["session"]
+    code, rest, err = child.close()
+    assert code == 0 and rest == ""
+
+    # A new process sees every acknowledged turn, learned.
+    again = headless()
+    assert again.send(op="stats") == {"ok": True, "turns": 4, "sessions": 2, "policy_version": 3}
+    assert again.close()[0] == 0
+    store = Store(data_dir)
+    statuses = [t["status"] for t in store.turns()]
+    assert statuses == ["chosen", "replied", "chosen", "unanswered"]
+    assert store.load_policy()["version"] == 3
+
+
+def test_every_bad_line_gets_an_error_and_the_process_goes_on(headless):
+    child = headless()
+    said = child.send(op="say", text="hi")
+    shown = [c["id"] for c in said["candidates"]]
+    turn = said["turn"]
+    bad = [
+        ("not json", "bad_json"),
+        ("", "bad_json"),
+        ("[1, 2]", "not_object"),
+        ('"say"', "not_object"),
+        ('{"op": "dance"}', "unknown_op"),
+        ('{"text": "no op"}', "unknown_op"),
+        ('{"op": "say"}', "missing_field"),
+        ('{"op": "say", "text": 5}', "bad_field"),
+        ('{"op": "say", "text": "   "}', "empty_text"),
+        ('{"op": "choose", "id": 0}', "missing_field"),
+        (json.dumps({"op": "choose", "turn": turn}), "missing_field"),
+        (json.dumps({"op": "choose", "turn": 1, "id": shown[0]}), "bad_field"),
+        (json.dumps({"op": "choose", "turn": "12345", "id": shown[0]}), "unknown_turn"),
+        (json.dumps({"op": "choose", "turn": turn, "id": 1000}), "bad_id"),
+        (json.dumps({"op": "choose", "turn": turn, "id": -1}), "bad_id"),
+        (json.dumps({"op": "choose", "turn": turn, "id": shown[0], "rating": 6}), "bad_rating"),
+        (json.dumps({"op": "choose", "turn": turn, "id": shown[0], "rating": 0}), "bad_rating"),
+        (json.dumps({"op": "choose", "turn": turn, "id": shown[0], "rating": 2.5}), "bad_rating"),
+        (json.dumps({"op": "choose", "turn": turn, "id": shown[0], "rating": True}), "bad_rating"),
+        (json.dumps({"op": "reply", "turn": turn}), "missing_field"),
+    ]
+    for line, code in bad:
+        answer = child.send_raw(line)
+        assert answer["ok"] is False, line
+        assert answer["error"]["code"] == code, (line, answer)
+        assert isinstance(answer["error"]["message"], str) and answer["error"]["message"]
+    # The turn is still answerable after all that, and only once.
+    assert child.send(op="choose", turn=turn, id=shown[0], rating=5)["ok"] is True
+    twice = child.send(op="choose", turn=turn, id=shown[0])
+    assert twice["error"]["code"] == "already_answered"
+    assert child.send(op="reply", turn=turn, text="x")["error"]["code"] == "already_answered"
+    assert child.send(op="stats")["policy_version"] == 1
+    code, _, _ = child.close()
+    assert code == 0
+
+
+def test_say_while_unanswered_logs_the_turn_as_unanswered(headless, data_dir):
+    child = headless()
+    first = child.send(op="say", text="one")
+    second = child.send(op="say", text="two")
+    stale = child.send(op="choose", turn=first["turn"], id=first["candidates"][0]["id"])
+    assert stale["error"]["code"] == "turn_closed"
+    assert child.send(op="choose", turn=second["turn"], id=second["candidates"][0]["id"])["ok"]
+    assert child.close()[0] == 0
+    store = Store(data_dir)
+    one, two = list(store.turns())
+    assert one["status"] == "unanswered" and one["rewards"] is None
+    assert two["status"] == "chosen"
+
+
+def test_hostile_text_round_trips(headless):
+    child = headless()
+    text = "[bold]x[/] [/] [ \x1b[31mred\x1b[0m \u0000 \ud800 日本語"
+    said = child.send(op="say", text=text)
+    assert said["ok"] is True
+    long = child.send(op="say", text="y" * 30_000)
+    assert long["error"]["code"] == "too_long"
+    assert child.close()[0] == 0
+
+
+def test_invalid_utf8_on_stdin_is_a_bad_line(tiny_model, data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "headless", "--model", str(tiny_model),
+         "--data-dir", str(data_dir)],
+        input=b'\xff\xfe{"op":"stats"\n{"op":"stats"}\n', capture_output=True, timeout=60,
+    )
+    answers = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert result.returncode == 0
+    assert answers[0]["error"]["code"] == "bad_json" and answers[1]["ok"] is True
+
+
+def test_stdout_holds_only_answers(headless):
+    child = headless()
+    child.send(op="say", text="hello")
+    child.send(op="nope")
+    code, out, err = child.close()
+    assert code == 0 and out == ""
+
+
+def test_unavailable_model_is_one_sentence_on_stderr(tiny_model, data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "headless", "--model", "no-such/model-xyz",
+         "--data-dir", str(data_dir)],
+        input='{"op":"stats"}\n', capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "--model PATH" in lines[0] and "rlchat init-model" in lines[0]

@@ -1,0 +1,78 @@
+"""End to end in a real terminal: `rlchat --model TINY` in tmux, three turns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+if shutil.which("tmux") is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("tmux is required in CI (.ci/run installs it)")
+    pytest.skip("tmux is not installed", allow_module_level=True)
+
+SESSION = f"rlchat-test-{os.getpid()}"
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def screen() -> str:
+    return tmux("capture-pane", "-p", "-t", SESSION)
+
+
+def wait_for(text: str, timeout: float = 60.0) -> str:
+    """Poll the screen until `text` shows up (a deadline, not a sleep for timing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = screen()
+        if text in shown:
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} never appeared; screen:\n{shown}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def terminal(tiny_model: Path, data_dir: Path):
+    rlchat = Path(sys.executable).with_name("rlchat")
+    command = f"{rlchat} --model {tiny_model} --data-dir {data_dir} --seed 1"
+    tmux("new-session", "-d", "-s", SESSION, "-x", "100", "-y", "30", command)
+    yield
+    subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+
+
+def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
+    wait_for("Ready. Type a message")
+    for turn, (message, pick, rating) in enumerate(
+        [("hello there", "1", "5"), ("what should I cook?", "2", "3"), ("thanks", "1", "4")],
+        start=1,
+    ):
+        tmux("send-keys", "-t", SESSION, "-l", message)
+        tmux("send-keys", "-t", SESSION, "Enter")
+        shown = wait_for("Pick a reply")
+        assert f"You: {message}" in shown and "1. " in shown
+        tmux("send-keys", "-t", SESSION, pick)
+        wait_for("Rate reply")
+        tmux("send-keys", "-t", SESSION, rating)
+        shown = wait_for(f"policy v{turn}.")
+        assert f"Learned ({rating}★" in shown
+    assert shown.count("Assistant: ") == 3
+    tmux("send-keys", "-t", SESSION, "C-q")
+    deadline = time.monotonic() + 30
+    alive = ["tmux", "has-session", "-t", SESSION]
+    while subprocess.run(alive, capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the app did not quit"
+        time.sleep(0.1)
+
+    from storage import Store
+
+    store = Store(data_dir)
+    assert [t["rating"] for t in store.turns()] == [5, 3, 4]
+    assert store.load_policy()["version"] == 3
