@@ -15,7 +15,7 @@ import numpy as np
 
 from learner.dialogue import one_line, valid_unicode
 from learner.errors import AgentError
-from learner.features import DIM, FEATURE_VERSION, featurize
+from learner.features import DIM, FEATURE_NAMES, FEATURE_VERSION, featurize
 from learner.policy import PolicyConfig, QPolicy
 from learner.records import (
     CHOSEN,
@@ -218,6 +218,14 @@ class Agent:
             self.store.update_session(ended, ended=time.time())
         self.session, self.history = None, []
         return ended
+
+    def explain(self, turn_id: str, candidate_id: int, top: int = 3) -> list[tuple[str, float]]:
+        """Why a candidate of the open turn scored as it did: its top feature
+        contributions (name, value x weight) under the current weights."""
+        turn = self.open_turn
+        if turn is None or turn.id != turn_id or not 0 <= candidate_id < len(turn.candidates):
+            raise AgentError("unknown_turn", f"Turn {turn_id!r} is not open.")
+        return self.policy.explain(turn.features()[candidate_id], FEATURE_NAMES, top)
 
     def stats(self) -> dict[str, int]:
         return {

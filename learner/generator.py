@@ -150,6 +150,10 @@ class Generator:
             stops.append(eos)
         self._stop_ids = torch.tensor(sorted(set(stops)), dtype=torch.long)
 
+    def reseed(self, seed: int | None) -> None:
+        """Restart the sampling sequence (for runs that must see the same draws)."""
+        self.seed, self._calls = seed, 0
+
     @classmethod
     def load(cls, name: str, **kwargs) -> Generator:
         tokenizer, model = load_model(name)

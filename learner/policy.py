@@ -1,11 +1,16 @@
 """Linear Q-learning over candidate features, with logged softmax exploration.
 
 Q(s, a) = w . phi(s, a).  The weights are the ridge solution of a weighted
-least-squares problem over every feedback sample seen so far, with
-exponential forgetting so that a drifting taste is followed:
+least-squares problem over every feedback row seen so far, with exponential
+forgetting so that a drifting taste is followed:
 
-    A <- lambda A + sum_i c_i phi_i phi_i^T,   b <- lambda b + sum_i c_i y_i phi_i
-    w  = (A + ridge I)^-1 b
+    A <- lambda A + sum_i c_i x_i x_i^T,   b <- lambda b + sum_i c_i y_i x_i
+    P  = (A + ridge I)^-1,                 w = P b
+
+A row x is either a candidate's phi with its reward as target, or the
+difference phi(pick) - phi(passed over) with a margin as target: the pick
+against each candidate it beat (see learner/replay.py).  The ridge term is
+not forgotten, so the problem stays well posed however long the stream.
 
 The target y of the candidate that continued the conversation becomes
 r + gamma * max_a' Q(s', a') once the next turn's candidates are known.  That
@@ -19,7 +24,7 @@ No I/O and no globals: deterministic given its inputs and the rng passed to
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -30,8 +35,10 @@ class PolicyConfig:
     gamma: float = 0.5  # discount across the turns of a session
     ridge: float = 1.0
     forgetting: float = 0.995  # lambda, applied once per learned turn
-    temperature: float = 0.1  # softmax temperature over Q
-    epsilon: float = 0.05  # share of uniform exploration: no propensity falls to 0
+    temperature: float = 0.02  # softmax temperature floor
+    uncertainty: float = 0.02  # temperature added per unit of the mean posterior sd of Q
+    epsilon: float = 0.02  # share of uniform exploration: no propensity falls to 0
+    pair_margin: float = 0.5  # target of Q(pick) - Q(passed over)
 
 
 class QPolicy:
@@ -41,6 +48,7 @@ class QPolicy:
         self.A = np.zeros((dim, dim))
         self.b = np.zeros(dim)
         self.w = np.zeros(dim)
+        self.P = np.eye(dim) / self.config.ridge  # (A + ridge I)^-1
         self.version = 0  # turns learned
         self.last_seq = 0  # sequence number of the last stored turn applied
         self.session: str | None = None  # session of the last turn applied
@@ -50,10 +58,27 @@ class QPolicy:
     def scores(self, phi: np.ndarray) -> np.ndarray:
         return phi @ self.w
 
-    def first_probabilities(self, scores: np.ndarray) -> np.ndarray:
+    def explain(
+        self, phi_row: np.ndarray, names: tuple[str, ...], top: int = 3
+    ) -> list[tuple[str, float]]:
+        """The `top` largest contributions (feature name, value x weight) to one Q."""
+        contributions = np.asarray(phi_row, dtype=np.float64) * self.w
+        biggest = np.argsort(-np.abs(contributions), kind="stable")[:top]
+        return [(names[i], float(contributions[i])) for i in biggest]
+
+    def uncertainty(self, phi: np.ndarray) -> np.ndarray:
+        """Posterior sd of each row's Q (up to the noise scale): sqrt(phi P phi)."""
+        return np.sqrt(np.maximum(np.einsum("kd,de,ke->k", phi, self.P, phi), 0.0))
+
+    def temperature(self, phi: np.ndarray) -> float:
+        """Explore more where the policy knows less: a floor plus the mean sd."""
+        cfg = self.config
+        return cfg.temperature + cfg.uncertainty * float(np.mean(self.uncertainty(phi)))
+
+    def first_probabilities(self, scores: np.ndarray, temperature: float) -> np.ndarray:
         """P(each candidate is placed first): softmax mixed with a uniform floor."""
         n = len(scores)
-        z = (scores - scores.max()) / max(self.config.temperature, 1e-6)
+        z = (scores - scores.max()) / max(temperature, 1e-6)
         soft = np.exp(z)
         soft /= soft.sum()
         eps = self.config.epsilon
@@ -67,8 +92,9 @@ class QPolicy:
         The order is drawn Plackett-Luce style from the exploration
         distribution, so order[0] is a sample whose probability is logged.
         """
+        phi = _finite(phi)
         scores = self.scores(phi)
-        probs = self.first_probabilities(scores)
+        probs = self.first_probabilities(scores, self.temperature(phi))
         remaining = list(range(len(scores)))
         weights = probs.copy()
         order = []
@@ -98,27 +124,28 @@ class QPolicy:
 
     def learn(
         self,
-        phi: np.ndarray,
-        rewards: np.ndarray,
+        rows: np.ndarray,
+        targets: np.ndarray,
         weights: np.ndarray,
         chosen: np.ndarray | None,
     ) -> None:
-        """One turn of feedback: rows of phi with their rewards and read weights."""
-        # Rewards are clipped and anything non-finite counts as nothing learned.
-        phi = _finite(phi)
-        targets = np.clip(_finite(rewards), -1.0, 1.0)
+        """One turn of feedback: regression rows with their targets and weights."""
+        # Targets are clipped and anything non-finite counts as nothing learned.
+        x = _finite(rows)
+        y = np.clip(_finite(targets), -1.0, 1.0)
         c = np.clip(_finite(weights), 0.0, 1.0)
         lam = self.config.forgetting
-        self.A = lam * self.A + (phi * c[:, None]).T @ phi
-        self.b = lam * self.b + phi.T @ (c * targets)
+        self.A = lam * self.A + (x * c[:, None]).T @ x
+        self.b = lam * self.b + x.T @ (c * y)
         self._solve()
         self.pending = None if chosen is None else np.array(chosen, dtype=np.float64)
         self.version += 1
 
     def _solve(self) -> None:
-        w = np.linalg.solve(self.A + self.config.ridge * np.eye(self.dim), self.b)
-        if np.all(np.isfinite(w)):
-            self.w = w
+        P = np.linalg.inv(self.A + self.config.ridge * np.eye(self.dim))
+        w = P @ self.b
+        if np.all(np.isfinite(w)) and np.all(np.isfinite(P)):
+            self.P, self.w = P, w
 
     # persistence --------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -137,10 +164,15 @@ class QPolicy:
     @classmethod
     def from_dict(cls, data: dict[str, Any], config: PolicyConfig | None = None) -> QPolicy:
         """Restore a snapshot; `config` overrides the stored settings."""
-        policy = cls(int(data["dim"]), config or PolicyConfig(**data["config"]))
+        known = {f.name for f in fields(PolicyConfig)}
+        stored = PolicyConfig(**{k: v for k, v in data["config"].items() if k in known})
+        policy = cls(int(data["dim"]), config or stored)
         policy.A = np.array(data["A"], dtype=np.float64)
         policy.b = np.array(data["b"], dtype=np.float64)
-        policy.w = np.array(data["w"], dtype=np.float64)
+        # P and w follow from A, b and the ridge: recomputing them gives the
+        # stored w bit for bit, and the right one if the ridge was overridden.
+        if np.any(policy.A) or np.any(policy.b):
+            policy._solve()
         policy.version = int(data["version"])
         policy.last_seq = int(data["last_seq"])
         policy.session = data.get("session")

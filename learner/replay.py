@@ -12,7 +12,38 @@ from collections.abc import Iterable
 import numpy as np
 
 from learner.policy import QPolicy
-from learner.records import CHOSEN, Turn
+from learner.records import CHOSEN, REPLIED, Turn
+
+
+def feedback_rows(
+    phi: np.ndarray,
+    shown: list[int],
+    status: str,
+    choice: int | None,
+    rewards: list[float],
+    weights: list[float],
+    margin: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Regression rows for one answered turn: (rows, targets, weights, chosen phi).
+
+    A pick gives its own reward as a target, and one row per candidate it was
+    preferred to: phi(pick) - phi(other) with target `margin`, weighted by how
+    likely the other one was read.  Pairs carry what a skip says (worse than
+    the pick, in this context) without pretending to know its absolute value.
+    An own reply penalises every shown candidate, each by its read weight.
+    """
+    if status == CHOSEN and choice is not None:
+        pick = shown.index(choice)
+        rows, targets, cs = [phi[choice]], [rewards[pick]], [1.0]
+        for pos, other in enumerate(shown):
+            if pos != pick:
+                rows.append(phi[choice] - phi[other])
+                targets.append(margin)
+                cs.append(weights[pos])
+        return np.array(rows), np.array(targets), np.array(cs), phi[choice]
+    if status == REPLIED:
+        return phi[shown], np.array(rewards), np.array(weights), None
+    raise ValueError(f"no feedback in a turn with status {status!r}")
 
 
 def start_turn(policy: QPolicy, turn: Turn) -> None:
@@ -21,9 +52,11 @@ def start_turn(policy: QPolicy, turn: Turn) -> None:
 
 def finish_turn(policy: QPolicy, turn: Turn) -> None:
     if turn.answered_ok and turn.rewards is not None and turn.weights is not None:
-        phi = turn.features()
-        chosen = phi[turn.choice] if turn.status == CHOSEN and turn.choice is not None else None
-        policy.learn(phi[turn.shown_ids], np.array(turn.rewards), np.array(turn.weights), chosen)
+        rows, targets, weights, chosen = feedback_rows(
+            turn.features(), turn.shown_ids, turn.status, turn.choice,
+            turn.rewards, turn.weights, policy.config.pair_margin,
+        )
+        policy.learn(rows, targets, weights, chosen)
     policy.last_seq = turn.seq
 
 

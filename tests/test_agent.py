@@ -42,6 +42,20 @@ def test_choose_learns_and_persists_before_returning(make_agent):
     assert agent.history == [("hi", pick.text)]
 
 
+def test_explain_gives_named_contributions_that_sum_into_the_score(make_agent):
+    agent = make_agent(seed=2)
+    for _ in range(3):
+        view = agent.say("tell me about music")
+        agent.choose(view.turn, view.candidates[0].id, 5)
+    view = agent.say("and jazz?")
+    cand = view.candidates[0]
+    why = agent.explain(view.turn, cand.id, top=DIM)
+    assert {name for name, _ in why} == set(FEATURE_NAMES)
+    assert np.isclose(sum(value for _, value in why), cand.score)
+    top3 = agent.explain(view.turn, cand.id)
+    assert [abs(v) for _, v in top3] == sorted((abs(v) for _, v in why), reverse=True)[:3]
+
+
 def test_refusals_have_codes(make_agent):
     agent = make_agent()
     view = agent.say("tell me a joke")

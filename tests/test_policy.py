@@ -108,3 +108,37 @@ def test_no_nan_or_inf_for_any_stream(steps):
         n = len(phi)
         policy.learn(phi, np.array(rewards[:n]), np.array(weights[:n]), phi[0])
         assert np.all(np.isfinite(policy.w))
+
+
+def test_explain_names_the_largest_contributions():
+    policy = QPolicy(3)
+    policy.w = np.array([0.5, -2.0, 0.1])
+    why = policy.explain(np.array([1.0, 0.5, 3.0]), ("bias", "length", "question"), top=2)
+    assert why == [("length", -1.0), ("bias", 0.5)]
+
+
+def test_feedback_rows_pit_the_pick_against_each_candidate_it_beat():
+    from learner.replay import feedback_rows
+
+    phi = np.arange(12.0).reshape(4, 3)
+    shown = [2, 0, 3]
+    rewards, weights = pick_feedback(3, 1, 4, RewardConfig())
+    rows, targets, cs, chosen = feedback_rows(phi, shown, "chosen", 0, rewards, weights, 0.5)
+    assert np.array_equal(rows[0], phi[0]) and targets[0] == 0.5 and cs[0] == 1.0
+    assert np.array_equal(rows[1], phi[0] - phi[2]) and np.array_equal(rows[2], phi[0] - phi[3])
+    assert targets[1:].tolist() == [0.5, 0.5]
+    assert cs[1] == 1.0 and cs[2] == weights[2] < 1.0  # read above the pick; maybe below
+    assert np.array_equal(chosen, phi[0])
+    rewards, weights = own_reply_feedback(3, RewardConfig())
+    rows, targets, cs, chosen = feedback_rows(phi, shown, "replied", None, rewards, weights, 0.5)
+    assert np.array_equal(rows, phi[shown]) and chosen is None and all(targets < 0)
+
+
+def test_uncertainty_shrinks_with_data_and_so_does_the_temperature():
+    policy = QPolicy(2, PolicyConfig(temperature=0.01, uncertainty=0.5))
+    phi = np.array([[1.0, 0.0], [0.0, 1.0]])
+    before = policy.temperature(phi)
+    for _ in range(50):
+        policy.learn(phi, np.array([1.0, 0.0]), np.ones(2), None)
+    assert policy.temperature(phi) < before / 3
+    assert policy.temperature(phi) >= 0.01

@@ -1,0 +1,277 @@
+"""How fast the learner picks up a user's taste, against peers and baselines.
+
+1. The peers harness (../shared/peers): the project's QPolicy, through the
+   harness adapter (benchmarks/peers_plugin.py), side by side with its peers
+   on the same simulated stream, seeds and users; the harness's own runner,
+   metrics and table.
+2. Text-level simulated users driven through the real agent, generator (a
+   tiny GPT-2 built like `rlchat init-model`) and store, one per hidden taste,
+   against a random-order agent in the same run; with gamma = 0 beside the
+   default to show what the discount costs where turns are independent.
+3. Carry-over: the reply the user picks decides whether the session goes
+   on; gamma > 0 against gamma = 0 on session length and reward.
+4. rank + learn time per turn at the chat's feature dimension.
+
+Run: .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/learning.py
+     (--quick for a smoke run).  Ends by printing one JSON object.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS thread per process: the harness runs two processes on two cores.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from multiprocessing import Pool  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = Path(os.environ.get("RLCHAT_PEERS_DIR", ROOT.parent / "shared" / "peers"))
+PLUGIN = f"plugin:{ROOT / 'benchmarks' / 'peers_plugin.py'}:RlchatPeer"
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# 1. peers harness ------------------------------------------------------------
+def peers_table(turns: int, seeds: int, jobs: int) -> dict:
+    if not (PEERS_DIR / "run.py").exists():
+        say(f"peers harness not found at {PEERS_DIR}; set RLCHAT_PEERS_DIR")
+        return {}
+    sys.path.insert(0, str(PEERS_DIR))
+    import run as harness  # the harness's own runner, metrics and table
+    from peers import default_peers
+
+    keys = []
+    for key in default_peers():
+        lib = {"vw": "vowpalwabbit", "river": "river"}.get(key.split("_")[0])
+        try:
+            if lib:
+                __import__(lib)
+            keys.append(key)
+        except ImportError:
+            say(f"  peer {key} skipped: {lib} is not installed (pip install -e '.[bench]')")
+    keys.append(PLUGIN)
+    drift = 500 if turns > 600 else None
+    windows = [(1, 50), (51, 200), (201, turns)]
+    tasks = [(k, s, turns, drift, None) for s in range(seeds) for k in keys]
+    say(f"[1/4] peers harness: {len(keys)} learners x {seeds} seeds x {turns} turns")
+    start = time.time()
+    with Pool(jobs) as pool:
+        results = []
+        for i, result in enumerate(pool.imap_unordered(harness.run_one, tasks), start=1):
+            results.append(result)
+            if i % max(1, len(tasks) // 10) == 0:
+                say(f"  {i}/{len(tasks)} runs")
+    rows = harness.summarise(results, keys, windows, drift)
+    print(harness.table(rows, windows, drift))
+    print(f"\n{turns} turns x {seeds} seeds, drift at {drift}, wall {time.time() - start:.1f}s\n")
+    out = {}
+    for row in rows:
+        name = "rlchat" if row["key"] == PLUGIN else row["key"]
+        out[name] = {
+            "best1_t201_end": round(row["best1_late"][0], 4),
+            "best1_sd": round(row["best1_late"][1], 4),
+            "top1_t201_end": round(row[f"top1_201_{turns}"][0], 4),
+            "top1_post_drift": round(row["top1_postdrift"][0], 4) if drift else None,
+            "top1_post_drift_sd": round(row["top1_postdrift"][1], 4) if drift else None,
+        }
+    return out
+
+
+# 2-3. text-level users -------------------------------------------------------
+MESSAGES = [
+    "what should I cook tonight?", "tell me a joke", "how do I fix a slow laptop?",
+    "recommend a film please", "I feel nervous about my exam", "what book should I read?",
+    "where should I travel this summer?", "why is the sky blue?", "good morning",
+    "I lost my keys in the kitchen", "can you help me write an email?", "do you like music?",
+]
+POLITE = {"please", "thanks", "thank", "sorry", "glad", "welcome"}
+
+
+def _words(text: str) -> list[str]:
+    from learner.features import words
+
+    return words(text)
+
+
+def _overlap(text: str, message: str) -> float:
+    cand, mine = _words(text), set(_words(message))
+    return sum(w in mine for w in cand) / len(cand) if cand else 0.0
+
+
+# Hidden tastes: utility of a reply to a message.  A small length term breaks
+# ties so that a taste always has a favourite.
+TASTES = {
+    "short": lambda text, msg: -len(text) / 50.0,
+    "long": lambda text, msg: len(text) / 50.0,
+    "questions": lambda text, msg: float("?" in text) - len(text) / 500.0,
+    "echo": lambda text, msg: 3.0 * _overlap(text, msg) - len(text) / 500.0,
+    "polite": lambda text, msg: float(sum(w in POLITE for w in _words(text)))
+    - len(text) / 500.0,
+}
+
+
+def make_agent(generator, config, seed: int, directory: str):
+    from learner.agent import Agent, AgentConfig
+    from storage import Store
+
+    generator.reseed(seed)
+    return Agent(Store(directory), generator, AgentConfig(4, 8), policy_config=config, seed=seed)
+
+
+def taste_run(generator, taste: str, config, seed: int, turns: int) -> list[bool]:
+    """Per turn: was the first-ranked candidate the user's pick?  The user reads
+    all shown candidates and picks the best by their taste (small noise)."""
+    utility = TASTES[taste]
+    rng = np.random.default_rng([seed, 7])
+    hits = []
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = make_agent(generator, config, seed, tmp)
+        for t in range(turns):
+            message = MESSAGES[int(rng.integers(len(MESSAGES)))]
+            view = agent.say(message)
+            u = np.array([utility(c.text, message) for c in view.candidates])
+            pick = int(np.argmax(u + rng.normal(0, 0.05, len(u))))
+            hits.append(pick == 0)
+            rating = 5 if u[pick] >= u.max() else 3
+            agent.choose(view.turn, view.candidates[pick].id, rating)
+            if t % 5 == 4:
+                agent.end()
+        agent.store.close()
+    return hits
+
+
+def engagement_run(generator, config, seed: int, turns: int) -> dict:
+    """Carry-over: a reply that asks a question keeps the user talking (the
+    session goes on with p=.9, else .5), while the immediate rating prefers
+    short replies.  The user reads from the top and takes the first
+    acceptable reply (under 80 characters), so the ranking decides the pick."""
+    rng = np.random.default_rng([seed, 11])
+    lengths, rewards, session_turns, session_reward = [], [], 0, 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = make_agent(generator, config, seed, tmp)
+        for _ in range(turns):
+            message = MESSAGES[int(rng.integers(len(MESSAGES)))]
+            view = agent.say(message)
+            texts = [c.text for c in view.candidates]
+            pick = next((i for i, t in enumerate(texts) if len(t) < 80), len(texts) - 1)
+            rating = 4 if len(texts[pick]) < 40 else 3
+            session_reward += agent.choose(view.turn, view.candidates[pick].id, rating)
+            session_turns += 1
+            goes_on = rng.random() < (0.9 if "?" in texts[pick] else 0.5)
+            if not goes_on or session_turns >= 10:
+                agent.end()
+                lengths.append(session_turns)
+                rewards.append(session_reward)
+                session_turns, session_reward = 0, 0.0
+        agent.store.close()
+    half = len(lengths) // 2  # the second half: after some learning
+    return {"session_len": float(np.mean(lengths[half:])),
+            "session_reward": float(np.mean(rewards[half:])), "sessions": len(lengths)}
+
+
+def rank_learn_timing(generator, config, turns: int) -> float:
+    """Median seconds of rank + learn for one turn at the chat's dimension."""
+    from learner.features import DIM
+    from learner.policy import QPolicy
+    from learner.records import Turn
+    from learner.replay import finish_turn, start_turn
+
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = make_agent(generator, config, 0, tmp)
+        for _ in range(turns):
+            view = agent.say("tell me something")
+            agent.choose(view.turn, view.candidates[0].id, 4)
+        stored = [Turn.from_dict(t) for t in agent.store.turns()]
+        agent.store.close()
+    policy, rng, times = QPolicy(DIM, config), np.random.default_rng(0), []
+    for turn in stored * 5:
+        phi = turn.features()
+        t0 = time.perf_counter()
+        start_turn(policy, turn)
+        policy.rank(phi, rng)
+        finish_turn(policy, turn)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    q = args.quick
+    figures: dict = {"peers": peers_table(300 if q else 1000, 2 if q else 5, args.jobs)}
+
+    from learner.generator import Generator
+    from learner.policy import PolicyConfig
+    from learner.tiny_model import write_tiny_model
+
+    model_dir = tempfile.mkdtemp()
+    say("building the tiny model (as `rlchat init-model`)")
+    write_tiny_model(model_dir)
+    generator = Generator.load(model_dir)
+    default = PolicyConfig()
+    random_order = replace(default, temperature=1e9, uncertainty=0.0)
+    turns, seeds = (40, 1) if q else (100, 2)
+    lo = turns // 2
+
+    say(f"[2/4] text-level tastes: {len(TASTES)} tastes x {seeds} seeds x {turns} turns x 3")
+    tastes = {}
+    for taste in TASTES:
+        rate = {}
+        for label, config in (("learned", default), ("gamma0", replace(default, gamma=0.0)),
+                              ("random", random_order)):
+            runs = [np.mean(taste_run(generator, taste, config, s, turns)[lo:])
+                    for s in range(seeds)]
+            rate[label] = float(np.mean(runs))
+        rate["ratio_vs_random"] = rate["learned"] / max(rate["random"], 1e-9)
+        tastes[taste] = {k: round(v, 3) for k, v in rate.items()}
+        say(f"  {taste:10s} {tastes[taste]}")
+    figures["tastes_top1_t51_100"] = tastes
+
+    eng_turns, eng_seeds = (60, 2) if q else (200, 3)
+    say(f"[3/4] carry-over: gamma 0 vs {default.gamma}, {eng_seeds} seeds x {eng_turns} turns")
+    engagement = {}
+    for label, config in (("gamma0", replace(default, gamma=0.0)),
+                          (f"gamma{default.gamma}", default),
+                          ("gamma0.8", replace(default, gamma=0.8))):
+        runs = [engagement_run(generator, config, s, eng_turns) for s in range(eng_seeds)]
+        engagement[label] = {
+            key: [round(float(np.mean([r[key] for r in runs])), 3),
+                  round(float(np.std([r[key] for r in runs])), 3)]
+            for key in ("session_len", "session_reward")
+        }
+        say(f"  {label:10s} {engagement[label]}")
+    figures["carry_over_mean_sd"] = engagement
+
+    say("[4/4] rank + learn timing")
+    figures["rank_learn_median_ms"] = round(rank_learn_timing(generator, default, 40) * 1e3, 4)
+
+    print("\ntext-level tastes, top-1 = the first-ranked candidate was the pick, turns "
+          f"{lo + 1}-{turns}:")
+    for taste, rate in tastes.items():
+        print(f"  {taste:10s} learned {rate['learned']:.3f}  gamma=0 {rate['gamma0']:.3f}  "
+              f"random {rate['random']:.3f}  ratio {rate['ratio_vs_random']:.2f}")
+    print("carry-over (mean, sd over seeds; second half of the sessions):")
+    for label, row in engagement.items():
+        print(f"  {label:10s} session length {row['session_len']}  reward {row['session_reward']}")
+    print(f"rank + learn median: {figures['rank_learn_median_ms']} ms")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
