@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -98,9 +97,16 @@ class Agent:
     def _recover(self) -> None:
         """Close what a previous process left open and learn what it stored
         but did not learn (a crash between the turn write and the policy save)."""
-        for session in self.store.sessions():
-            if session.get("ended") is None:
-                self.store.update_session(session["id"], ended=time.time())
+        # Only the newest sessions can be open: each start closes what the
+        # previous process left, so walk back to the first ended one.
+        for seq in range(self.store.count_sessions(), 0, -1):
+            session = self.store.get_session(str(seq))
+            if session is None or session.get("ended") is not None:
+                break
+            self.store.update_session(str(seq), ended=time.time())
+        # A damaged newest turn file must not make new turns reuse numbers
+        # the policy has already seen.
+        self.store.reserve_turns(self.policy.last_seq)
         late = []
         for record in self.store.turns(after_seq=self.policy.last_seq):
             turn = Turn.from_dict(record)
@@ -163,8 +169,11 @@ class Agent:
         turn.scores = [float(s) for s in scores]
         stored = self.store.add_turn(turn.to_dict())
         turn.seq, turn.id = stored["seq"], stored["id"]
-        session = self.store.get_session(self.session)
-        self.store.update_session(self.session, turns=(session or {}).get("turns", 0) + 1)
+        session = self.store.get_session(self.session) or {}
+        self.store.update_session(
+            self.session, turns=session.get("turns", 0) + 1,
+            first_seq=session.get("first_seq") or turn.seq, last_seq=turn.seq,
+        )
         self.open_turn = turn
         return TurnView(
             session=self.session,
@@ -280,14 +289,14 @@ class Agent:
 
 def open_agent(
     model: str,
-    data_dir: str | Path,
+    store: Store,
     config: AgentConfig | None = None,
     *,
     seed: int | None = None,
     max_new_tokens: int = 40,
 ) -> Agent:
-    """Load the model and open the data dir; raises ModelUnavailable with the fix."""
+    """Load the model into an agent over an open store; raises ModelUnavailable."""
     from learner.generator import Generator  # torch and transformers load here, not before
 
     generator = Generator.load(model, seed=seed, max_new_tokens=max_new_tokens)
-    return Agent(Store(data_dir), generator, config, seed=seed)
+    return Agent(store, generator, config, seed=seed)

@@ -45,13 +45,17 @@ class AtomicJSONStorage(Storage):
     every operation.
     """
 
-    def __init__(self, path: str | os.PathLike[str], **_: Any) -> None:
+    def __init__(self, path: str | os.PathLike[str], readonly: bool = False, **_: Any) -> None:
         super().__init__()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.readonly = readonly
         self._cache: dict[str, Any] | None = None
         self._stamp: tuple[int, int, int] | None = None
-        self._remove_leftover_temps()
+        if not readonly:
+            # Only the writer (who holds the data dir's lock) may clean: a
+            # reader could otherwise delete the writer's temp file mid-write.
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._remove_leftover_temps()
 
     def _temp_prefix(self) -> str:
         return f".{self.path.name}."
@@ -85,6 +89,8 @@ class AtomicJSONStorage(Storage):
         return data
 
     def write(self, data: dict[str, Any]) -> None:
+        if self.readonly:
+            raise PermissionError(f"{self.path} is open read-only")
         # TinyDB mutates the dict that read() returned before calling write();
         # if the write fails the cache no longer matches the disk, so drop it.
         self._cache = self._stamp = None
@@ -93,8 +99,10 @@ class AtomicJSONStorage(Storage):
         )
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                # ASCII escapes keep any Python string storable, lone surrogates too.
-                json.dump(data, f, separators=(",", ":"))
+                # One dumps (the C encoder; json.dump streams through the Python
+                # one, several times slower).  ASCII escapes keep any Python
+                # string storable, lone surrogates too.
+                f.write(json.dumps(data, separators=(",", ":")))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)

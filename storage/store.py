@@ -1,4 +1,9 @@
-"""The data dir: sessions, turns and the policy, each in its own TinyDB file.
+"""The data dir: sessions, turns and the policy.
+
+    DATA/.lock                        the one writer's lock (and .lock.pid)
+    DATA/sessions/sessions-NNNNNN.json  200 sessions a file
+    DATA/turns/turns-NNNNNN.json        25 turns a file (a write re-encodes one file)
+    DATA/policy.json                  the current policy snapshot
 
 Records go in and come out as plain JSON dicts; the learner converts them to
 its dataclasses.  Returned dicts share structure with TinyDB's cache, so
@@ -14,127 +19,122 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tinydb import TinyDB
-from tinydb.table import Document, Table
+from tinydb.table import Document
 
-from storage.atomic import AtomicJSONStorage, CorruptFileError
+from storage.files import open_db
+from storage.lock import acquire
+from storage.shards import ShardedTable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-FILES = ("sessions", "turns", "policy")
-
-
-def _quarantine(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    os.replace(path, target)
-    return target
+TURNS_PER_FILE = 25
+SESSIONS_PER_FILE = 200
 
 
 class Store:
-    """All of rlchat's durable state in one data dir."""
+    """All of rlchat's durable state in one data dir.
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    The writer (the default) holds the data dir's lock until `close`; a
+    second writer gets DataDirInUse.  `readonly=True` takes no lock and
+    writes nothing, so export and stats work beside a running chat.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self.data_dir = Path(data_dir).expanduser()
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.readonly = readonly
         self.warnings: list[str] = []
-        self._dbs: dict[str, TinyDB] = {name: self._open(name) for name in FILES}
+        self._lock = None
+        if not readonly:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._lock = acquire(self.data_dir)
+        self._sessions = ShardedTable(self.data_dir / "sessions", "sessions", SESSIONS_PER_FILE,
+                                      readonly, self._warn)
+        self._turns = ShardedTable(self.data_dir / "turns", "turns", TURNS_PER_FILE,
+                                   readonly, self._warn)
+        self._policy = open_db(self.data_dir / "policy.json", readonly, self._warn)
 
-    def _open(self, name: str) -> TinyDB:
-        path = self.data_dir / f"{name}.json"
-        db = TinyDB(path, storage=AtomicJSONStorage)
-        try:
-            meta = db.table("meta")
-            if not meta.contains(doc_id=1):
-                meta.insert(Document({"schema": SCHEMA_VERSION}, doc_id=1))
-        except CorruptFileError:
-            db.close()
-            moved = _quarantine(path)
-            message = f"{path.name} was damaged and has been moved aside to {moved.name}."
-            log.warning(message)
-            self.warnings.append(message)
-            db = TinyDB(path, storage=AtomicJSONStorage)
-            db.table("meta").insert(Document({"schema": SCHEMA_VERSION}, doc_id=1))
-        return db
-
-    def _table(self, name: str) -> Table:
-        return self._dbs[name].table(name)
-
-    def schema_version(self, name: str) -> int:
-        meta = self._dbs[name].table("meta").get(doc_id=1)
-        return int(meta["schema"]) if meta else 0
+    def _warn(self, message: str) -> None:
+        log.warning(message)
+        self.warnings.append(message)
 
     # sessions -------------------------------------------------------------
     def new_session(self, title: str = "") -> str:
-        table = self._table("sessions")
-        seq = _next_seq(table)
-        record = {"id": str(seq), "seq": seq, "title": title[:80], "started": time.time(),
-                  "ended": None, "turns": 0}
-        table.insert(Document(record, doc_id=seq))
-        return record["id"]
+        seq = self._sessions.insert(
+            {"title": title[:80], "started": time.time(), "ended": None, "turns": 0}
+        )
+        return str(seq)
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
-        return _get(self._table("sessions"), session_id)
+        seq = _seq(session_id)
+        record = self._sessions.get(seq) if seq else None
+        return None if record is None else {**record, "id": str(seq)}
 
     def update_session(self, session_id: str, **fields: Any) -> None:
-        self._table("sessions").update(fields, doc_ids=[int(session_id)])
+        self._sessions.update(int(session_id), fields)
 
-    def sessions(self) -> list[dict[str, Any]]:
-        return sorted(self._table("sessions").all(), key=lambda d: d.doc_id)
+    def sessions(self) -> Iterator[dict[str, Any]]:
+        for record in self._sessions.iter():
+            yield {**record, "id": str(record.doc_id)}
+
+    def session_turns(self, session_id: str) -> Iterator[dict[str, Any]]:
+        """A session's turns, read from its first to its last (its index), not all."""
+        session = self.get_session(session_id)
+        if not session or not session.get("first_seq"):
+            return
+        for turn in self._turns.iter(after_seq=session["first_seq"] - 1):
+            if turn.doc_id > session["last_seq"]:
+                return
+            if turn.get("session") == session_id:
+                yield turn
 
     def count_sessions(self) -> int:
-        return len(self._table("sessions"))
+        return self._sessions.last_seq
 
     # turns ----------------------------------------------------------------
     def add_turn(self, record: dict[str, Any]) -> dict[str, Any]:
         """Store a new turn durably; it gets the next sequence number and an id."""
-        table = self._table("turns")
-        seq = _next_seq(table)
+        seq = self._turns.last_seq + 1
         stored = {**record, "seq": seq, "id": str(seq)}
-        table.insert(Document(stored, doc_id=seq))
+        self._turns.insert(stored)
         return stored
 
     def update_turn(self, turn_id: str, **fields: Any) -> None:
-        self._table("turns").update(fields, doc_ids=[int(turn_id)])
+        self._turns.update(int(turn_id), fields)
 
     def get_turn(self, turn_id: str) -> dict[str, Any] | None:
-        return _get(self._table("turns"), turn_id)
+        seq = _seq(turn_id)
+        return self._turns.get(seq) if seq else None
 
     def turns(self, after_seq: int = 0) -> Iterator[dict[str, Any]]:
         """Turns in the order they were taken, optionally only those after a seq."""
-        docs = self._table("turns").all()
-        for doc in sorted(docs, key=lambda d: d.doc_id):
-            if doc.doc_id > after_seq:
-                yield doc
+        return self._turns.iter(after_seq)
 
     def count_turns(self) -> int:
-        return len(self._table("turns"))
+        return self._turns.last_seq
+
+    def reserve_turns(self, seq: int) -> None:
+        """New turns get numbers above `seq` (e.g. the policy has seen up to it)."""
+        self._turns.reserve(seq)
 
     # policy ---------------------------------------------------------------
     def load_policy(self) -> dict[str, Any] | None:
-        return self._table("policy").get(doc_id=1)
+        return self._policy.table("policy").get(doc_id=1)
 
     def save_policy(self, snapshot: dict[str, Any]) -> None:
-        table = self._table("policy")
-        if table.contains(doc_id=1):
-            table.update(snapshot, doc_ids=[1])
-        else:
-            table.insert(Document(snapshot, doc_id=1))
+        self._policy.table("policy").upsert(Document(snapshot, doc_id=1))
 
     def close(self) -> None:
-        for db in self._dbs.values():
-            db.close()
+        self._sessions.close()
+        self._turns.close()
+        self._policy.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
-def _next_seq(table: Table) -> int:
-    ids = [doc.doc_id for doc in table.all()]
-    return max(ids, default=0) + 1
-
-
-def _get(table: Table, record_id: str) -> dict[str, Any] | None:
+def _seq(record_id: str) -> int | None:
     try:
-        doc_id = int(record_id)
+        seq = int(record_id)
     except (TypeError, ValueError):
         return None
-    return table.get(doc_id=doc_id)
+    return seq if seq > 0 else None

@@ -34,12 +34,15 @@ def data_dir(tmp_path: Path) -> Path:
 def make_agent(tiny_model: Path, data_dir: Path):
     """Open agents over the tiny model and close their stores afterwards."""
     from learner.agent import AgentConfig, open_agent
+    from storage import Store
 
     opened = []
 
     def make(seed: int = 0, candidates: int = 4, samples: int = 8, directory: Path = data_dir):
+        for agent in opened:  # one writer per data dir: the previous one steps back
+            agent.store.close()
         agent = open_agent(
-            str(tiny_model), directory, AgentConfig(candidates, samples), seed=seed
+            str(tiny_model), Store(directory), AgentConfig(candidates, samples), seed=seed
         )
         opened.append(agent)
         return agent

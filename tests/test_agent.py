@@ -79,6 +79,19 @@ def test_refusals_have_codes(make_agent):
     assert err.value.code == "already_answered"
 
 
+def test_sessions_index_their_turns(make_agent):
+    agent = make_agent()
+    first = [agent.say(f"a{i}").turn for i in range(3)]
+    agent.end()
+    second = [agent.say(f"b{i}").turn for i in range(2)]
+    sessions = list(agent.store.sessions())
+    assert [(s["id"], s["turns"], s["first_seq"], s["last_seq"]) for s in sessions] == [
+        ("1", 3, 1, 3), ("2", 2, 4, 5)]
+    assert [t["id"] for t in agent.store.session_turns("1")] == first
+    assert [t["id"] for t in agent.store.session_turns("2")] == second
+    assert list(agent.store.session_turns("3")) == []
+
+
 def test_a_new_message_leaves_the_open_turn_unanswered(make_agent):
     agent = make_agent()
     first = agent.say("good morning")

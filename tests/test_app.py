@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import pytest
 from textual.widgets import Input, Static
 
 from learner.agent import Agent, AgentConfig
@@ -14,6 +13,13 @@ from tui.widgets.candidates import CandidatePanel
 from tui.widgets.transcript import Transcript
 
 SIZE = (100, 30)
+
+
+@pytest.fixture
+def store(data_dir):
+    opened = Store(data_dir)
+    yield opened
+    opened.close()
 
 
 async def settle(app, pilot) -> None:
@@ -32,8 +38,8 @@ async def send(app, pilot, message: str) -> None:
     await settle(app, pilot)
 
 
-async def test_type_pick_and_rate(tiny_model, data_dir):
-    app = RlchatApp(model=str(tiny_model), data_dir=data_dir, seed=0)
+async def test_type_pick_and_rate(tiny_model, store):
+    app = RlchatApp(model=str(tiny_model), store=store, seed=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert app.mode == TYPING and app.agent is not None
@@ -53,12 +59,12 @@ async def test_type_pick_and_rate(tiny_model, data_dir):
         assert app.agent.policy.version == 1
         assert "policy v1" in str(app.query_one("#status", Static).render())
         assert app.query_one(CandidatePanel).candidates == []
-    stored = list(Store(data_dir).turns())
+    stored = list(store.turns())
     assert stored[0]["rating"] == 4 and stored[0]["choice"] == shown[0].id
 
 
-async def test_escape_skips_the_rating_and_digits_out_of_range_do_nothing(tiny_model, data_dir):
-    app = RlchatApp(model=str(tiny_model), data_dir=data_dir, seed=0,
+async def test_escape_skips_the_rating_and_digits_out_of_range_do_nothing(tiny_model, store):
+    app = RlchatApp(model=str(tiny_model), store=store, seed=0,
                     config=AgentConfig(candidates=2, samples=4))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -69,12 +75,12 @@ async def test_escape_skips_the_rating_and_digits_out_of_range_do_nothing(tiny_m
         await pilot.press("escape")
         await settle(app, pilot)
         assert app.mode == TYPING and app.agent.policy.version == 1
-    stored = list(Store(data_dir).turns())
+    stored = list(store.turns())
     assert stored[0]["rating"] is None and stored[0]["rewards"][1] == 0.5
 
 
-async def test_empty_message_is_refused_with_a_message(tiny_model, data_dir):
-    app = RlchatApp(model=str(tiny_model), data_dir=data_dir, seed=0)
+async def test_empty_message_is_refused_with_a_message(tiny_model, store):
+    app = RlchatApp(model=str(tiny_model), store=store, seed=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await send(app, pilot, "   ")
@@ -83,8 +89,8 @@ async def test_empty_message_is_refused_with_a_message(tiny_model, data_dir):
         assert app.agent.store.count_turns() == 0
 
 
-async def test_new_session_clears_the_transcript(tiny_model, data_dir):
-    app = RlchatApp(model=str(tiny_model), data_dir=data_dir, seed=0)
+async def test_new_session_clears_the_transcript(tiny_model, store):
+    app = RlchatApp(model=str(tiny_model), store=store, seed=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await send(app, pilot, "first")
@@ -99,11 +105,11 @@ HOSTILE_USER = "[bold]x[/] and [/] and a lone [ and \x1b[31mred\x1b[0m"
 HOSTILE_MODEL = ["[/INST] [bold]bold?[/bold]", "[", "\x1b[2J\x1b[Hclear screen", "[link=x]y[/link]"]
 
 
-async def test_user_and_model_text_is_shown_literally(data_dir: Path):
+async def test_user_and_model_text_is_shown_literally(store):
     def factory() -> Agent:
-        return Agent(Store(data_dir), ScriptedSource(HOSTILE_MODEL), AgentConfig(4, 4), seed=0)
+        return Agent(store, ScriptedSource(HOSTILE_MODEL), AgentConfig(4, 4), seed=0)
 
-    app = RlchatApp(model="scripted", data_dir=data_dir, agent_factory=factory)
+    app = RlchatApp(model="scripted", agent_factory=factory)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await send(app, pilot, HOSTILE_USER)
@@ -122,9 +128,9 @@ async def test_user_and_model_text_is_shown_literally(data_dir: Path):
         assert assistant == "Assistant: " + literal_model[HOSTILE_MODEL.index(order[0])]
 
 
-async def test_unavailable_model_shows_the_fix_and_keeps_running(data_dir, monkeypatch):
+async def test_unavailable_model_shows_the_fix_and_keeps_running(store, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    app = RlchatApp(model="no-such/model-xyz", data_dir=data_dir)
+    app = RlchatApp(model="no-such/model-xyz", store=store)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         status = str(app.query_one("#status", Static).render())

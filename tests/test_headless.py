@@ -197,3 +197,21 @@ def test_unavailable_model_is_one_sentence_on_stderr(tiny_model, data_dir):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "--model PATH" in lines[0] and "rlchat init-model" in lines[0]
+
+
+@pytest.mark.parametrize("command", [["headless"], ["chat"], []])
+def test_second_instance_is_refused_naming_the_holder(tiny_model, data_dir, command):
+    import os
+
+    holder = Store(data_dir)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tui.cli", *command, "--model", str(tiny_model),
+             "--data-dir", str(data_dir)],
+            input="", capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 3 and result.stdout == ""
+    assert f"in use by process {os.getpid()}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -67,37 +67,131 @@ def test_unparsable_file_raises_corrupt(tmp_path):
         TinyDB(path, storage=AtomicJSONStorage).all()
 
 
-def test_store_quarantines_a_corrupt_file_and_keeps_the_rest(tmp_path):
+def test_store_quarantines_a_corrupt_shard_and_keeps_the_rest(tmp_path):
     store = Store(tmp_path)
     sid = store.new_session("hello")
+    store.add_turn({"n": 1})
+    store.save_policy({"version": 3})
     store.close()
-    (tmp_path / "turns.json").write_bytes(b"\x00garbage{")
+    shard = tmp_path / "turns" / "turns-000001.json"
+    shard.write_bytes(b"\x00garbage{")
     store = Store(tmp_path)
     assert store.get_session(sid)["title"] == "hello"
+    assert store.load_policy()["version"] == 3
     assert store.count_turns() == 0
-    moved = [p for p in tmp_path.iterdir() if p.name.startswith("turns.json.corrupt-")]
+    moved = [p for p in shard.parent.iterdir() if p.name.startswith("turns-000001.json.corrupt-")]
     assert len(moved) == 1 and moved[0].read_bytes() == b"\x00garbage{"
-    assert len(store.warnings) == 1 and "turns.json" in store.warnings[0]
+    assert len(store.warnings) == 1 and "turns-000001.json" in store.warnings[0]
+    store.add_turn({"n": 2})  # and it goes on working
+    store.close()
+    assert Store(tmp_path).warnings == []  # reported once
+
+
+def _files(data):
+    return [p for p in data.rglob("*") if p.is_file() and p.suffix == ".json"]
 
 
 def test_schema_version_in_every_file_and_private_modes(tmp_path):
     data = tmp_path / "data"
     store = Store(data)
+    store.new_session()
     store.add_turn({"session": "1", "status": "pending"})
     store.save_policy({"version": 0})
-    for name in ("sessions", "turns", "policy"):
-        assert store.schema_version(name) == 1
-        path = data / f"{name}.json"
+    store.close()
+    files = _files(data)
+    assert {p.name for p in files} == {"sessions-000001.json", "turns-000001.json", "policy.json"}
+    for path in files:
+        assert json.loads(path.read_text())["meta"] == {"1": {"schema": 1}}
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for folder in (data, data / "turns", data / "sessions"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
 
-def test_turns_keep_their_order_and_ids(tmp_path):
+def test_upgrade_steps_run_in_order(tmp_path, monkeypatch):
+    from storage import schema
+
     store = Store(tmp_path)
-    ids = [store.add_turn({"n": n})["id"] for n in range(5)]
-    assert ids == ["1", "2", "3", "4", "5"]
-    store.update_turn("3", status="chosen")
-    assert [t["n"] for t in store.turns()] == [0, 1, 2, 3, 4]
-    assert [t["n"] for t in store.turns(after_seq=3)] == [3, 4]
-    assert store.get_turn("3")["status"] == "chosen"
+    store.save_policy({"version": 1, "old": True})
+    store.close()
+    steps = {
+        1: lambda data: {**data, "policy": {"1": {**data["policy"]["1"], "step2": True}}},
+        2: lambda data: {**data, "policy": {"1": {**data["policy"]["1"], "step3": True}}},
+    }
+    monkeypatch.setattr(schema, "UPGRADES", steps)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    store = Store(tmp_path)
+    assert store.load_policy() == {"version": 1, "old": True, "step2": True, "step3": True}
+    store.close()
+    assert json.loads((tmp_path / "policy.json").read_text())["meta"]["1"]["schema"] == 3
+
+
+def test_turns_keep_their_order_and_ids_across_files(tmp_path, monkeypatch):
+    import storage.store
+
+    monkeypatch.setattr(storage.store, "TURNS_PER_FILE", 3)
+    store = Store(tmp_path)
+    ids = [store.add_turn({"n": n})["id"] for n in range(8)]
+    assert ids == [str(i) for i in range(1, 9)]
+    store.update_turn("5", status="chosen")
+    assert [t["n"] for t in store.turns()] == list(range(8))
+    assert [t["n"] for t in store.turns(after_seq=4)] == [4, 5, 6, 7]
+    assert store.get_turn("5")["status"] == "chosen"
     assert store.get_turn("nope") is None and store.get_turn("99") is None
+    assert store.get_turn("0") is None
+    store.close()
+    names = sorted(p.name for p in (tmp_path / "turns").iterdir())
+    assert names == ["turns-000001.json", "turns-000002.json", "turns-000003.json"]
+    again = Store(tmp_path)
+    assert again.count_turns() == 8 and again.add_turn({"n": 8})["id"] == "9"
+
+
+def test_a_second_writer_is_refused_and_a_reader_still_works(tmp_path):
+    writer = Store(tmp_path)
+    writer.add_turn({"n": 1})
+    code = (
+        "import sys\n"
+        "from storage import Store, DataDirInUse\n"
+        "try:\n"
+        "    Store(sys.argv[1])\n"
+        "except DataDirInUse as exc:\n"
+        "    print(exc)\n"
+        "    reader = Store(sys.argv[1], readonly=True)\n"
+        "    print(reader.count_turns(), [t['n'] for t in reader.turns()])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True, timeout=60).stdout.splitlines()
+    assert f"in use by process {os.getpid()}" in out[0] and "--data-dir" in out[0]
+    assert out[1] == "1 [1]"
+    writer.close()
+    Store(tmp_path).close()  # free again once the writer has closed
+
+
+def test_the_lock_dies_with_its_process(tmp_path):
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from storage import Store; Store(sys.argv[1]); print('held', "
+         "flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert child.stdout.readline().strip() == "held"
+    from storage import DataDirInUse
+
+    with pytest.raises(DataDirInUse):
+        Store(tmp_path)
+    child.kill()
+    child.wait()
+    Store(tmp_path).close()
+
+
+def test_readonly_store_writes_nothing(tmp_path):
+    Store(tmp_path / "empty", readonly=True)
+    assert not (tmp_path / "empty").exists()
+    store = Store(tmp_path / "d")
+    store.add_turn({"n": 1})
+    store.close()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "d").rglob("*")}
+    reader = Store(tmp_path / "d", readonly=True)
+    assert [t["n"] for t in reader.turns()] == [1]
+    with pytest.raises(PermissionError):
+        reader.add_turn({"n": 2})
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "d").rglob("*")} == before

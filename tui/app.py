@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -14,6 +13,7 @@ from textual.widgets import Footer, Header, Input, LoadingIndicator, Static
 
 from learner.agent import Agent, AgentConfig, TurnView, open_agent
 from learner.errors import AgentError, ModelUnavailable
+from storage import Store
 from tui.widgets.candidates import CandidatePanel
 from tui.widgets.transcript import Transcript
 
@@ -47,15 +47,17 @@ class RlchatApp(App[int]):
         self,
         *,
         model: str,
-        data_dir: str | Path,
+        store: Store | None = None,
         config: AgentConfig | None = None,
         seed: int | None = None,
         agent_factory: Callable[[], Agent] | None = None,
     ) -> None:
         super().__init__()
+        if agent_factory is None and store is None:
+            raise ValueError("give the app an open store or an agent factory")
         # The factory runs in a worker thread; by default it loads the model.
         self.agent_factory = agent_factory or (
-            lambda: open_agent(model, data_dir, config, seed=seed)
+            lambda: open_agent(model, store, config, seed=seed)
         )
         self.model_name = model
         self.agent: Agent | None = None

@@ -121,6 +121,20 @@ def _run_init_model(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_MODEL, EXIT_IN_USE = 2, 3
+
+
+def _open_store(args: argparse.Namespace):
+    """The writable store, or None after saying why not (in use, unreadable)."""
+    from storage import CorruptFileError, DataDirInUse, Store
+
+    try:
+        return Store(_data_dir(args))
+    except (DataDirInUse, CorruptFileError, OSError) as exc:
+        print(f"rlchat: {exc}", file=sys.stderr)
+        return None
+
+
 def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from learner.agent import open_agent
     from learner.errors import ModelUnavailable
@@ -132,31 +146,39 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     config = _agent_config(args, parser)
     for stream in (sys.stdin, sys.stdout):
         stream.reconfigure(encoding="utf-8", errors="replace")
+    store = _open_store(args)  # before the model: a refusal comes at once
+    if store is None:
+        return EXIT_IN_USE
     try:
-        agent = open_agent(args.model, _data_dir(args), config, seed=args.seed)
+        agent = open_agent(args.model, store, config, seed=args.seed)
     except ModelUnavailable as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
-        return 2
+        store.close()
+        return EXIT_MODEL
     try:
         return serve(agent, sys.stdin, sys.stdout)
     finally:
-        agent.store.close()
+        store.close()
 
 
 def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from tui.app import RlchatApp
-
     config = _agent_config(args, parser)
-    data_dir = _data_dir(args)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = _open_store(args)
+    if store is None:
+        return EXIT_IN_USE
     # The screen belongs to the app: logs go to a file in the data dir.
     logging.basicConfig(
-        filename=data_dir / "rlchat.log",
+        filename=store.data_dir / "rlchat.log",
         level=logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    app = RlchatApp(model=args.model, data_dir=data_dir, config=config, seed=args.seed)
-    app.run()
+    from tui.app import RlchatApp
+
+    try:
+        app = RlchatApp(model=args.model, store=store, config=config, seed=args.seed)
+        app.run()
+    finally:
+        store.close()
     return app.return_code or 0
 
 

@@ -1,0 +1,173 @@
+"""Kill `rlchat headless` at random moments and check that nothing acknowledged is lost.
+
+Each trial starts `rlchat headless` (tiny model) on one data dir, feeds it
+say/choose pairs as fast as it answers, and SIGKILLs it after a random delay.
+Then a fresh process opens the data dir (with the startup recovery) and
+checks: every file parses and none was moved aside (corrupt=0); every turn
+whose `choose` was acknowledged is stored as chosen, and the policy has
+learned exactly the answered turns, with the weights a replay of the stored
+turns gives bit for bit (lost=0).
+
+Run: .venv/bin/python benchmarks/crash.py [--trials 200] [--minutes 12] [--jobs 2]
+Ends by printing one JSON object; the tests run a short version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+VERIFY = r"""
+import json, sys
+import numpy as np
+from learner.agent import Agent
+from learner.features import DIM
+from learner.policy import QPolicy
+from learner.records import Turn
+from learner.replay import replay
+from storage import Store
+
+data, acked = sys.argv[1], set(json.loads(sys.argv[2]))
+store = Store(data)
+agent = Agent(store, source=None)          # runs the startup recovery
+turns = [Turn.from_dict(t) for t in store.turns()]
+chosen = {t.id for t in turns if t.status == "chosen"}
+answered = sum(t.answered_ok for t in turns)
+fresh = QPolicy(DIM, agent.policy.config)
+replay(fresh, turns)
+corrupt = len(store.warnings) + len([p for p in store.data_dir.rglob("*.corrupt-*")])
+print(json.dumps({
+    "corrupt": corrupt,
+    "lost": len(acked - chosen),
+    "unlearned": answered - agent.policy.version,
+    "replay_equal": bool(np.array_equal(fresh.w, agent.policy.w)),
+    "turns": len(turns),
+}))
+store.close()
+"""
+
+
+def trial(model: Path, data: Path, rng: random.Random, max_delay: float) -> list[str]:
+    """One child, killed at a random moment; returns the acknowledged turn ids."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "headless", "--model", str(model),
+         "--data-dir", str(data), "--seed", str(rng.randrange(1 << 30))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    acked: list[str] = []
+    started = threading.Event()
+    delay = rng.uniform(0.0, max_delay)
+
+    def killer() -> None:
+        started.wait(120)
+        time.sleep(delay)  # a random moment, measured from the first answer
+        child.kill()
+
+    threading.Thread(target=killer, daemon=True).start()
+    try:
+        while True:
+            child.stdin.write(json.dumps({"op": "say", "text": f"hello {rng.random()}"}) + "\n")
+            child.stdin.flush()
+            said = json.loads(child.stdout.readline() or "null")
+            started.set()
+            if not said or not said.get("ok"):
+                break
+            pick = rng.choice(said["candidates"])["id"]
+            rating = rng.choice([None, 1, 2, 3, 4, 5])
+            child.stdin.write(json.dumps({"op": "choose", "turn": said["turn"], "id": pick,
+                                          "rating": rating}) + "\n")
+            child.stdin.flush()
+            chose = json.loads(child.stdout.readline() or "null")
+            if not chose:
+                break
+            if chose.get("ok"):
+                acked.append(said["turn"])
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+    started.set()
+    child.wait()
+    return acked
+
+
+def verify(data: Path, acked: list[str]) -> dict:
+    out = subprocess.run([sys.executable, "-c", VERIFY, str(data), json.dumps(acked)],
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        return {"corrupt": 1, "lost": len(acked), "error": out.stderr[-2000:]}
+    return json.loads(out.stdout)
+
+
+def run(model: Path, data: Path, trials: int, seconds: float, seed: int = 0,
+        max_delay: float = 0.5, progress=None) -> dict:
+    """Trials on one data dir until `trials` or `seconds`; checked after each."""
+    rng = random.Random(seed)
+    deadline = time.monotonic() + seconds
+    acked: list[str] = []
+    totals = {"trials": 0, "corrupt": 0, "lost": 0, "unlearned": 0, "replay_mismatch": 0}
+    while totals["trials"] < trials and time.monotonic() < deadline:
+        acked += trial(model, data, rng, max_delay)
+        result = verify(data, acked)
+        totals["trials"] += 1
+        totals["corrupt"] = max(totals["corrupt"], result.get("corrupt", 1))
+        totals["lost"] = max(totals["lost"], result.get("lost", 0))
+        totals["unlearned"] = max(totals["unlearned"], abs(result.get("unlearned", 0)))
+        totals["replay_mismatch"] += not result.get("replay_equal", False)
+        totals["acked"] = len(acked)
+        totals["turns"] = result.get("turns", 0)
+        if "error" in result:
+            totals["error"] = result["error"]
+        if progress:
+            progress(totals)
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=200, help="in all, over the jobs")
+    parser.add_argument("--minutes", type=float, default=12.0, help="time bound")
+    parser.add_argument("--jobs", type=int, default=2, help="data dirs killed side by side")
+    args = parser.parse_args()
+    from learner.tiny_model import write_tiny_model
+
+    tmp = Path(tempfile.mkdtemp())
+    print("building the tiny model", file=sys.stderr, flush=True)
+    model = write_tiny_model(tmp / "model")
+    per_job = -(-args.trials // args.jobs)
+    start = time.monotonic()
+    done = [0] * args.jobs
+
+    def job(i: int) -> dict:
+        def progress(t: dict) -> None:
+            done[i] = t["trials"]
+            if sum(done) % 10 == 0:
+                print(f"  {sum(done)}/{args.trials} trials, {time.monotonic() - start:.0f}s",
+                      file=sys.stderr, flush=True)
+        return run(model, tmp / f"data{i}", per_job, args.minutes * 60, seed=i, progress=progress)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(job, range(args.jobs)))
+    summary = {
+        "trials": sum(r["trials"] for r in results),
+        "acked_turns": sum(r.get("acked", 0) for r in results),
+        "corrupt": max(r["corrupt"] for r in results),
+        "lost": max(r["lost"] for r in results),
+        "unlearned": max(r["unlearned"] for r in results),
+        "replay_mismatch": sum(r["replay_mismatch"] for r in results),
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    print(f"trials={summary['trials']} acked={summary['acked_turns']} "
+          f"corrupt={summary['corrupt']} lost={summary['lost']} "
+          f"unlearned={summary['unlearned']} replay_mismatch={summary['replay_mismatch']}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
