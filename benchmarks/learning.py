@@ -36,6 +36,11 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+# benchmarks/storage.py is named like the package it measures: keep this
+# folder off the import path so that `storage` is always the project's.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = Path(os.environ.get("RLCHAT_PEERS_DIR", ROOT.parent / "shared" / "peers"))
 PLUGIN = f"plugin:{ROOT / 'benchmarks' / 'peers_plugin.py'}:RlchatPeer"

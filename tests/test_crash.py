@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from crash import run  # noqa: E402
+# Loaded by path: putting benchmarks/ on sys.path would let its storage.py
+# shadow the storage package.
+_spec = importlib.util.spec_from_file_location(
+    "crash_check", Path(__file__).resolve().parent.parent / "benchmarks" / "crash.py"
+)
+_crash = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_crash)
+run = _crash.run
 
 
 def test_killed_headless_loses_no_acknowledged_turn(tiny_model, data_dir):
