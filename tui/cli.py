@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from storage.paths import DATA_DIR_ENV
+from tui.offline import RUNNERS, add_offline_commands
 
 DEFAULT_MODEL = "gpt2"
 
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-model", help="write a small offline GPT-2 to PATH")
     init.add_argument("path", metavar="PATH", type=Path)
     _add_common(init, suppress=True)
+    add_offline_commands(sub, _add_common)
     return parser
 
 
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_init_model(args)
     if args.command == "headless":
         return _run_headless(args, parser)
+    if args.command in RUNNERS:
+        return RUNNERS[args.command](args, _data_dir(args))
     return _run_chat(args, parser)
 
 

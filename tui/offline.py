@@ -1,0 +1,221 @@
+"""`rlchat replay | evaluate | export | stats`: offline work on the logs.
+
+None of these loads torch.  All but a saving `replay` open the store
+read-only, so they work while the chat app holds the data dir, and none of
+them modifies the logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from dataclasses import fields, replace
+from pathlib import Path
+
+LEARNER_OPTIONS = {  # option -> (PolicyConfig field, help)
+    "--gamma": ("gamma", "discount across the turns of a session"),
+    "--ridge": ("ridge", "ridge penalty of the least-squares fit"),
+    "--forgetting": ("forgetting", "forgetting factor per learned turn (1 = none)"),
+    "--temperature": ("temperature", "softmax temperature floor"),
+    "--uncertainty": ("uncertainty", "temperature added per unit of posterior sd"),
+    "--epsilon": ("epsilon", "share of uniform exploration"),
+    "--pair-margin": ("pair_margin", "target of Q(pick) - Q(passed over)"),
+}
+
+
+def add_learner_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("learner options (default: the live policy's settings)")
+    for option, (_, text) in LEARNER_OPTIONS.items():
+        group.add_argument(option, type=float, metavar="X", default=None, help=text)
+
+
+def add_offline_commands(sub, add_common) -> None:
+    """The four offline subcommands, on the main parser's subparsers."""
+    replay = sub.add_parser("replay", help="rebuild the policy from all stored turns")
+    replay.add_argument("--dry-run", action="store_true", help="rebuild and report, save nothing")
+    evaluate = sub.add_parser("evaluate", help="estimate how other settings would have done")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    evaluate.add_argument("--bootstrap", type=int, default=500, metavar="N",
+                          help="bootstrap resamples for the intervals (default: 500)")
+    for parser in (replay, evaluate):
+        add_learner_options(parser)
+    export = sub.add_parser("export", help="write the logs as turns or preference pairs")
+    export.add_argument("--format", choices=("turns", "dpo"), required=True)
+    export.add_argument("--out", metavar="FILE", type=Path, default=None,
+                        help="write here (default: stdout)")
+    export.add_argument("--min-rating", metavar="R", type=int, choices=range(1, 6), default=None,
+                        help="only picks rated at least R (own replies are kept)")
+    export.add_argument("--since", metavar="DATE", type=dt.date.fromisoformat, default=None,
+                        help="only turns from this day on (YYYY-MM-DD, UTC)")
+    stats = sub.add_parser("stats", help="turns, sessions, ratings and rewards by week")
+    stats.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    for parser in (replay, evaluate, export, stats):
+        add_common(parser, suppress=True)
+
+
+def _reader(data_dir: Path):
+    from storage import Store
+
+    return Store(data_dir, readonly=True)
+
+
+def _config(args: argparse.Namespace, snapshot: dict | None):
+    from learner.policy import PolicyConfig
+
+    known = {f.name for f in fields(PolicyConfig)}
+    stored = (snapshot or {}).get("config", {})
+    config = PolicyConfig(**{k: v for k, v in stored.items() if k in known})
+    overrides = {name: getattr(args, name) for name, _ in LEARNER_OPTIONS.values()
+                 if getattr(args, name, None) is not None}
+    return replace(config, **overrides)
+
+
+def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
+    import numpy as np
+
+    from learner.features import FEATURE_VERSION
+    from learner.offline import replay_logs
+    from learner.policy import QPolicy
+    from storage import CorruptFileError, DataDirInUse, Store
+    from tui.progress import Progress
+
+    try:
+        store = _reader(data_dir) if args.dry_run else Store(data_dir)
+    except (DataDirInUse, CorruptFileError, OSError) as exc:
+        print(f"rlchat: {exc}", file=sys.stderr)
+        return 3
+    try:
+        live = store.load_policy()
+        config = _config(args, live)
+        progress = Progress("replay", store.count_turns())
+        policy = replay_logs(store.turns(), config, progress)
+        progress.done()
+        same = None
+        if live and live.get("features") == FEATURE_VERSION:
+            current = QPolicy.from_dict(live)
+            same = bool(np.array_equal(current.w, policy.w) and current.config == config)
+        print(f"replayed {store.count_turns()} turns; {policy.version} learned")
+        if same is not None:
+            print("equal to the live policy, bit for bit" if same
+                  else "differs from the live policy")
+        if args.dry_run:
+            print("dry run: nothing saved")
+            return 0
+        policy.version = max(policy.version, (live or {}).get("version", 0)) + 1
+        store.save_policy({**policy.to_dict(), "features": FEATURE_VERSION, "source": "replay"})
+        print(f"saved as policy version {policy.version}")
+        return 0
+    finally:
+        store.close()
+
+
+def run_evaluate(args: argparse.Namespace, data_dir: Path) -> int:
+    from learner.evaluate import estimate
+    from learner.offline import evaluation_steps
+    from tui.progress import Progress
+
+    store = _reader(data_dir)
+    try:
+        config = _config(args, store.load_policy())
+        progress = Progress("evaluate", store.count_turns())
+        steps = evaluation_steps(store.turns(), config, progress)
+        progress.done()
+    finally:
+        store.close()
+    if not steps:
+        print("rlchat: no answered turns to evaluate on yet", file=sys.stderr)
+        return 1
+    result = estimate(steps, bootstrap=args.bootstrap)
+    if args.json:
+        print(json.dumps({"config": config.__dict__, **result.to_dict()}))
+        return 0
+    print(f"{result.n} answered turns; effective sample size {result.ess:.1f}; "
+          f"smallest logged propensity {result.min_propensity:.4f}")
+    print(f"logged policy's value (mean reward of what it placed first): "
+          f"{result.logged_value:+.4f}")
+    print(f"{'estimator':10s} {'value':>9s}   95% interval")
+    for name, est in result.estimates.items():
+        print(f"{name.upper():10s} {est.value:+9.4f}   [{est.low:+.4f}, {est.high:+.4f}]")
+    if result.warning:
+        print(f"warning: {result.warning}")
+    return 0
+
+
+def _write_lines(lines, out: Path | None) -> int:
+    """JSON lines to stdout, or to a file that appears whole or not at all."""
+    if out is None:
+        count = 0
+        try:
+            for line in lines:
+                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+                count += 1
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return count
+    out = out.expanduser()
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def run_export(args: argparse.Namespace, data_dir: Path) -> int:
+    from learner.export import export_dpo, export_turns
+    from learner.records import Turn
+
+    store = _reader(data_dir)
+    try:
+        turns = (Turn.from_dict(t) for t in store.turns())
+        make = export_turns if args.format == "turns" else export_dpo
+        count = _write_lines(make(turns, args.min_rating, args.since), args.out)
+    finally:
+        store.close()
+    print(f"exported {count} {'turns' if args.format == 'turns' else 'pairs'}"
+          + (f" to {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
+def run_stats(args: argparse.Namespace, data_dir: Path) -> int:
+    from learner.export import weekly_stats
+    from learner.records import Turn
+
+    store = _reader(data_dir)
+    try:
+        stats = weekly_stats(Turn.from_dict(t) for t in store.turns())
+        policy = store.load_policy()
+    finally:
+        store.close()
+    stats["policy_version"] = (policy or {}).get("version", 0)
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    print(f"{stats['turns']} turns in {stats['sessions']} sessions; "
+          f"policy version {stats['policy_version']}")
+    header = ("week", "turns", "answered", "rating", "reward", "top pick")
+    print("{:9s} {:>6s} {:>8s} {:>7s} {:>7s} {:>8s}".format(*header))
+
+    def cell(value, fmt):
+        return format(value, fmt) if value is not None else "-"
+
+    for w in stats["weeks"]:
+        print(f"{w['week']:9s} {w['turns']:6d} {w['answered']:8d} "
+              f"{cell(w['mean_rating'], '7.2f'):>7s} {cell(w['mean_reward'], '+7.3f'):>7s} "
+              f"{cell(w['top_pick_rate'], '8.2f'):>8s}")
+    return 0
+
+
+RUNNERS = {"replay": run_replay, "evaluate": run_evaluate, "export": run_export,
+           "stats": run_stats}
