@@ -46,7 +46,6 @@ def fake_turn(rng: random.Random, session: str) -> dict:
         "order": list(range(8)), "shown": 4, "propensities": [0.125] * 8,
         "policy_version": 1, "created": time.time(), "status": "pending", "choice": None,
         "rating": None, "own_reply": None, "rewards": None, "weights": None, "answered": None,
-        "extra": {},
     }
 
 

@@ -125,14 +125,7 @@ class Agent:
     # one turn -------------------------------------------------------------
     def say(self, text: str) -> TurnView:
         """Propose, rank and store a turn for the user's message."""
-        if not isinstance(text, str) or not one_line(text):
-            raise AgentError("empty_text", "The message is empty; type something to say.")
-        if len(text) > MAX_MESSAGE_CHARS:
-            raise AgentError(
-                "too_long",
-                f"The message has {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}.",
-            )
-        text = valid_unicode(text)
+        text = _checked_text(text, "message")
         self._close_open_turn()
         try:
             proposal = self.source.propose(self.history, text, self.config.samples)
@@ -208,15 +201,9 @@ class Agent:
     def reply(self, turn_id: str, text: str) -> None:
         """The user wrote their own reply instead of picking a candidate."""
         turn = self._answerable(turn_id)
-        if not isinstance(text, str) or not one_line(text):
-            raise AgentError("empty_text", "The reply is empty; write something or pick one.")
-        if len(text) > MAX_MESSAGE_CHARS:
-            raise AgentError(
-                "too_long",
-                f"The reply has {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}.",
-            )
+        text = _checked_text(text, "reply")
         rewards, weights = own_reply_feedback(turn.shown, self.rewards)
-        turn.status, turn.own_reply = REPLIED, valid_unicode(text)
+        turn.status, turn.own_reply = REPLIED, text
         self._finish(turn, rewards, weights)
 
     def end(self) -> str | None:
@@ -285,6 +272,18 @@ class Agent:
         # Nothing to learn from it, but it was applied (bootstrap) and counts as seen.
         finish_turn(self.policy, turn)
         self.open_turn = None
+
+
+def _checked_text(text: object, what: str) -> str:
+    """Text from a person, refused with a clear message if empty or huge."""
+    if not isinstance(text, str) or not one_line(text):
+        raise AgentError("empty_text", f"The {what} is empty; write something first.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise AgentError(
+            "too_long",
+            f"The {what} has {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}.",
+        )
+    return valid_unicode(text)
 
 
 def open_agent(

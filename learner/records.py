@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,6 @@ class Turn:
     answered: float | None = None
     seq: int = 0
     id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shown_ids(self) -> list[int]:
@@ -91,5 +90,4 @@ class Turn:
             fields[key] = list(data[key])
         for key in ("rewards", "weights"):
             fields[key] = list(data[key]) if data.get(key) is not None else None
-        fields["extra"] = dict(data.get("extra") or {})
         return cls(**fields)

@@ -109,10 +109,7 @@ class RlchatApp(App[int]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if self.mode != TYPING or self.agent is None:
             return
-        text = event.value
-        if not text.strip():
-            self.set_status("The message is empty; type something first.", error=True)
-            return
+        text = event.value  # the agent refuses empty or huge text with a message
         self.mode = GENERATING
         box = self.query_one("#message", Input)
         box.disabled = True

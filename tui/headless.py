@@ -52,14 +52,8 @@ def _say(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _choose(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
-    turn = _field(req, "turn", str)
-    candidate = _field(req, "id", int)
-    rating = req.get("rating")
-    if rating is not None and (
-        not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5
-    ):
-        raise BadRequest("bad_rating", f"Rating {rating!r} is not a whole number from 1 to 5.")
-    reward = agent.choose(turn, candidate, rating)
+    # The agent checks the rating (optional; null is no rating).
+    reward = agent.choose(_field(req, "turn", str), _field(req, "id", int), req.get("rating"))
     return {"ok": True, "reward": reward, "policy_version": agent.policy.version}
 
 
