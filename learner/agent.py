@@ -155,7 +155,7 @@ class Agent:
             created=time.time(),
         )
         start_turn(self.policy, turn)
-        order, probs, scores = self.policy.rank(turn.features(), self.rng)
+        order, probs, scores = self.policy.rank(phi, self.rng)
         turn.order = order
         turn.shown = min(self.config.candidates, len(order))
         turn.propensities = [float(p) for p in probs]
@@ -232,12 +232,12 @@ class Agent:
 
     # internals ------------------------------------------------------------
     def _answerable(self, turn_id: str) -> Turn:
-        if not isinstance(turn_id, str) or self.store.get_turn(turn_id) is None:
+        stored = self.store.get_turn(turn_id) if isinstance(turn_id, str) else None
+        if stored is None:
             raise AgentError("unknown_turn", f"There is no turn {turn_id!r}.")
         turn = self.open_turn
         if turn is None or turn.id != turn_id:
-            status = self.store.get_turn(turn_id)["status"]
-            if status in (CHOSEN, REPLIED):
+            if stored["status"] in (CHOSEN, REPLIED):
                 raise AgentError("already_answered", f"Turn {turn_id} has already been answered.")
             raise AgentError(
                 "turn_closed",
