@@ -7,7 +7,8 @@
 2. Text-level simulated users driven through the real agent, generator (a
    tiny GPT-2 built like `rlchat init-model`) and store, one per hidden taste,
    against a random-order agent in the same run; with gamma = 0 beside the
-   default to show what the discount costs where turns are independent.
+   default to show what the discount costs where turns are independent, and
+   without the hidden-state features (an ablation: do they earn their place?).
 3. Carry-over: the reply the user picks decides whether the session goes
    on; gamma > 0 against gamma = 0 on session length and reward.
 4. rank + learn time per turn at the chat's feature dimension.
@@ -129,6 +130,24 @@ TASTES = {
 }
 
 
+class WithoutHidden:
+    """The generator with its hidden-state signal removed: every candidate's
+    pooled state is the context's, so the similarity and projection features
+    carry nothing (an ablation, the rest of the turn unchanged)."""
+
+    def __init__(self, generator) -> None:
+        self.generator = generator
+
+    def reseed(self, seed: int | None) -> None:
+        self.generator.reseed(seed)
+
+    def propose(self, history, message: str, n: int):
+        proposal = self.generator.propose(history, message, n)
+        for cand in proposal.candidates:
+            cand.hidden = proposal.context_hidden.copy()
+        return proposal
+
+
 def make_agent(generator, config, seed: int, directory: str):
     from learner.agent import Agent, AgentConfig
     from storage import Store
@@ -234,7 +253,7 @@ def main() -> None:
     turns, seeds = (40, 1) if q else (100, 2)
     lo = turns // 2
 
-    say(f"[2/4] text-level tastes: {len(TASTES)} tastes x {seeds} seeds x {turns} turns x 3")
+    say(f"[2/4] text-level tastes: {len(TASTES)} tastes x {seeds} seeds x {turns} turns x 4")
     tastes = {}
     for taste in TASTES:
         rate = {}
@@ -243,6 +262,9 @@ def main() -> None:
             runs = [np.mean(taste_run(generator, taste, config, s, turns)[lo:])
                     for s in range(seeds)]
             rate[label] = float(np.mean(runs))
+        runs = [np.mean(taste_run(WithoutHidden(generator), taste, default, s, turns)[lo:])
+                for s in range(seeds)]
+        rate["no_hidden"] = float(np.mean(runs))
         rate["ratio_vs_random"] = rate["learned"] / max(rate["random"], 1e-9)
         tastes[taste] = {k: round(v, 3) for k, v in rate.items()}
         say(f"  {taste:10s} {tastes[taste]}")
@@ -270,6 +292,7 @@ def main() -> None:
           f"{lo + 1}-{turns}:")
     for taste, rate in tastes.items():
         print(f"  {taste:10s} learned {rate['learned']:.3f}  gamma=0 {rate['gamma0']:.3f}  "
+              f"no hidden-state features {rate['no_hidden']:.3f}  "
               f"random {rate['random']:.3f}  ratio {rate['ratio_vs_random']:.2f}")
     print("carry-over (mean, sd over seeds; second half of the sessions):")
     for label, row in engagement.items():
