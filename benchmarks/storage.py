@@ -58,7 +58,7 @@ def fill(data: Path, turns: int, rng: random.Random) -> None:
         records = {}
         for seq in range(first, min(first + TURNS_PER_FILE, turns + 1)):
             turn = fake_turn(rng, "1")
-            turn.update(seq=seq, id=str(seq), status="chosen", choice=0, rating=4,
+            turn.update(status="chosen", choice=0, rating=4,
                         rewards=[0.5, -0.2, -0.2, -0.2], weights=[1, 0.7, 0.49, 0.34])
             records[str(seq)] = turn
         shard = (first - 1) // TURNS_PER_FILE + 1

@@ -92,7 +92,7 @@ def estimate(
     point = _point(w, r, dr)
     rng = np.random.default_rng(seed)
     samples = []
-    for _ in range(bootstrap):  # in chunks: memory stays bounded at 100k turns
+    for _ in range(bootstrap):  # one resample at a time: memory stays O(n)
         idx = rng.integers(0, n, n)
         samples.append(_point(w[idx], r[idx], dr[idx]))
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2

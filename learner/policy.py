@@ -40,6 +40,12 @@ class PolicyConfig:
     epsilon: float = 0.02  # share of uniform exploration: no propensity falls to 0
     pair_margin: float = 0.5  # target of Q(pick) - Q(passed over)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
+        """Settings as stored; fields this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 class QPolicy:
     def __init__(self, dim: int, config: PolicyConfig | None = None) -> None:
@@ -164,9 +170,7 @@ class QPolicy:
     @classmethod
     def from_dict(cls, data: dict[str, Any], config: PolicyConfig | None = None) -> QPolicy:
         """Restore a snapshot; `config` overrides the stored settings."""
-        known = {f.name for f in fields(PolicyConfig)}
-        stored = PolicyConfig(**{k: v for k, v in data["config"].items() if k in known})
-        policy = cls(int(data["dim"]), config or stored)
+        policy = cls(int(data["dim"]), config or PolicyConfig.from_dict(data["config"]))
         policy.A = np.array(data["A"], dtype=np.float64)
         policy.b = np.array(data["b"], dtype=np.float64)
         # P and w follow from A, b and the ridge: recomputing them gives the

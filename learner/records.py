@@ -80,7 +80,10 @@ class Turn:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The stored form; seq and id belong to the store, which assigns them."""
+        data = asdict(self)
+        del data["seq"], data["id"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Turn:

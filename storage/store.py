@@ -6,7 +6,8 @@
     DATA/policy.json                  the current policy snapshot
 
 Records go in and come out as plain JSON dicts; the learner converts them to
-its dataclasses.  Returned dicts share structure with TinyDB's cache, so
+its dataclasses.  A record's "seq" and "id" come from its document id on the
+way out and are not stored in it.  Returned dicts share structure with TinyDB's cache, so
 callers treat them as read-only.
 """
 
@@ -66,23 +67,22 @@ class Store:
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         seq = _seq(session_id)
-        record = self._sessions.get(seq) if seq else None
-        return None if record is None else {**record, "id": str(seq)}
+        return _with_ids(self._sessions.get(seq) if seq else None)
 
     def update_session(self, session_id: str, **fields: Any) -> None:
         self._sessions.update(int(session_id), fields)
 
     def sessions(self) -> Iterator[dict[str, Any]]:
         for record in self._sessions.iter():
-            yield {**record, "id": str(record.doc_id)}
+            yield _with_ids(record)
 
     def session_turns(self, session_id: str) -> Iterator[dict[str, Any]]:
         """A session's turns, read from its first to its last (its index), not all."""
         session = self.get_session(session_id)
         if not session or not session.get("first_seq"):
             return
-        for turn in self._turns.iter(after_seq=session["first_seq"] - 1):
-            if turn.doc_id > session["last_seq"]:
+        for turn in self.turns(after_seq=session["first_seq"] - 1):
+            if turn["seq"] > session["last_seq"]:
                 return
             if turn.get("session") == session_id:
                 yield turn
@@ -93,21 +93,18 @@ class Store:
     # turns ----------------------------------------------------------------
     def add_turn(self, record: dict[str, Any]) -> dict[str, Any]:
         """Store a new turn durably; it gets the next sequence number and an id."""
-        seq = self._turns.last_seq + 1
-        stored = {**record, "seq": seq, "id": str(seq)}
-        self._turns.insert(stored)
-        return stored
+        return {**record, **_ids(self._turns.insert(record))}
 
     def update_turn(self, turn_id: str, **fields: Any) -> None:
         self._turns.update(int(turn_id), fields)
 
     def get_turn(self, turn_id: str) -> dict[str, Any] | None:
         seq = _seq(turn_id)
-        return self._turns.get(seq) if seq else None
+        return _with_ids(self._turns.get(seq) if seq else None)
 
     def turns(self, after_seq: int = 0) -> Iterator[dict[str, Any]]:
         """Turns in the order they were taken, optionally only those after a seq."""
-        return self._turns.iter(after_seq)
+        return (_with_ids(doc) for doc in self._turns.iter(after_seq))
 
     def count_turns(self) -> int:
         return self._turns.last_seq
@@ -130,6 +127,16 @@ class Store:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def _ids(seq: int) -> dict[str, Any]:
+    return {"seq": seq, "id": str(seq)}
+
+
+def _with_ids(doc: Document | None) -> dict[str, Any] | None:
+    """A stored record with its sequence number and string id, both taken from
+    the one place they live: the record's TinyDB document id."""
+    return None if doc is None else {**doc, **_ids(doc.doc_id)}
 
 
 def _seq(record_id: str) -> int | None:

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 LEARNER_OPTIONS = {  # option -> (PolicyConfig field, help)
@@ -66,9 +66,7 @@ def _reader(data_dir: Path):
 def _config(args: argparse.Namespace, snapshot: dict | None):
     from learner.policy import PolicyConfig
 
-    known = {f.name for f in fields(PolicyConfig)}
-    stored = (snapshot or {}).get("config", {})
-    config = PolicyConfig(**{k: v for k, v in stored.items() if k in known})
+    config = PolicyConfig.from_dict((snapshot or {}).get("config", {}))
     overrides = {name: getattr(args, name) for name, _ in LEARNER_OPTIONS.values()
                  if getattr(args, name, None) is not None}
     return replace(config, **overrides)
