@@ -141,8 +141,8 @@ class WithoutHidden:
     def reseed(self, seed: int | None) -> None:
         self.generator.reseed(seed)
 
-    def propose(self, history, message: str, n: int):
-        proposal = self.generator.propose(history, message, n)
+    def propose(self, history, message: str, n: int, **streaming):
+        proposal = self.generator.propose(history, message, n, **streaming)
         for cand in proposal.candidates:
             cand.hidden = proposal.context_hidden.copy()
         return proposal

@@ -6,14 +6,16 @@ The TUI and the headless protocol are thin front ends over these calls.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
 from learner.dialogue import one_line, valid_unicode
-from learner.errors import AgentError
+from learner.errors import AgentError, GenerationCancelled
 from learner.features import DIM, FEATURE_NAMES, FEATURE_VERSION, featurize
 from learner.policy import PolicyConfig, QPolicy
 from learner.records import (
@@ -27,6 +29,7 @@ from learner.records import (
 )
 from learner.replay import finish_turn, replay, start_turn
 from learner.rewards import RewardConfig, own_reply_feedback, pick_feedback
+from learner.sampling import Sampling
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -34,8 +37,19 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 20_000
 
 
+TokenCallback = Callable[[int, str], None]
+
+
 class CandidateSource(Protocol):
-    def propose(self, history: list[tuple[str, str]], message: str, n: int) -> Proposal: ...
+    def propose(
+        self,
+        history: list[tuple[str, str]],
+        message: str,
+        n: int,
+        *,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Proposal: ...
 
 
 @dataclass(frozen=True)
@@ -123,12 +137,26 @@ class Agent:
         self.store.save_policy({**self.policy.to_dict(), "features": FEATURE_VERSION})
 
     # one turn -------------------------------------------------------------
-    def say(self, text: str) -> TurnView:
-        """Propose, rank and store a turn for the user's message."""
+    def say(
+        self,
+        text: str,
+        *,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TurnView:
+        """Propose, rank and store a turn for the user's message.
+
+        `on_token(row, text)` streams the samples as they are drawn; `cancel`
+        stops the generation (GenerationCancelled, nothing stored).
+        """
         text = _checked_text(text, "message")
         self._close_open_turn()
         try:
-            proposal = self.source.propose(self.history, text, self.config.samples)
+            proposal = self.source.propose(
+                self.history, text, self.config.samples, on_token=on_token, cancel=cancel
+            )
+        except GenerationCancelled:
+            raise
         except Exception as exc:
             log.exception("generation failed")
             raise AgentError("generation_failed", f"Generating replies failed: {exc}") from exc
@@ -160,6 +188,7 @@ class Agent:
         turn.shown = min(self.config.candidates, len(order))
         turn.propensities = [float(p) for p in probs]
         turn.scores = [float(s) for s in scores]
+        turn.temperature = float(self.policy.temperature(phi))
         stored = self.store.add_turn(turn.to_dict())
         turn.seq, turn.id = stored["seq"], stored["id"]
         session = self.store.get_session(self.session) or {}
@@ -214,6 +243,29 @@ class Agent:
             self.store.update_session(ended, ended=time.time())
         self.session, self.history = None, []
         return ended
+
+    def tune(self, **settings: float) -> None:
+        """Change learner settings (gamma, forgetting, epsilon, ...) from now on;
+        they are saved with the policy."""
+        self.policy.config = replace(self.policy.config, **settings)
+        if settings:
+            self._save_policy()
+
+    def resume(self, session_id: str) -> list[tuple[str, str]]:
+        """Continue a stored session: its answered turns become the history.
+        Returns its messages as (role, text) for the transcript."""
+        session = self.store.get_session(session_id) if isinstance(session_id, str) else None
+        if session is None or session.get("deleted"):
+            raise AgentError("unknown_session", f"There is no session {session_id!r}.")
+        self.end()
+        self.store.update_session(session_id, ended=None)
+        self.session = session_id
+        self.history = [
+            (turn.user_text, turn.reply_text() or "")
+            for turn in map(Turn.from_dict, self.store.session_turns(session_id))
+            if turn.reply_text()
+        ]
+        return session_messages(self.store, session_id)
 
     def explain(self, turn_id: str, candidate_id: int, top: int = 3) -> list[tuple[str, float]]:
         """Why a candidate of the open turn scored as it did: its top feature
@@ -274,6 +326,17 @@ class Agent:
         self.open_turn = None
 
 
+def session_messages(store: Store, session_id: str) -> list[tuple[str, str]]:
+    """A stored session as (role, text) lines: "user", "assistant", or "note"
+    for a message that got no reply."""
+    lines = []
+    for turn in map(Turn.from_dict, store.session_turns(session_id)):
+        lines.append(("user", turn.user_text))
+        reply = turn.reply_text()
+        lines.append(("assistant", reply) if reply else ("note", "(no reply chosen)"))
+    return lines
+
+
 def _checked_text(text: object, what: str) -> str:
     """Text from a person, refused with a clear message if empty or huge."""
     if not isinstance(text, str) or not one_line(text):
@@ -293,9 +356,13 @@ def open_agent(
     *,
     seed: int | None = None,
     max_new_tokens: int = 40,
+    dtype: str = "auto",
+    sampling: Sampling | None = None,
 ) -> Agent:
     """Load the model into an agent over an open store; raises ModelUnavailable."""
     from learner.generator import Generator  # torch and transformers load here, not before
 
-    generator = Generator.load(model, seed=seed, max_new_tokens=max_new_tokens)
+    generator = Generator.load(
+        model, seed=seed, max_new_tokens=max_new_tokens, dtype=dtype, sampling=sampling
+    )
     return Agent(store, generator, config, seed=seed)

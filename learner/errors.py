@@ -14,3 +14,7 @@ class AgentError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class GenerationCancelled(AgentError):
+    """The user stopped a generation; nothing was stored."""

@@ -11,21 +11,27 @@ import os
 import socket
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from learner.decoding import sample_rows
 from learner.dialogue import cut_reply, format_turns, unique_nonempty
 from learner.errors import ModelUnavailable
 from learner.records import Candidate, Proposal
+from learner.sampling import Sampling
+from learner.weights import apply_dtype
 
 log = logging.getLogger(__name__)
 
 HUB_PROBE_SECONDS = 1.5
+
+TokenCallback = Callable[[int, str], None]
 
 
 def quiet_transformers() -> None:
@@ -108,18 +114,6 @@ def load_model(name: str):
         ) from exc
 
 
-class _StopAtTurnEnd(StoppingCriteria):
-    """Per sequence: done once it has produced a line break or end of text."""
-
-    def __init__(self, prompt_len: int, stop_ids: torch.Tensor) -> None:
-        self.prompt_len = prompt_len
-        self.stop_ids = stop_ids
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_len :]
-        return torch.isin(new, self.stop_ids).any(dim=1)
-
-
 class Generator:
     """Samples candidate replies and measures their signals for the features."""
 
@@ -129,26 +123,38 @@ class Generator:
         model,
         *,
         max_new_tokens: int = 40,
-        temperature: float = 1.0,
-        top_p: float = 0.95,
+        sampling: Sampling | None = None,
         seed: int | None = None,
+        dtype: str = "auto",
+        warm_up: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
-        self.model = model.eval()
+        formatted = apply_dtype(model.eval(), dtype)
+        self.model, self.prompt_model = formatted.step_model, formatted.prompt_model
+        self.dtype = formatted.dtype
         self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.top_p = top_p
+        self.sampling = sampling or Sampling()
         self.seed = seed
         self._calls = 0
+        self.last_steps = 0  # forward passes of the latest call, after the prompt
         self.context_size = int(getattr(model.config, "n_positions", 0)
                                 or getattr(model.config, "max_position_embeddings", 1024))
         eos = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         stops = [i for tok, i in tokenizer.get_vocab().items()
                  if "\n" in tokenizer.convert_tokens_to_string([tok])]
         if eos is not None:
             stops.append(eos)
         self._stop_ids = torch.tensor(sorted(set(stops)), dtype=torch.long)
+        self._stop_set = set(self._stop_ids.tolist())
+        if warm_up:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        # The first call pays for kernel selection and allocation; pay it at load.
+        prompt = self.tokenizer("Hello", add_special_tokens=False)["input_ids"] or [0]
+        sample_rows(self.model, prompt, 2, max_new_tokens=2, sampling=self.sampling,
+                    stop_ids=None, generator=torch.Generator().manual_seed(0),
+                    prompt_model=self.prompt_model)
 
     def reseed(self, seed: int | None) -> None:
         """Restart the sampling sequence (for runs that must see the same draws)."""
@@ -156,6 +162,7 @@ class Generator:
 
     @classmethod
     def load(cls, name: str, **kwargs) -> Generator:
+        set_threads()
         tokenizer, model = load_model(name)
         return cls(tokenizer, model, **kwargs)
 
@@ -173,55 +180,82 @@ class Generator:
             ids = candidate
         return ids
 
-    @torch.inference_mode()
-    def propose(self, history: list[tuple[str, str]], message: str, n: int) -> Proposal:
-        """Sample n continuations in one batched call; empty and repeated replies dropped."""
-        ids = self.prompt_ids(history, message)
-        input_ids = torch.tensor([ids], dtype=torch.long)
-        if self.seed is not None:
-            torch.manual_seed(self.seed + self._calls)
+    def _rng(self) -> torch.Generator:
+        seed = (self.seed + self._calls) if self.seed is not None else torch.seed()
         self._calls += 1
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            do_sample=True,
-            num_return_sequences=n,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=0,
-            pad_token_id=self.pad_id,
-            stopping_criteria=[_StopAtTurnEnd(len(ids), self._stop_ids)],
-            output_logits=True,
-            output_hidden_states=True,
-            return_dict_in_generate=True,
-        )
-        new_tokens = out.sequences[:, len(ids) :]
-        steps = len(out.logits)
-        logprobs = torch.stack(
-            [torch.log_softmax(out.logits[t].float(), dim=-1) for t in range(steps)], dim=1
-        ).gather(2, new_tokens[:, :steps, None]).squeeze(2)
-        # hidden_states[t][-1][:, -1] is the state from which token t was drawn.
-        states = torch.stack([out.hidden_states[t][-1][:, -1] for t in range(steps)], dim=1)
-        context_hidden = out.hidden_states[0][-1][0].float().mean(dim=0).numpy()
-        stop = set(self._stop_ids.tolist())
+        return torch.Generator().manual_seed(seed)
 
+    def _reply_tokens(self, tokens: list[int]) -> list[int]:
+        """A row's tokens before its turn boundary."""
+        end = next((i for i, tok in enumerate(tokens) if tok in self._stop_set), len(tokens))
+        return tokens[:end]
+
+    def propose(
+        self,
+        history: list[tuple[str, str]],
+        message: str,
+        n: int,
+        *,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Proposal:
+        """Sample n replies sharing one prompt pass; empty and repeated replies dropped.
+
+        `on_token(row, text)` receives each row's new text as it is drawn
+        (rows are the n samples, 0..n-1); `cancel` stops it between two steps.
+        """
+        ids = self.prompt_ids(history, message)
+        rows = sample_rows(
+            self.model, ids, n, max_new_tokens=self.max_new_tokens, sampling=self.sampling,
+            stop_ids=self._stop_ids, generator=self._rng(),
+            on_step=self._streamer(n, on_token) if on_token else None, cancel=cancel,
+            prompt_model=self.prompt_model,
+        )
+        self.last_steps = rows.steps
         texts, spans = [], []
-        for row in range(n):
-            tokens = new_tokens[row, :steps].tolist()
-            end = next((i for i, tok in enumerate(tokens) if tok in stop), len(tokens))
-            text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
-            texts.append(cut_reply(text))
-            spans.append(end)
+        for tokens in rows.tokens:
+            reply = self._reply_tokens(tokens)
+            texts.append(cut_reply(self.tokenizer.decode(reply, skip_special_tokens=True)))
+            spans.append(len(reply))
         candidates = []
         for row in unique_nonempty(texts):
             end = max(spans[row], 1)
             candidates.append(
                 Candidate(
                     text=texts[row],
-                    logprob=float(logprobs[row, :end].mean()),
+                    logprob=float(np.mean(rows.logprobs[row][:end])),
                     tokens=spans[row],
-                    hidden=states[row, :end].float().mean(dim=0).numpy().astype(np.float64),
+                    hidden=torch.stack(rows.states[row][:end]).mean(dim=0)
+                    .numpy().astype(np.float64),
                 )
             )
-        return Proposal(candidates=candidates, context_hidden=context_hidden.astype(np.float64))
+        context = rows.context_state.numpy().astype(np.float64)
+        return Proposal(candidates=candidates, context_hidden=context)
+
+    def _streamer(self, n: int, on_token: TokenCallback):
+        """An on_step callback that turns token ids into each row's new text."""
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        shown = [""] * n
+
+        def on_step(row_ids: list[int], token_ids: list[int]) -> None:
+            for row, token in zip(row_ids, token_ids, strict=True):
+                tokens[row].append(token)
+                text = self.tokenizer.decode(self._reply_tokens(tokens[row]),
+                                             skip_special_tokens=True)
+                # A character split across tokens decodes as U+FFFD until complete.
+                if text.endswith("\ufffd") or not text.startswith(shown[row]):
+                    continue
+                delta, shown[row] = text[len(shown[row]):], text
+                if delta:
+                    on_token(row, delta)
+
+        return on_step
+
+
+def set_threads() -> None:
+    """As many torch threads as this process may use cores (cgroups and affinity included)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores))

@@ -57,6 +57,7 @@ class Turn:
     rewards: list[float] | None = None  # by shown position
     weights: list[float] | None = None  # by shown position: how likely it was read
     answered: float | None = None
+    temperature: float | None = None  # exploration temperature when ranked
     seq: int = 0
     id: str = ""
 

@@ -71,6 +71,14 @@ class ShardedTable:
     def update(self, seq: int, fields: dict[str, Any]) -> None:
         self._db(self._shard_of(seq)).table(TABLE).update(fields, doc_ids=[seq])
 
+    def remove(self, seqs: list[int]) -> None:
+        """Delete records; their numbers are not handed out again."""
+        by_shard: dict[int, list[int]] = {}
+        for seq in seqs:
+            by_shard.setdefault(self._shard_of(seq), []).append(seq)
+        for shard, ids in sorted(by_shard.items()):
+            self._db(shard).table(TABLE).remove(doc_ids=ids)
+
     def get(self, seq: int) -> dict[str, Any] | None:
         if not 1 <= seq <= self.last_seq:
             return None

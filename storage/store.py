@@ -73,8 +73,22 @@ class Store:
         self._sessions.update(int(session_id), fields)
 
     def sessions(self) -> Iterator[dict[str, Any]]:
+        """Sessions oldest first, deleted ones left out."""
         for record in self._sessions.iter():
-            yield _with_ids(record)
+            if not record.get("deleted"):
+                yield _with_ids(record)
+
+    def delete_session(self, session_id: str) -> int:
+        """Remove a session's turns (their text and feedback); returns how many.
+
+        The session keeps its number, marked deleted, so a new session never
+        reuses it; what the policy already learned from the turns stays until
+        an offline replay.
+        """
+        seqs = [turn["seq"] for turn in self.session_turns(session_id)]
+        self._turns.remove(seqs)
+        self.update_session(session_id, deleted=True, title="", turns=0)
+        return len(seqs)
 
     def session_turns(self, session_id: str) -> Iterator[dict[str, Any]]:
         """A session's turns, read from its first to its last (its index), not all."""

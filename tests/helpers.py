@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
+from learner.errors import GenerationCancelled
 from learner.records import Candidate, Proposal
 
 
@@ -16,7 +19,7 @@ class ScriptedSource:
         self.texts = texts
         self.hidden_size = hidden_size
 
-    def propose(self, history, message: str, n: int) -> Proposal:
+    def propose(self, history, message: str, n: int, *, on_token=None, cancel=None) -> Proposal:
         rng = np.random.default_rng(len(history))
         return Proposal(
             candidates=[
@@ -26,3 +29,24 @@ class ScriptedSource:
             ],
             context_hidden=rng.standard_normal(self.hidden_size),
         )
+
+
+class GatedSource(ScriptedSource):
+    """Streams its texts word by word, then holds the generation open until
+    `gate` is set, so a test can look at the drafts and cancel."""
+
+    def __init__(self, texts: list[str]) -> None:
+        super().__init__(texts)
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def propose(self, history, message: str, n: int, *, on_token=None, cancel=None) -> Proposal:
+        self.calls += 1
+        for row, text in enumerate(self.texts[:n]):
+            for i, word in enumerate(text.split(" ")):
+                if on_token:
+                    on_token(row, word if i == 0 else " " + word)
+        while not self.gate.wait(0.01):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("cancelled", "Generation was cancelled.")
+        return super().propose(history, message, n)

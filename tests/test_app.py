@@ -1,18 +1,28 @@
-"""The Textual app, driven by its Pilot over the tiny model and a real store."""
+"""The Textual app, driven by its Pilot over a real store (and the tiny model
+where what the model writes does not matter to the check)."""
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
-from textual.widgets import Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from learner.agent import Agent, AgentConfig
 from storage import Store
-from tests.helpers import ScriptedSource
-from tui.app import CHOOSING, RATING, TYPING, RlchatApp
+from tests.helpers import GatedSource, ScriptedSource
+from tui.app import CHOOSING, GENERATING, RATING, REPLYING, TYPING, RlchatApp
+from tui.screens.help import HelpScreen
+from tui.screens.learning import LearningScreen
+from tui.screens.sessions import SessionsScreen
+from tui.screens.settings import SettingsScreen
+from tui.settings import Settings
 from tui.widgets.candidates import CandidatePanel
+from tui.widgets.prompt import PromptInput
 from tui.widgets.transcript import Transcript
 
 SIZE = (100, 30)
+REPLIES = ["Sure, here it is.", "I am not sure.", "What do you mean?", "Thanks!"]
 
 
 @pytest.fixture
@@ -22,24 +32,47 @@ def store(data_dir):
     opened.close()
 
 
+def scripted_app(store, texts=REPLIES, source=None, **settings) -> RlchatApp:
+    source = source or ScriptedSource(texts)
+
+    def factory(s: Settings) -> Agent:
+        return Agent(store, source, AgentConfig(s.candidates, s.samples), seed=0)
+
+    return RlchatApp(settings=Settings(model="scripted", **settings), store=store,
+                     agent_factory=factory)
+
+
 async def settle(app, pilot) -> None:
     """Wait until background work (model load, generation, learning) is done."""
     await app.workers.wait_for_complete()
     await pilot.pause()
 
 
+async def until(pilot, condition, tries: int = 200) -> None:
+    """Wait for a condition the app reaches on its own (a worker, a timer)."""
+    for _ in range(tries):
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("condition never became true")
+
+
 def texts(app, selector: str) -> list[str]:
-    return [str(w.render()) for w in app.query(selector).results(Static)]
+    return [str(w.render()) for w in app.screen.query(selector).results(Static)]
+
+
+def status(app) -> str:
+    return str(app.query_one("#status", Static).render())
 
 
 async def send(app, pilot, message: str) -> None:
-    app.query_one("#message", Input).value = message
+    app.query_one(PromptInput).value = message
     await pilot.press("enter")
     await settle(app, pilot)
 
 
-async def test_type_pick_and_rate(tiny_model, store):
-    app = RlchatApp(model=str(tiny_model), store=store, seed=0)
+async def test_type_pick_and_rate_with_the_tiny_model(tiny_model, store):
+    app = RlchatApp(settings=Settings(model=str(tiny_model)), store=store, seed=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert app.mode == TYPING and app.agent is not None
@@ -49,6 +82,7 @@ async def test_type_pick_and_rate(tiny_model, store):
         assert app.mode == CHOOSING
         shown = app.query_one(CandidatePanel).candidates
         assert len(shown) == 4 and len(texts(app, ".candidate")) == 4
+        assert "█" in texts(app, ".candidate")[0]  # the score bar
         await pilot.press("1")
         assert app.mode == RATING
         await pilot.press("4")
@@ -56,41 +90,150 @@ async def test_type_pick_and_rate(tiny_model, store):
         assert app.mode == TYPING
         messages = app.query_one(Transcript).messages()
         assert messages == ["You: hello there", f"Assistant: {shown[0].text}"]
-        assert app.agent.policy.version == 1
-        assert "policy v1" in str(app.query_one("#status", Static).render())
+        assert app.agent.policy.version == 1 and "policy v1" in status(app)
+        assert "★★★★☆" in status(app)
         assert app.query_one(CandidatePanel).candidates == []
     stored = list(store.turns())
     assert stored[0]["rating"] == 4 and stored[0]["choice"] == shown[0].id
 
 
-async def test_escape_skips_the_rating_and_digits_out_of_range_do_nothing(tiny_model, store):
-    app = RlchatApp(model=str(tiny_model), store=store, seed=0,
-                    config=AgentConfig(candidates=2, samples=4))
+async def test_escape_skips_the_rating_and_digits_out_of_range_do_nothing(store):
+    app = scripted_app(store, candidates=2, samples=4)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await send(app, pilot, "hi")
         await pilot.press("9")  # only 2 shown
         assert app.mode == CHOOSING
-        await pilot.press("2")
-        await pilot.press("escape")
+        await pilot.press("2", "escape")
         await settle(app, pilot)
         assert app.mode == TYPING and app.agent.policy.version == 1
     stored = list(store.turns())
     assert stored[0]["rating"] is None and stored[0]["rewards"][1] == 0.5
 
 
-async def test_empty_message_is_refused_with_a_message(tiny_model, store):
-    app = RlchatApp(model=str(tiny_model), store=store, seed=0)
+async def test_up_down_and_enter_pick_the_highlighted_candidate(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "hi")
+        panel = app.query_one(CandidatePanel)
+        await pilot.press("down", "down", "up")
+        assert panel.highlighted == 1
+        assert "highlighted" in panel.query(".candidate")[1].classes
+        await pilot.press("up", "up")  # wraps around
+        assert panel.highlighted == 3
+        await pilot.press("enter")
+        fourth = panel.candidates[3].id
+        assert app.mode == RATING and app.picked == fourth
+        await pilot.press("5")
+        await settle(app, pilot)
+    assert next(store.turns())["choice"] == fourth
+
+
+async def test_own_reply_replaces_the_candidates(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "hi")
+        await pilot.press("e")
+        assert app.mode == REPLYING and not app.query_one(PromptInput).disabled
+        await pilot.press("escape")  # back to the candidates
+        assert app.mode == CHOOSING
+        await pilot.press("e", *"my [own] answer", "enter")
+        await settle(app, pilot)
+        assert app.mode == TYPING
+        assert app.query_one(Transcript).messages()[-1] == "Assistant: my [own] answer"
+    turn = next(store.turns())
+    assert turn["status"] == "replied" and turn["own_reply"] == "my [own] answer"
+
+
+async def test_regenerate_logs_the_old_turn_as_unanswered(store):
+    source = ScriptedSource(REPLIES)
+    app = scripted_app(store, source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "hi")
+        await pilot.press("r")
+        await settle(app, pilot)
+        assert app.mode == CHOOSING
+        assert app.query_one(Transcript).messages() == ["You: hi"]  # not twice
+        await pilot.press("1", "3")
+        await settle(app, pilot)
+    statuses = [t["status"] for t in store.turns()]
+    assert statuses == ["unanswered", "chosen"]
+
+
+async def test_why_lines_show_on_demand(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "hi")
+        assert texts(app, ".why") == []
+        await pilot.press("w")
+        await pilot.pause()
+        why = texts(app, ".why")
+        assert len(why) == 4 and all(line.startswith("why: ") for line in why)
+        await pilot.press("w")
+        await pilot.pause()
+        assert texts(app, ".why") == []
+
+
+async def test_candidates_stream_in_and_escape_cancels_the_generation(store):
+    source = GatedSource(["[bold]first[/bold] draft", "second draft", "third", "fourth"])
+    app = scripted_app(store, source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.query_one(PromptInput).value = "stream please"
+        await pilot.press("enter")
+        panel = app.query_one(CandidatePanel)
+        await until(pilot, lambda: len(panel.drafts()) == 4 and texts(app, ".draft"))
+        assert app.mode == GENERATING
+        assert panel.drafts()[0] == "[bold]first[/bold] draft"
+        # Streamed in, literal: the markup shows as typed.
+        assert texts(app, ".draft")[0].splitlines()[0] == "~ [bold]first[/bold] draft"
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert app.mode == TYPING and "Cancelled" in status(app)
+        assert app.query_one(PromptInput).value == "stream please"  # nothing lost
+        assert app.query_one(Transcript).messages() == []
+        assert store.count_turns() == 0
+        source.gate.set()  # the next generation runs through
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.mode == CHOOSING and len(texts(app, ".candidate")) == 4
+
+
+async def test_prompt_history_recalls_earlier_messages(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for message in ("first", "second"):
+            await send(app, pilot, message)
+            await pilot.press("1", "escape")
+            await settle(app, pilot)
+        box = app.query_one(PromptInput)
+        box.value = "draft"
+        await pilot.press("up")
+        assert box.value == "second"
+        await pilot.press("up", "up")
+        assert box.value == "first"
+        await pilot.press("down")
+        assert box.value == "second"
+        await pilot.press("down")
+        assert box.value == "draft"
+
+
+async def test_empty_message_is_refused_with_a_message(store):
+    app = scripted_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await send(app, pilot, "   ")
-        assert app.mode == TYPING
-        assert "empty" in str(app.query_one("#status", Static).render())
-        assert app.agent.store.count_turns() == 0
+        assert app.mode == TYPING and "empty" in status(app)
+        assert store.count_turns() == 0
 
 
-async def test_new_session_clears_the_transcript(tiny_model, store):
-    app = RlchatApp(model=str(tiny_model), store=store, seed=0)
+async def test_new_session_clears_the_transcript(store):
+    app = scripted_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await send(app, pilot, "first")
@@ -101,15 +244,159 @@ async def test_new_session_clears_the_transcript(tiny_model, store):
         assert app.agent.stats()["sessions"] == 2
 
 
+async def test_sessions_screen_resumes_renames_and_deletes(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for message in ("about cats", "about dogs"):
+            await send(app, pilot, message)
+            await pilot.press("1", "5")
+            await settle(app, pilot)
+            await pilot.press("ctrl+n")
+        await pilot.press("f2")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SessionsScreen)
+        table = screen.query_one(DataTable)
+        assert table.row_count == 2
+        assert [str(c) for c in table.get_row_at(0)][1:] == ["about dogs", "1"]  # newest first
+        assert "You: about dogs" in str(screen.query_one("#preview", Static).render())
+        await pilot.press("r")
+        await pilot.pause()
+        rename = app.screen.query_one(Input)
+        rename.value = "[dogs] renamed"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert str(table.get_row_at(0)[1]) == "[dogs] renamed"
+        await pilot.press("down", "d")  # delete "about cats"
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert table.row_count == 1
+        assert store.get_session("1")["deleted"] and store.count_turns() == 2
+        assert [t["session"] for t in store.turns()] == ["2"]
+        await pilot.press("enter")  # resume "[dogs] renamed"
+        await settle(app, pilot)
+        assert not isinstance(app.screen, SessionsScreen)
+        assert app.query_one(Transcript).messages()[0] == "You: about dogs"
+        assert app.agent.session == "2" and len(app.agent.history) == 1
+        await send(app, pilot, "more about dogs")
+        await pilot.press("1", "4")
+        await settle(app, pilot)
+    assert store.get_session("2")["turns"] == 2
+
+
+async def test_learning_screen_shows_the_policy_and_plots(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for rating in ("5", "2", "4"):
+            await send(app, pilot, "hi")
+            await pilot.press("1", rating)
+            await settle(app, pilot)
+        await pilot.press("f3")
+        await pilot.pause()
+        assert isinstance(app.screen, LearningScreen)
+        summary = str(app.screen.query_one("#summary", Static).render())
+        assert "policy v3" in summary and "3 answered turns" in summary
+        assert len(app.screen.query("PlotextPlot")) == 4
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, LearningScreen)
+
+
+async def test_settings_are_validated_saved_and_applied(store, config_dir):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f4")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SettingsScreen)
+        screen.query_one("#candidates", Input).value = "12"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)  # refused, with the reason
+        assert "candidates must be from 1 to 9" in str(screen.query_one("#error").render()).lower()
+        screen.query_one("#candidates", Input).value = "3"
+        screen.query_one("#gamma", Input).value = "0.8"
+        screen.query_one("#temperature", Input).value = "0.7"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert not isinstance(app.screen, SettingsScreen)
+        assert app.agent.config.candidates == 3 and app.agent.policy.config.gamma == 0.8
+        await send(app, pilot, "hi")
+        assert len(app.query_one(CandidatePanel).candidates) == 3
+    saved = tomllib.loads((config_dir / "config.toml").read_text())
+    assert saved["candidates"] == 3 and saved["gamma"] == 0.8 and saved["temperature"] == 0.7
+
+
+async def test_changing_the_model_reloads_it_in_the_background(store):
+    loaded = []
+
+    def factory(s: Settings) -> Agent:
+        loaded.append(s.model)
+        return Agent(store, ScriptedSource(REPLIES), AgentConfig(4, 4), seed=0)
+
+    app = RlchatApp(settings=Settings(model="one"), store=store, agent_factory=factory)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f4")
+        await pilot.pause()
+        app.screen.query_one("#model", Input).value = "two"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert loaded == ["one", "two"] and app.mode == TYPING
+        assert "two" in app.sub_title
+
+
+async def test_help_lists_every_binding_and_keys_can_be_remapped(store):
+    app = scripted_app(store, keys={"new-session": "ctrl+o", "nonsense": "x"})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "first")
+        await pilot.press("ctrl+o")  # the remapped new-session key
+        await pilot.pause()
+        assert app.query_one(Transcript).messages() == []
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        rows = {row[3]: row for row in app.screen.rows}
+        for binding_id in ("digit-1 … digit-9", "pick-highlighted", "skip-rating",
+                           "cancel-generation", "own-reply", "regenerate", "why", "new-session",
+                           "sessions", "learning", "settings", "help", "quit", "history-older"):
+            assert rows[binding_id][2], binding_id  # a description
+        assert rows["new-session"][1] == "^o"
+        await pilot.press("escape")
+        await pilot.pause()
+        app.query_one(PromptInput).blur()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_command_palette_offers_the_actions_that_apply_now(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"New session", "Sessions", "Learning", "Settings", "Help"} <= titles
+        assert "Regenerate" not in titles  # nothing to regenerate while typing
+        await send(app, pilot, "hi")
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Regenerate", "Write own reply", "Why"} <= titles
+        command = next(c for c in app.get_system_commands(app.screen) if c.title == "Why")
+        await command.callback()
+        await pilot.pause()
+        assert len(texts(app, ".why")) == 4
+
+
 HOSTILE_USER = "[bold]x[/] and [/] and a lone [ and \x1b[31mred\x1b[0m"
 HOSTILE_MODEL = ["[/INST] [bold]bold?[/bold]", "[", "\x1b[2J\x1b[Hclear screen", "[link=x]y[/link]"]
 
 
 async def test_user_and_model_text_is_shown_literally(store):
-    def factory() -> Agent:
-        return Agent(store, ScriptedSource(HOSTILE_MODEL), AgentConfig(4, 4), seed=0)
-
-    app = RlchatApp(model="scripted", agent_factory=factory)
+    app = scripted_app(store, texts=HOSTILE_MODEL)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await send(app, pilot, HOSTILE_USER)
@@ -120,21 +407,35 @@ async def test_user_and_model_text_is_shown_literally(store):
         order = [c.text for c in app.query_one(CandidatePanel).candidates]
         for line, rank in zip(shown, range(1, 5), strict=True):
             expected = literal_model[HOSTILE_MODEL.index(order[rank - 1])]
-            assert line.startswith(f"{rank}. {expected}   (Q ")
+            assert line.startswith(f"{rank}. ") and line.endswith(f"  {expected}")
         await pilot.press("1", "5")
         await settle(app, pilot)
         user, assistant = app.query_one(Transcript).messages()
         assert user == "You: [bold]x[/] and [/] and a lone [ and ␛[31mred␛[0m"
         assert assistant == "Assistant: " + literal_model[HOSTILE_MODEL.index(order[0])]
+        await pilot.press("f2")  # the session title is the user's text, literal too
+        await pilot.pause()
+        title = str(app.screen.query_one(DataTable).get_row_at(0)[1])
+        assert title.startswith("[bold]x[/] and [/]")
 
 
-async def test_unavailable_model_shows_the_fix_and_keeps_running(store, monkeypatch):
+async def test_unavailable_model_shows_the_fix_and_history_stays_browsable(store, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    app = RlchatApp(model="no-such/model-xyz", store=store)
+    session = store.new_session("an old chat")
+    app = RlchatApp(settings=Settings(model="no-such/model-xyz"), store=store)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        status = str(app.query_one("#status", Static).render())
-        assert "--model PATH" in status and "init-model" in status
-        assert app.agent is None and app.query_one("#message", Input).disabled
-        await pilot.press("1", "escape")  # nothing to pick: no crash
+        assert "--model PATH" in status(app) and "init-model" in status(app)
+        assert app.agent is None and app.query_one(PromptInput).disabled
+        await pilot.press("1", "escape", "e", "r")  # nothing to act on: no crash
+        await pilot.press("f2")
+        await pilot.pause()
+        assert isinstance(app.screen, SessionsScreen)
+        assert app.screen.selected() == session
+        await pilot.press("enter")  # cannot resume without a model: says so, stays
+        await pilot.pause()
+        assert isinstance(app.screen, SessionsScreen)
+        await pilot.press("escape", "f3")
+        await pilot.pause()
+        assert isinstance(app.screen, LearningScreen)
         assert app.is_running

@@ -41,14 +41,24 @@ def test_version():
     assert result.returncode == 0 and result.stdout.startswith("rlchat ")
 
 
-def test_common_options_before_or_after_the_subcommand(tmp_path):
+def test_common_options_before_or_after_the_subcommand_win_over_the_config_file(config_dir):
+    from tui.cli import _settings
+
     parser = build_parser()
     before = parser.parse_args(["--model", "m", "--candidates", "3", "headless"])
     after = parser.parse_args(["headless", "--model", "m", "--candidates", "3"])
     for args in (before, after):
-        assert (args.command, args.model, args.candidates, args.samples) == ("headless", "m", 3, 8)
+        settings = _settings(args, parser)
+        assert (args.command, settings.model, settings.candidates, settings.samples) == (
+            "headless", "m", 3, 8)
     default = parser.parse_args([])
-    assert default.command is None and default.model == "gpt2"
+    assert default.command is None and _settings(default, parser).model == "gpt2"
+    config_dir.mkdir()
+    (config_dir / "config.toml").write_text('model = "from-file"\nsamples = 6\ngamma = 0.7\n')
+    settings = _settings(before, parser)
+    assert (settings.model, settings.candidates, settings.samples) == ("m", 3, 6)
+    assert settings.learner() == {"gamma": 0.7}
+    assert _settings(default, parser).model == "from-file"
 
 
 def test_samples_below_candidates_is_refused(tmp_path):

@@ -215,3 +215,31 @@ def test_second_instance_is_refused_naming_the_holder(tiny_model, data_dir, comm
     assert result.returncode == 3 and result.stdout == ""
     assert f"in use by process {os.getpid()}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_streamed_say_sends_token_events_then_the_same_answer(headless, tiny_model, tmp_path):
+    from learner.dialogue import cut_reply
+
+    plain = headless()
+    expected = plain.send(op="say", text="hello there")
+    assert plain.send(op="say", text="hi", stream="yes")["error"]["code"] == "bad_field"
+    plain.close()
+    streaming = Headless(tiny_model, tmp_path / "other")
+    try:
+        assert streaming.proc.stdin and streaming.proc.stdout
+        request = {"op": "say", "text": "hello there", "stream": True}
+        streaming.proc.stdin.write(json.dumps(request) + "\n")
+        streaming.proc.stdin.flush()
+        events, streamed = 0, {}
+        while "event" in (line := json.loads(streaming.proc.stdout.readline())):
+            assert set(line) == {"event", "id", "text"} and line["event"] == "token"
+            assert isinstance(line["id"], int) and 0 <= line["id"] < 8
+            events += 1
+            streamed[line["id"]] = streamed.get(line["id"], "") + line["text"]
+        assert events > len(streamed) > 1  # several rows, several tokens each
+        # Same seed, so the same answer as without streaming, made of the streamed rows.
+        texts = [c["text"] for c in line["candidates"]]
+        assert texts == [c["text"] for c in expected["candidates"]]
+        assert set(texts) <= {cut_reply(t) for t in streamed.values()}
+    finally:
+        streaming.close()

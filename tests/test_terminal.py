@@ -40,9 +40,11 @@ def wait_for(text: str, timeout: float = 60.0) -> str:
 
 
 @pytest.fixture
-def terminal(tiny_model: Path, data_dir: Path):
+def terminal(tiny_model: Path, data_dir: Path, config_dir: Path):
     rlchat = Path(sys.executable).with_name("rlchat")
-    command = f"{rlchat} --model {tiny_model} --data-dir {data_dir} --seed 1"
+    # The tmux server keeps the environment it started with: pass ours explicitly.
+    command = (f"env RLCHAT_CONFIG_DIR={config_dir} "
+               f"{rlchat} --model {tiny_model} --data-dir {data_dir} --seed 1")
     tmux("new-session", "-d", "-s", SESSION, "-x", "100", "-y", "30", command)
     yield
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
@@ -62,7 +64,8 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
         wait_for("Rate reply")
         tmux("send-keys", "-t", SESSION, rating)
         shown = wait_for(f"policy v{turn}.")
-        assert f"Learned ({rating}★" in shown
+        stars = "★" * int(rating) + "☆" * (5 - int(rating))
+        assert f"Learned ({stars}" in shown
     assert shown.count("Assistant: ") == 3
     tmux("send-keys", "-t", SESSION, "C-q")
     deadline = time.monotonic() + 30

@@ -11,10 +11,10 @@ import logging
 import sys
 from pathlib import Path
 
+from learner.sampling import DTYPES
 from storage.paths import DATA_DIR_ENV
 from tui.offline import RUNNERS, add_offline_commands
-
-DEFAULT_MODEL = "gpt2"
+from tui.settings import CONFIG_DIR_ENV, DEFAULT_MODEL, Settings, load_settings, open_agent
 
 
 def _version() -> str:
@@ -43,7 +43,7 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     group.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
-        default=default(DEFAULT_MODEL),
+        default=default(None),
         help=f"Hugging Face model name or local folder (default: {DEFAULT_MODEL})",
     )
     group.add_argument(
@@ -58,15 +58,22 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--candidates",
         metavar="K",
         type=_positive,
-        default=default(4),
+        default=default(None),
         help="candidates shown per turn (default: 4)",
     )
     group.add_argument(
         "--samples",
         metavar="N",
         type=_positive,
-        default=default(8),
+        default=default(None),
         help="candidates generated per turn, at least K (default: 8)",
+    )
+    group.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=default(None),
+        help="number format of the model: auto picks int8 weights with bfloat16 "
+        "arithmetic where the CPU has bfloat16, else float32 (default: auto)",
     )
     group.add_argument(
         "--seed",
@@ -81,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlchat",
         description="A terminal chat assistant that learns which replies you like.",
+        epilog=f"Settings are read from config.toml in ${CONFIG_DIR_ENV} or the user config "
+        "dir; options given here win over it.",
     )
     parser.add_argument("--version", action="version", version=f"rlchat {_version()}")
     _add_common(parser, suppress=False)
@@ -102,14 +111,22 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return args.data_dir.expanduser() if args.data_dir else default_data_dir()
 
 
-def _agent_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    from learner.agent import AgentConfig
+def _settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
+    """config.toml, with the options given on the command line on top."""
+    from dataclasses import replace
 
-    if args.samples < args.candidates:
+    settings, problems = load_settings()
+    for problem in problems:
+        print(f"rlchat: {problem}", file=sys.stderr)
+    given = {name: getattr(args, name) for name in ("model", "candidates", "samples", "dtype")
+             if getattr(args, name, None) is not None}
+    settings = replace(settings, **given)
+    if settings.samples < settings.candidates:
         parser.error(
-            f"--samples ({args.samples}) must be at least --candidates ({args.candidates})"
+            f"--samples ({settings.samples}) must be at least --candidates "
+            f"({settings.candidates})"
         )
-    return AgentConfig(candidates=args.candidates, samples=args.samples)
+    return settings
 
 
 def _run_init_model(args: argparse.Namespace) -> int:
@@ -138,21 +155,20 @@ def _open_store(args: argparse.Namespace):
 
 
 def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from learner.agent import open_agent
     from learner.errors import ModelUnavailable
     from tui.headless import serve
 
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="rlchat: %(levelname)s %(message)s"
     )
-    config = _agent_config(args, parser)
+    settings = _settings(args, parser)
     for stream in (sys.stdin, sys.stdout):
         stream.reconfigure(encoding="utf-8", errors="replace")
     store = _open_store(args)  # before the model: a refusal comes at once
     if store is None:
         return EXIT_IN_USE
     try:
-        agent = open_agent(args.model, store, config, seed=args.seed)
+        agent = open_agent(settings, store, seed=args.seed)
     except ModelUnavailable as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
         store.close()
@@ -164,7 +180,7 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    config = _agent_config(args, parser)
+    settings = _settings(args, parser)
     store = _open_store(args)
     if store is None:
         return EXIT_IN_USE
@@ -177,7 +193,7 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tui.app import RlchatApp
 
     try:
-        app = RlchatApp(model=args.model, store=store, config=config, seed=args.seed)
+        app = RlchatApp(settings=settings, store=store, seed=args.seed)
         app.run()
     finally:
         store.close()

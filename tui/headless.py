@@ -29,8 +29,16 @@ def _field(request: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def _say(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
-    view = agent.say(_field(req, "text", str))
+Emit = Callable[[dict[str, Any]], None]
+
+
+def _say(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    on_token = None
+    if "stream" in req and _field(req, "stream", bool):
+        def on_token(row: int, text: str) -> None:
+            emit({"event": "token", "id": row, "text": text})
+
+    view = agent.say(_field(req, "text", str), on_token=on_token)
     return {
         "ok": True,
         "session": view.session,
@@ -42,26 +50,26 @@ def _say(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _choose(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+def _choose(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     # The agent checks the rating (optional; null is no rating).
     reward = agent.choose(_field(req, "turn", str), _field(req, "id", int), req.get("rating"))
     return {"ok": True, "reward": reward, "policy_version": agent.policy.version}
 
 
-def _reply(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+def _reply(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     agent.reply(_field(req, "turn", str), _field(req, "text", str))
     return {"ok": True, "policy_version": agent.policy.version}
 
 
-def _end(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+def _end(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     return {"ok": True, "session": agent.end()}
 
 
-def _stats(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+def _stats(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     return {"ok": True, **agent.stats()}
 
 
-OPS: dict[str, Callable[[Agent, dict[str, Any]], dict[str, Any]]] = {
+OPS: dict[str, Callable[[Agent, dict[str, Any], Emit], dict[str, Any]]] = {
     "say": _say,
     "choose": _choose,
     "reply": _reply,
@@ -74,8 +82,13 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-def handle_line(agent: Agent, line: str) -> dict[str, Any]:
-    """The answer to one request line; never raises for bad input."""
+def _drop(event: dict[str, Any]) -> None:
+    pass
+
+
+def handle_line(agent: Agent, line: str, emit: Emit = _drop) -> dict[str, Any]:
+    """The answer to one request line; never raises for bad input.  Events that
+    come before the answer (streamed tokens) go to `emit`."""
     if not line.strip():
         return error("bad_json", "The line is empty; send one JSON object per line.")
     try:
@@ -89,7 +102,7 @@ def handle_line(agent: Agent, line: str) -> dict[str, Any]:
     if handler is None:
         return error("unknown_op", f"Unknown op {op!r}; known ops: {', '.join(OPS)}.")
     try:
-        return handler(agent, request)
+        return handler(agent, request, emit)
     except AgentError as exc:
         return error(exc.code, exc.message)
     except Exception as exc:  # the process must go on, whatever one request did
@@ -99,8 +112,10 @@ def handle_line(agent: Agent, line: str) -> dict[str, Any]:
 
 def serve(agent: Agent, stdin: TextIO, stdout: TextIO) -> int:
     """Answer every line of stdin in order until end of input; returns the exit code."""
-    for line in stdin:
-        answer = handle_line(agent, line)
-        stdout.write(json.dumps(answer) + "\n")
+    def write(obj: dict[str, Any]) -> None:
+        stdout.write(json.dumps(obj) + "\n")
         stdout.flush()
+
+    for line in stdin:
+        write(handle_line(agent, line, write))
     return 0

@@ -29,6 +29,12 @@ class Transcript(VerticalScroll):
         self.scroll_end(animate=False)
         return message
 
+    def remove_last(self, role: str) -> None:
+        """Take back the newest message if it has this role (a cancelled send)."""
+        messages = self.query(".message")
+        if messages and messages.last().has_class(role):
+            messages.last().remove()
+
     def messages(self) -> list[str]:
         """The plain text of every message, for tests and copy."""
         return [str(m.render()) for m in self.query(".message").results(Static)]

@@ -1,0 +1,174 @@
+"""Sampling several continuations of one prompt, one token step at a time.
+
+The prompt is run once and its key/value cache is shared by every row; rows
+that reach a turn boundary leave the batch; each step can be streamed and the
+whole run cancelled between two steps.  Own loop rather than `generate`: it
+streams a batch, cancels, and skips the per-step work `generate` does for
+features we do not use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from learner.errors import GenerationCancelled
+from learner.sampling import Sampling
+
+
+@dataclass
+class Rows:
+    """What each sampled row produced, up to and including its stop token."""
+
+    tokens: list[list[int]]
+    logprobs: list[list[float]]  # log p(token) under the model, before temperature
+    states: list[list[torch.Tensor]]  # last-layer state each token was drawn from
+    context_state: torch.Tensor  # mean last-layer state over the prompt
+    steps: int = 0  # forward passes after the prompt
+    stopped: list[bool] = field(default_factory=list)
+
+
+class _RoomyLayer(DynamicLayer):
+    """A cache layer with room for the whole generation, so a step writes in
+    place instead of copying the cache (a copy per layer per step otherwise)."""
+
+    def __init__(self, layer: DynamicLayer, repeats: int, room: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        keys, values = layer.keys, layer.values
+        batch, heads, length, _ = keys.shape
+        self.device = keys.device
+        shape = (batch * repeats, heads, length + room)
+        self._keys = keys.new_empty((*shape, keys.shape[-1]), dtype=dtype)
+        self._values = values.new_empty((*shape, values.shape[-1]), dtype=dtype)
+        self._keys[:, :, :length] = keys.repeat_interleave(repeats, 0)
+        self._values[:, :, :length] = values.repeat_interleave(repeats, 0)
+        self._length = length
+        self._views()
+        self.is_initialized = True
+
+    def _views(self) -> None:
+        self.keys = self._keys[:, :, : self._length]
+        self.values = self._values[:, :, : self._length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        start, end = self._length, self._length + key_states.shape[-2]
+        self._keys[:, :, start:end] = key_states
+        self._values[:, :, start:end] = value_states
+        self._length = end
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self._length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self._views()
+
+
+def _share(cache: DynamicCache, rows: int, room: int, dtype: torch.dtype) -> DynamicCache:
+    """The prompt's cache, repeated for every row, in the step model's dtype."""
+    if all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [_RoomyLayer(layer, rows, room, dtype) for layer in cache.layers]
+        return cache
+    # Sliding windows and other special layers: the library's own way.
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
+    """One token per row: temperature, top-k, then top-p inside the top-k."""
+    if sampling.temperature <= 0:
+        return logits.argmax(dim=-1)
+    values, indices = torch.topk(logits, min(sampling.top_k, logits.shape[-1]), dim=-1)
+    probs = torch.softmax(values / sampling.temperature, dim=-1)
+    # Keep the smallest prefix whose mass reaches top_p (the first token always).
+    outside = probs.cumsum(dim=-1) - probs >= sampling.top_p
+    probs = probs.masked_fill(outside, 0.0)
+    choice = torch.multinomial(probs, 1, generator=generator)
+    return indices.gather(1, choice).squeeze(1)
+
+
+StepCallback = Callable[[list[int], list[int]], None]
+
+
+@torch.inference_mode()
+def sample_rows(
+    model,
+    prompt: list[int],
+    rows: int,
+    *,
+    max_new_tokens: int,
+    sampling: Sampling,
+    stop_ids: torch.Tensor | None,
+    generator: torch.Generator,
+    on_step: StepCallback | None = None,
+    cancel: threading.Event | None = None,
+    prompt_model=None,
+) -> Rows:
+    """Sample `rows` continuations of `prompt` with `model`; the prompt pass
+    runs on `prompt_model` (default: `model`).
+
+    `on_step(row_ids, token_ids)` is called after every step with the rows
+    that drew a token.  `cancel`, once set, stops the run before the next
+    forward pass with GenerationCancelled.
+    """
+    def check_cancel() -> None:
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled("cancelled", "Generation was cancelled.")
+
+    check_cancel()
+    ids = torch.tensor([prompt], dtype=torch.long)
+    out = (prompt_model or model)(
+        input_ids=ids, use_cache=True, output_hidden_states=True, logits_to_keep=1
+    )
+    last = out.hidden_states[-1]
+    result = Rows(
+        tokens=[[] for _ in range(rows)],
+        logprobs=[[] for _ in range(rows)],
+        states=[[] for _ in range(rows)],
+        context_state=last[0].float().mean(dim=0),
+        stopped=[False] * rows,
+    )
+    logits = out.logits[:, -1].float().expand(rows, -1)
+    state = last[:, -1].expand(rows, -1)
+    cache = _share(out.cache, rows, max_new_tokens, model.dtype)
+    active = list(range(rows))  # batch position -> row
+    for step in range(max_new_tokens):
+        tokens = _sample(logits, sampling, generator)
+        logprobs = logits.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+        token_list = tokens.tolist()
+        for pos, row in enumerate(active):
+            result.tokens[row].append(token_list[pos])
+            result.logprobs[row].append(float(logprobs[pos]))
+            result.states[row].append(state[pos].float())
+        if on_step is not None:
+            on_step(list(active), token_list)
+        keep = list(range(len(active)))
+        if stop_ids is not None:
+            done = torch.isin(tokens, stop_ids).tolist()
+            for pos, row in enumerate(active):
+                result.stopped[row] = done[pos]
+            keep = [pos for pos in keep if not done[pos]]
+        if not keep or step == max_new_tokens - 1:
+            break
+        check_cancel()
+        if len(keep) < len(active):
+            index = torch.tensor(keep, dtype=torch.long)
+            cache.batch_select_indices(index)
+            tokens = tokens[index]
+            active = [active[pos] for pos in keep]
+        out = model(
+            input_ids=tokens[:, None], cache=cache, use_cache=True,
+            output_hidden_states=True,
+        )
+        result.steps += 1
+        logits = out.logits[:, -1].float()
+        state = out.hidden_states[-1][:, -1]
+    return result

@@ -1,0 +1,35 @@
+"""config.toml: defaults, bad files, round trips."""
+
+from __future__ import annotations
+
+import tomllib
+
+from tui.settings import Settings, load_settings, save_settings
+
+
+def test_missing_file_gives_the_defaults(tmp_path):
+    assert load_settings(tmp_path / "none.toml") == (Settings(), [])
+
+
+def test_save_and_load_round_trip_with_awkward_text(tmp_path):
+    path = tmp_path / "deep" / "config.toml"
+    settings = Settings(model='models/"tiny" \\ \u00e9', candidates=3, samples=5, gamma=0.8,
+                        keys={"new-session": "ctrl+o", "digit-1": "a"})
+    save_settings(settings, path)
+    assert load_settings(path) == (settings, [])
+    assert "exploration" not in tomllib.loads(path.read_text())  # None: keep the stored value
+    assert not list(path.parent.glob(".config-*"))  # no temp file left behind
+
+
+def test_bad_values_and_files_are_reported_and_defaults_kept(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('candidates = 20\nsamples = "many"\ncolour = "red"\ntop_p = 0.5\n')
+    settings, problems = load_settings(path)
+    assert settings == Settings(top_p=0.5)
+    assert len(problems) == 3
+    assert any("candidates must be from 1 to 9" in p for p in problems)
+    assert any("unknown setting 'colour'" in p for p in problems)
+    path.write_text("this is = = not toml")
+    settings, problems = load_settings(path)
+    assert settings == Settings() and "could not be read" in problems[0]
+    assert path.read_text() == "this is = = not toml"  # never rewritten behind the user's back
