@@ -439,3 +439,30 @@ async def test_unavailable_model_shows_the_fix_and_history_stays_browsable(store
         await pilot.pause()
         assert isinstance(app.screen, LearningScreen)
         assert app.is_running
+
+
+async def test_escape_and_no_change_nothing(store, config_dir):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "keep me")
+        await pilot.press("1", "5")
+        await settle(app, pilot)
+        await pilot.press("f4")
+        await pilot.pause()
+        app.screen.query_one("#candidates", Input).value = "2"
+        await pilot.press("escape")  # settings cancelled: nothing saved or applied
+        await pilot.pause()
+        assert not isinstance(app.screen, SettingsScreen)
+        assert app.agent.config.candidates == 4 and not (config_dir / "config.toml").exists()
+        await pilot.press("f2")
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("n")  # not deleted
+        await pilot.pause()
+        assert isinstance(app.screen, SessionsScreen)
+        assert app.screen.query_one(DataTable).row_count == 1 and store.count_turns() == 1
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, SessionsScreen) and app.mode == TYPING
