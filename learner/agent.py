@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -29,15 +28,12 @@ from learner.records import (
 )
 from learner.replay import finish_turn, replay, start_turn
 from learner.rewards import RewardConfig, own_reply_feedback, pick_feedback
-from learner.sampling import Sampling
+from learner.sampling import Sampling, TokenCallback
 from storage import Store
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 20_000
-
-
-TokenCallback = Callable[[int, str], None]
 
 
 class CandidateSource(Protocol):

@@ -11,7 +11,6 @@ import os
 import socket
 import threading
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,14 +23,13 @@ from learner.decoding import sample_rows
 from learner.dialogue import cut_reply, format_turns, unique_nonempty
 from learner.errors import ModelUnavailable
 from learner.records import Candidate, Proposal
-from learner.sampling import Sampling
+from learner.sampling import Sampling, TokenCallback
 from learner.weights import apply_dtype
 
 log = logging.getLogger(__name__)
 
 HUB_PROBE_SECONDS = 1.5
 
-TokenCallback = Callable[[int, str], None]
 
 
 def quiet_transformers() -> None:

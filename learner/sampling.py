@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+# on_token(row, text): a sample's newly drawn text, row 0..n-1.
+TokenCallback = Callable[[int, str], None]
 
 DTYPES = ("auto", "int8", "bfloat16", "float32")
 
