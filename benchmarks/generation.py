@@ -10,7 +10,10 @@ prompt, median of --runs runs per path, all paths in this one run:
   in-place cache) with its steps in the format `--dtype auto` picks on this
   machine; also with bfloat16 steps for reference
 
-Stops are off so every path draws exactly 40 tokens.  Quality: the product
+Stops are off so every path draws exactly 40 tokens.  A long chat: time to the
+first token after an 800-token prompt run whole, and when it extends the
+previous turn's prompt by a 40-token exchange (the cached part is not run
+again).  Quality: the product
 format's next-token distribution against float32 on random prompts (top-10
 agreement and KL), for the random 124M model and for the trained tiny model.
 
@@ -42,6 +45,7 @@ from learner.weights import apply_dtype, resolve_dtype  # noqa: E402
 
 NEW_TOKENS = 40
 PROMPT_TOKENS = 100
+LONG_PROMPT, EXCHANGE = 800, 40  # a long chat, and what one exchange adds to it
 SAMPLING = Sampling(temperature=1.0, top_k=50, top_p=0.95)
 
 
@@ -73,24 +77,25 @@ def hf_generate(model, prompt: torch.Tensor, k: int, batched: bool) -> None:
                 model.generate(prompt, **kwargs)
 
 
-def loop(formatted, prompt: list[int], k: int, first: list[float] | None = None) -> None:
+def loop(formatted, prompt: list[int], k: int, first: list[float] | None = None,
+         reuse=None, new_tokens: int = NEW_TOKENS):
     start = time.perf_counter()
 
     def on_step(rows, tokens) -> None:
         if first is not None and len(first) == 0:
             first.append(time.perf_counter() - start)
 
-    sample_rows(formatted.step_model, prompt, k, max_new_tokens=NEW_TOKENS, sampling=SAMPLING,
-                stop_ids=None, generator=torch.Generator().manual_seed(0), on_step=on_step,
-                prompt_model=formatted.prompt_model)
+    return sample_rows(formatted.step_model, prompt, k, max_new_tokens=new_tokens,
+                       sampling=SAMPLING, stop_ids=None, generator=torch.Generator().manual_seed(0),
+                       on_step=on_step, prompt_model=formatted.prompt_model, reuse=reuse)
 
 
-def first_token_s(formatted, prompt: list[int], k: int, runs: int) -> float:
-    loop(formatted, prompt, k)
+def first_token_s(formatted, prompt: list[int], k: int, runs: int, reuse=None) -> float:
+    loop(formatted, prompt, k, reuse=reuse, new_tokens=1)
     firsts: list[float] = []
     for _ in range(runs):
         first: list[float] = []
-        loop(formatted, prompt, k, first)
+        loop(formatted, prompt, k, first, reuse=reuse, new_tokens=1)
         firsts.append(first[0])
     return statistics.median(firsts)
 
@@ -174,6 +179,18 @@ def main(argv: list[str] | None = None) -> dict:
         say(f"  {figures[f'k{k}']}")
     say("time to first streamed token (k=4)")
     figures["first_token_s_k4"] = round(first_token_s(product, ids, 4, args.runs), 3)
+
+    say(f"a long chat: first token after a {LONG_PROMPT}-token prompt, whole or extending "
+        "the last prompt by one exchange")
+    long_ids = torch.randint(0, fp32.config.vocab_size, (LONG_PROMPT,)).tolist()
+    last_turn = loop(product, long_ids[:-EXCHANGE], 4, new_tokens=1).prompt_pass
+    figures["long_chat"] = {
+        "prompt_tokens": LONG_PROMPT, "new_tokens_in_prompt": EXCHANGE,
+        "first_token_whole_prompt_s": round(first_token_s(product, long_ids, 4, args.runs), 3),
+        "first_token_reused_prompt_s": round(
+            first_token_s(product, long_ids, 4, args.runs, reuse=last_turn), 3),
+    }
+    say(f"  {figures['long_chat']}")
 
     say("quality against float32 (random 124M, then the trained tiny model)")
     prompts = random_prompts(fp32.config.vocab_size, args.quality_prompts, seed=1)

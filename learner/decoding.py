@@ -9,6 +9,7 @@ features we do not use.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,33 @@ class Rows:
     context_state: torch.Tensor  # mean last-layer state over the prompt
     steps: int = 0  # forward passes after the prompt
     stopped: list[bool] = field(default_factory=list)
+    prompt_pass: PromptPass | None = None  # for the next call to build on
+    prompt_tokens_run: int = 0  # prompt tokens this call ran (the rest came cached)
+
+
+@dataclass
+class PromptPass:
+    """One prompt's cache, kept so that the next prompt, which in a chat
+    extends it by one exchange, runs only its new tokens."""
+
+    ids: list[int]
+    cache: DynamicCache  # batch 1, exactly len(ids) positions
+    state_sum: torch.Tensor  # sum of the last-layer states over ids
+
+    def extended_by(self, prompt: list[int]) -> bool:
+        return len(self.ids) < len(prompt) and prompt[: len(self.ids)] == self.ids
+
+    def fork(self) -> DynamicCache:
+        return _detached(self.cache)
+
+
+def _detached(cache: DynamicCache) -> DynamicCache:
+    """A cache that can grow while `cache` stays as it is: its layers grow by
+    rebinding their tensors, never by writing into them, so copies of the
+    layer objects are enough."""
+    copied = copy.copy(cache)
+    copied.layers = [copy.copy(layer) for layer in cache.layers]
+    return copied
 
 
 class _RoomyLayer(DynamicLayer):
@@ -111,9 +139,11 @@ def sample_rows(
     on_step: StepCallback | None = None,
     cancel: threading.Event | None = None,
     prompt_model=None,
+    reuse: PromptPass | None = None,
 ) -> Rows:
     """Sample `rows` continuations of `prompt` with `model`; the prompt pass
-    runs on `prompt_model` (default: `model`).
+    runs on `prompt_model` (default: `model`), only on what `prompt` adds to
+    `reuse` when it extends it.
 
     `on_step(row_ids, token_ids)` is called after every step with the rows
     that drew a token.  `cancel`, once set, stops the run before the next
@@ -124,18 +154,25 @@ def sample_rows(
             raise GenerationCancelled("cancelled", "Generation was cancelled.")
 
     check_cancel()
-    ids = torch.tensor([prompt], dtype=torch.long)
+    start, past, state_sum = 0, None, 0.0
+    if reuse is not None and reuse.extended_by(prompt):
+        start, past, state_sum = len(reuse.ids), reuse.fork(), reuse.state_sum
+    ids = torch.tensor([prompt[start:]], dtype=torch.long)
     out = (prompt_model or model)(
-        input_ids=ids, use_cache=True, output_hidden_states=True, logits_to_keep=1
+        input_ids=ids, cache=past, use_cache=True, output_hidden_states=True, logits_to_keep=1
     )
     last = out.hidden_states[-1]
+    state_sum = state_sum + last[0].float().sum(dim=0)
     result = Rows(
         tokens=[[] for _ in range(rows)],
         logprobs=[[] for _ in range(rows)],
         states=[[] for _ in range(rows)],
-        context_state=last[0].float().mean(dim=0),
+        context_state=state_sum / len(prompt),
         stopped=[False] * rows,
+        prompt_tokens_run=len(prompt) - start,
     )
+    if all(type(layer) is DynamicLayer for layer in out.cache.layers):
+        result.prompt_pass = PromptPass(list(prompt), _detached(out.cache), state_sum)
     logits = out.logits[:, -1].float().expand(rows, -1)
     state = last[:, -1].expand(rows, -1)
     cache = _share(out.cache, rows, max_new_tokens, model.dtype)

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from learner.decoding import sample_rows
+from learner.decoding import PromptPass, sample_rows
 from learner.dialogue import cut_reply, format_turns, unique_nonempty
 from learner.errors import ModelUnavailable
 from learner.records import Candidate, Proposal
@@ -135,6 +135,8 @@ class Generator:
         self.seed = seed
         self._calls = 0
         self.last_steps = 0  # forward passes of the latest call, after the prompt
+        self.last_prompt_run = 0  # prompt tokens the latest call ran (not cached)
+        self._prompt_pass: PromptPass | None = None  # the latest prompt, for the next
         self.context_size = int(getattr(model.config, "n_positions", 0)
                                 or getattr(model.config, "max_position_embeddings", 1024))
         eos = tokenizer.eos_token_id
@@ -207,9 +209,10 @@ class Generator:
             self.model, ids, n, max_new_tokens=self.max_new_tokens, sampling=self.sampling,
             stop_ids=self._stop_ids, generator=self._rng(),
             on_step=self._streamer(n, on_token) if on_token else None, cancel=cancel,
-            prompt_model=self.prompt_model,
+            prompt_model=self.prompt_model, reuse=self._prompt_pass,
         )
-        self.last_steps = rows.steps
+        self._prompt_pass = rows.prompt_pass
+        self.last_steps, self.last_prompt_run = rows.steps, rows.prompt_tokens_run
         texts, spans = [], []
         for tokens in rows.tokens:
             reply = self._reply_tokens(tokens)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +110,23 @@ def test_auto_picks_a_format_by_the_cpu():
     assert resolve_dtype("auto") == ("int8" if bf16_supported() else "float32")
     with pytest.raises(ValueError):
         resolve_dtype("fp8")
+
+
+def test_a_prompt_that_extends_the_last_one_runs_only_its_new_tokens(tiny_model):
+    chat = Generator.load(str(tiny_model), seed=5)
+    first = chat.propose([], "hello", 4)
+    history = [("hello", first.candidates[0].text)]
+    full = len(chat.prompt_ids(history, "and then?"))
+    chat.reseed(100)
+    reused = chat.propose(history, "and then?", 4)
+    assert 0 < chat.last_prompt_run < full  # only the new exchange ran
+    fresh = Generator.load(str(tiny_model), seed=100)
+    expected = fresh.propose(history, "and then?", 4)
+    assert fresh.last_prompt_run == full
+    assert [c.text for c in reused.candidates] == [c.text for c in expected.candidates]
+    np.testing.assert_allclose(reused.context_hidden, expected.context_hidden, atol=1e-4)
+    for a, b in zip(reused.candidates, expected.candidates, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+    # A prompt that does not extend the last one (a new session) runs whole.
+    chat.propose([], "something else", 4)
+    assert chat.last_prompt_run == len(chat.prompt_ids([], "something else"))
