@@ -375,6 +375,16 @@ async def test_help_lists_every_binding_and_keys_can_be_remapped(store):
         assert isinstance(app.screen, HelpScreen)
 
 
+async def test_config_problems_are_shown_in_the_app(store):
+    app = RlchatApp(settings=Settings(model="scripted"), store=store,
+                    agent_factory=lambda s: Agent(store, ScriptedSource(REPLIES), seed=0),
+                    notices=["config.toml: candidates must be from 1 to 9; default kept"])
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(app, pilot)
+        toasts = " ".join(str(t.render()) for t in app.screen.query("Toast"))
+        assert "config.toml: candidates must be from 1 to 9; default kept" in toasts
+
+
 async def test_command_palette_offers_the_actions_that_apply_now(store):
     app = scripted_app(store)
     async with app.run_test(size=SIZE) as pilot:

@@ -117,8 +117,10 @@ class RlchatApp(App[int]):
         store: Store | None = None,
         seed: int | None = None,
         agent_factory: Callable[[Settings], Agent] | None = None,
+        notices: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.notices = list(notices or [])  # e.g. what is wrong with config.toml
         if store is None:
             raise ValueError("give the app an open store")
         self.settings = settings or Settings()
@@ -144,6 +146,8 @@ class RlchatApp(App[int]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        for notice in self.notices:
+            self.notify(notice, severity="warning", markup=False, timeout=10)
         self.apply_keymap(self.settings.keys)
         self.load_model()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from learner.sampling import DTYPES
@@ -111,13 +112,22 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return args.data_dir.expanduser() if args.data_dir else default_data_dir()
 
 
-def _settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
-    """config.toml, with the options given on the command line on top."""
+def _print_problem(problem: str) -> None:
+    print(f"rlchat: {problem}", file=sys.stderr)
+
+
+def _settings(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    report: Callable[[str], None] = _print_problem,
+) -> Settings:
+    """config.toml, with the options given on the command line on top;
+    what is wrong with the file goes to `report`."""
     from dataclasses import replace
 
     settings, problems = load_settings()
     for problem in problems:
-        print(f"rlchat: {problem}", file=sys.stderr)
+        report(problem)
     given = {name: getattr(args, name) for name in ("model", "candidates", "samples", "dtype")
              if getattr(args, name, None) is not None}
     settings = replace(settings, **given)
@@ -180,7 +190,8 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    settings = _settings(args, parser)
+    problems: list[str] = []  # shown in the app: the terminal is the app's from here
+    settings = _settings(args, parser, problems.append)
     store = _open_store(args)
     if store is None:
         return EXIT_IN_USE
@@ -193,7 +204,7 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tui.app import RlchatApp
 
     try:
-        app = RlchatApp(settings=settings, store=store, seed=args.seed)
+        app = RlchatApp(settings=settings, store=store, seed=args.seed, notices=problems)
         app.run()
     finally:
         store.close()
