@@ -38,10 +38,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from learner.decoding import sample_rows  # noqa: E402
 from learner.generator import quiet_transformers, set_threads  # noqa: E402
+from learner.generator.decoding import sample_rows  # noqa: E402
+from learner.generator.weights import apply_dtype, resolve_dtype  # noqa: E402
 from learner.sampling import Sampling  # noqa: E402
-from learner.weights import apply_dtype, resolve_dtype  # noqa: E402
 
 NEW_TOKENS = 40
 PROMPT_TOKENS = 100

@@ -17,6 +17,28 @@ def run_python(code: str) -> str:
     return result.stdout
 
 
+def test_only_the_generator_package_imports_torch_at_module_level():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    allowed = {root / "learner" / "generator"}
+    offenders = []
+    for path in [*root.glob("learner/**/*.py"), *root.glob("tui/**/*.py"),
+                 *root.glob("storage/**/*.py")]:
+        if path.parent in allowed:
+            continue
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] in ("torch", "transformers") for n in names):
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []
+
+
 def test_help_imports_neither_torch_nor_transformers():
     out = run_python(
         "import sys, json, contextlib, io\n"

@@ -11,7 +11,7 @@ import torch
 from learner.dialogue import cut_reply
 from learner.errors import GenerationCancelled
 from learner.generator import Generator, load_model
-from learner.weights import Int8Linear, apply_dtype, bf16_supported
+from learner.generator.weights import Int8Linear, apply_dtype, bf16_supported
 
 HISTORY = [("hi", "hello, how are you?")]
 
@@ -105,7 +105,7 @@ def test_each_format_keeps_the_next_token_distribution(tiny_model, name):
 
 
 def test_auto_picks_a_format_by_the_cpu():
-    from learner.weights import resolve_dtype
+    from learner.generator.weights import resolve_dtype
 
     assert resolve_dtype("auto") == ("int8" if bf16_supported() else "float32")
     with pytest.raises(ValueError):

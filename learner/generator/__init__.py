@@ -1,6 +1,7 @@
 """Candidate replies from a Hugging Face causal language model.
 
-The only module that imports torch and transformers; the agent imports it
+The only package that imports torch and transformers (with `decoding` for the
+sampling loop and `weights` for the number format); the agent imports it
 lazily, so the command line, replay and export never pay for them.
 """
 
@@ -19,12 +20,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from learner.decoding import PromptPass, sample_rows
 from learner.dialogue import cut_reply, format_turns, unique_nonempty
 from learner.errors import ModelUnavailable
+from learner.generator.decoding import PromptPass, sample_rows
+from learner.generator.weights import apply_dtype
 from learner.records import Candidate, Proposal
 from learner.sampling import Sampling, TokenCallback
-from learner.weights import apply_dtype
 
 log = logging.getLogger(__name__)
 
