@@ -33,3 +33,17 @@ def test_bad_values_and_files_are_reported_and_defaults_kept(tmp_path):
     settings, problems = load_settings(path)
     assert settings == Settings() and "could not be read" in problems[0]
     assert path.read_text() == "this is = = not toml"  # never rewritten behind the user's back
+
+
+def test_values_are_judged_together_whatever_their_order(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("samples = 2\ncandidates = 1\n")  # valid only as a pair
+    assert load_settings(path) == (Settings(candidates=1, samples=2), [])
+
+
+def test_a_pair_that_cannot_stand_falls_back_to_both_defaults(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("candidates = 9\nsamples = 40\n")
+    settings, problems = load_settings(path)
+    assert (settings.candidates, settings.samples) == (4, 8)
+    assert len(problems) == 1 and "samples must be from candidates to 32" in problems[0]

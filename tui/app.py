@@ -23,6 +23,7 @@ from textual.widgets import Footer, Header, LoadingIndicator, Static
 
 from learner.errors import AgentError, GenerationCancelled, ModelUnavailable
 from tui.screens.help import HelpScreen, KeyRow
+from tui.screens.learning import LearningScreen
 from tui.screens.sessions import SessionsScreen
 from tui.screens.settings import SettingsScreen
 from tui.settings import Settings, config_path, open_agent, save_settings
@@ -113,16 +114,14 @@ class RlchatApp(App[int]):
     def __init__(
         self,
         *,
+        store: Store,
         settings: Settings | None = None,
-        store: Store | None = None,
         seed: int | None = None,
         agent_factory: Callable[[Settings], Agent] | None = None,
         notices: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.notices = list(notices or [])  # e.g. what is wrong with config.toml
-        if store is None:
-            raise ValueError("give the app an open store")
         self.settings = settings or Settings()
         self.store = store
         # The factory runs in a worker thread; by default it loads the model.
@@ -440,8 +439,6 @@ class RlchatApp(App[int]):
             return None
 
     def action_learning(self) -> None:
-        from tui.screens.learning import LearningScreen  # plotext loads on first use
-
         if not isinstance(self.screen, LearningScreen):
             self.push_screen(LearningScreen(self.store, self._policy()))
 
@@ -490,8 +487,6 @@ class RlchatApp(App[int]):
         agent.tune(**settings.learner())
 
     def key_rows(self) -> list[KeyRow]:
-        from tui.screens.learning import LearningScreen
-
         """Every binding with the key it has now (after [keys] remaps); the
         nine digit bindings share a row while none is remapped."""
         owners: list[tuple[str, object]] = [

@@ -49,28 +49,25 @@ class Settings:
         named = {"epsilon": self.exploration, "gamma": self.gamma, "forgetting": self.forgetting}
         return {k: v for k, v in named.items() if v is not None}
 
-    def problems(self) -> list[str]:
-        """What is wrong with these values, one sentence each."""
-        out = []
-        if not self.model.strip():
-            out.append("model must not be empty")
-        if not 1 <= self.candidates <= 9:
-            out.append("candidates must be from 1 to 9")
-        if not self.candidates <= self.samples <= 32:
-            out.append("samples must be from candidates to 32")
-        if not 0 < self.temperature <= 5:
-            out.append("temperature must be above 0 and at most 5")
-        if not 0 < self.top_p <= 1:
-            out.append("top_p must be above 0 and at most 1")
-        if self.dtype not in DTYPES:
-            out.append(f"dtype must be one of {', '.join(DTYPES)}")
-        if self.exploration is not None and not 0 < self.exploration < 1:
-            out.append("exploration must be between 0 and 1")
-        if self.gamma is not None and not 0 <= self.gamma < 1:
-            out.append("gamma must be at least 0 and below 1")
-        if self.forgetting is not None and not 0.5 <= self.forgetting <= 1:
-            out.append("forgetting must be from 0.5 to 1")
-        return out
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """(the settings involved, what is wrong), one sentence each."""
+        checks = [
+            ("model", bool(self.model.strip()), "model must not be empty"),
+            ("candidates", 1 <= self.candidates <= 9, "candidates must be from 1 to 9"),
+            ("candidates samples", self.candidates <= self.samples <= 32,
+             "samples must be from candidates to 32"),
+            ("temperature", 0 < self.temperature <= 5,
+             "temperature must be above 0 and at most 5"),
+            ("top_p", 0 < self.top_p <= 1, "top_p must be above 0 and at most 1"),
+            ("dtype", self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}"),
+            ("exploration", self.exploration is None or 0 < self.exploration < 1,
+             "exploration must be between 0 and 1"),
+            ("gamma", self.gamma is None or 0 <= self.gamma < 1,
+             "gamma must be at least 0 and below 1"),
+            ("forgetting", self.forgetting is None or 0.5 <= self.forgetting <= 1,
+             "forgetting must be from 0.5 to 1"),
+        ]
+        return [(tuple(names.split()), message) for names, ok, message in checks if not ok]
 
 
 def config_path() -> Path:
@@ -109,22 +106,25 @@ def load_settings(path: Path | None = None) -> tuple[Settings, list[str]]:
         return Settings(), []
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         return Settings(), [f"{path} could not be read ({exc}); using the defaults"]
-    settings, problems = Settings(), []
+    values, problems = {}, []
     known = {f.name for f in fields(Settings)}
     for name, value in data.items():
         if name not in known:
             problems.append(f"{path}: unknown setting {name!r} ignored")
             continue
         try:
-            candidate = replace(settings, **{name: _coerce(name, value)})
+            values[name] = _coerce(name, value)
         except ValueError as exc:
             problems.append(f"{path}: {exc}; default kept")
-            continue
-        wrong = candidate.problems()
-        if wrong and wrong != settings.problems():
-            problems.append(f"{path}: {wrong[0]}; default kept")
-            continue
-        settings = candidate
+    # Judge the file's values together (samples depends on candidates) and
+    # put back the defaults of those involved in each problem.  The defaults
+    # are valid, so every round restores at least one value and this ends.
+    defaults = Settings()
+    settings = replace(defaults, **values)
+    while wrong := settings.problems():
+        names, message = wrong[0]
+        problems.append(f"{path}: {message}; default kept")
+        settings = replace(settings, **{name: getattr(defaults, name) for name in names})
     return settings, problems
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -30,7 +30,6 @@ class Rows:
     states: list[list[torch.Tensor]]  # last-layer state each token was drawn from
     context_state: torch.Tensor  # mean last-layer state over the prompt
     steps: int = 0  # forward passes after the prompt
-    stopped: list[bool] = field(default_factory=list)
     prompt_pass: PromptPass | None = None  # for the next call to build on
     prompt_tokens_run: int = 0  # prompt tokens this call ran (the rest came cached)
 
@@ -168,7 +167,6 @@ def sample_rows(
         logprobs=[[] for _ in range(rows)],
         states=[[] for _ in range(rows)],
         context_state=state_sum / len(prompt),
-        stopped=[False] * rows,
         prompt_tokens_run=len(prompt) - start,
     )
     if all(type(layer) is DynamicLayer for layer in out.cache.layers):
@@ -190,8 +188,6 @@ def sample_rows(
         keep = list(range(len(active)))
         if stop_ids is not None:
             done = torch.isin(tokens, stop_ids).tolist()
-            for pos, row in enumerate(active):
-                result.stopped[row] = done[pos]
             keep = [pos for pos in keep if not done[pos]]
         if not keep or step == max_new_tokens - 1:
             break

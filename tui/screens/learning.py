@@ -1,20 +1,26 @@
-"""How the learner is doing: reward, top-pick rate, exploration, feature weights."""
+"""How the learner is doing: reward, top-pick rate, exploration, feature weights.
+
+Cheap to import (the app lists its key at start-up): plotext, numpy and the
+learner load when the screen is first shown.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
-from textual_plotext import PlotextPlot
 
-from learner.curves import Curves, learning_curves
-from learner.features import FEATURE_NAMES
-from learner.policy import QPolicy
-from storage import Store
+if TYPE_CHECKING:
+    from learner.curves import Curves
+    from learner.policy import QPolicy
+    from storage import Store
+
+PLOTS = ("reward", "top-pick", "temperature", "weights")
 
 
 class LearningScreen(Screen[None]):
@@ -31,23 +37,44 @@ class LearningScreen(Screen[None]):
         self.policy = policy
 
     def compose(self) -> ComposeResult:
+        from textual_plotext import PlotextPlot
+
         yield Header()
         yield Static("", id="summary")
         with Grid():
-            yield PlotextPlot(id="reward")
-            yield PlotextPlot(id="top-pick")
-            yield PlotextPlot(id="temperature")
-            yield PlotextPlot(id="weights")
+            for plot in PLOTS:
+                yield PlotextPlot(id=plot)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        from learner.curves import learning_curves
+
         self.sub_title = "Learning"
         curves = learning_curves(self.store.turns())
         self.query_one("#summary", Static).update(self._summary(curves))
-        self._plot_reward(curves)
-        self._plot_top_pick(curves)
-        self._plot_temperature(curves)
+        plt = self._plt("reward", "reward per turn (line: moving average of 10)")
+        if curves.turn:
+            plt.scatter(curves.turn, curves.reward, marker="dot")
+            plt.plot(curves.turn, curves.reward_average)
+        self._line("top-pick", "picked the top-ranked candidate (moving share)",
+                   curves.turn, curves.top_pick_rate).ylim(0, 1)
+        self._line("temperature", "exploration temperature",
+                   curves.temperature_turn, curves.temperature)
         self._plot_weights()
+
+    def _plt(self, plot: str, title: str):
+        from textual_plotext import PlotextPlot
+
+        plt = self.query_one(f"#{plot}", PlotextPlot).plt
+        plt.title(title)
+        plt.xlabel("turn")
+        return plt
+
+    def _line(self, plot: str, title: str, x: list[int], y: list[float]):
+        plt = self._plt(plot, title)
+        if x:
+            plt.plot(x, y)
+        return plt
 
     def _summary(self, curves: Curves) -> Text:
         version = self.policy.version if self.policy else "-"
@@ -61,30 +88,12 @@ class LearningScreen(Screen[None]):
                         f"exploration {cfg.epsilon:g}", style="dim")
         return text
 
-    def _plot_reward(self, curves: Curves) -> None:
-        plt = self.query_one("#reward", PlotextPlot).plt
-        plt.title("reward per turn (line: moving average of 10)")
-        if curves.turn:
-            plt.scatter(curves.turn, curves.reward, marker="dot")
-            plt.plot(curves.turn, curves.reward_average)
-        plt.xlabel("turn")
-
-    def _plot_top_pick(self, curves: Curves) -> None:
-        plt = self.query_one("#top-pick", PlotextPlot).plt
-        plt.title("picked the top-ranked candidate (moving share)")
-        if curves.turn:
-            plt.plot(curves.turn, curves.top_pick_rate)
-        plt.ylim(0, 1)
-        plt.xlabel("turn")
-
-    def _plot_temperature(self, curves: Curves) -> None:
-        plt = self.query_one("#temperature", PlotextPlot).plt
-        plt.title("exploration temperature")
-        if curves.temperature:
-            plt.plot(curves.temperature_turn, curves.temperature)
-        plt.xlabel("turn")
-
     def _plot_weights(self) -> None:
+        import numpy as np
+        from textual_plotext import PlotextPlot
+
+        from learner.features import FEATURE_NAMES
+
         plt = self.query_one("#weights", PlotextPlot).plt
         plt.title("feature weights (largest 6)")
         if self.policy is None:

@@ -93,7 +93,7 @@ class SettingsScreen(ModalScreen[Settings | None]):
         settings = replace(self.settings, **values)
         problems = settings.problems()
         if problems:
-            raise ValueError(problems[0])
+            raise ValueError(problems[0][1])
         return settings
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -125,7 +125,3 @@ class CandidatePanel(VerticalScroll):
         self._why = {}
         self.remove_children()
         self.add_class("-empty")
-
-    def lines(self) -> list[str]:
-        """The plain text of what is shown, for tests."""
-        return [str(w.render()) for w in self.query(Static)]
