@@ -130,3 +130,23 @@ def test_a_prompt_that_extends_the_last_one_runs_only_its_new_tokens(tiny_model)
     # A prompt that does not extend the last one (a new session) runs whole.
     chat.propose([], "something else", 4)
     assert chat.last_prompt_run == len(chat.prompt_ids([], "something else"))
+
+
+def test_the_prompt_keeps_the_newest_whole_lines_that_fit(generator):
+    from learner.dialogue import format_turns
+
+    budget = generator.context_size - generator.max_new_tokens
+    history = [(f"question number {i} about cooking", f"answer number {i}, with rice")
+               for i in range(40)]
+    ids = generator.prompt_ids(history, "and now?")
+    lines = format_turns(history, "and now?")
+
+    def count(start: int) -> int:
+        text = "\n".join(lines[start:])
+        return len(generator.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    first = min(s for s in range(len(lines)) if count(s) <= budget)
+    assert first > 0 and len(ids) == count(first) <= budget  # the longest suffix that fits
+    assert generator.tokenizer.decode(ids).endswith("and now?\nAssistant:")
+    huge = generator.prompt_ids([], "word " * 2000)  # one line over the budget
+    assert len(huge) == budget and generator.tokenizer.decode(huge).endswith("Assistant:")

@@ -168,18 +168,31 @@ class Generator:
         return cls(tokenizer, model, **kwargs)
 
     def prompt_ids(self, history: list[tuple[str, str]], message: str) -> list[int]:
-        """Token ids of the dialogue prompt, oldest lines dropped to fit the context."""
+        """Token ids of the dialogue prompt, oldest lines dropped to fit the context.
+
+        Usually the whole dialogue fits and is tokenized once; otherwise the
+        first line to keep is found by bisection (fewer lines, fewer tokens).
+        """
         budget = max(self.context_size - self.max_new_tokens, 8)
         lines = format_turns(history, message)
-        ids: list[int] = []
-        for start in range(len(lines) - 1, -1, -1):
-            text = "\n".join(lines[start:])
-            candidate = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(candidate) > budget:
-                # Even the newest lines alone are too long: keep their end.
-                return ids or candidate[-budget:]
-            ids = candidate
-        return ids
+
+        def ids_from(start: int) -> list[int]:
+            return self.tokenizer("\n".join(lines[start:]), add_special_tokens=False)["input_ids"]
+
+        ids = ids_from(0)
+        if len(ids) <= budget:
+            return ids
+        # The user's message and the open assistant line are always kept.
+        low, high = 1, max(len(lines) - 2, 0)
+        while low < high:
+            middle = (low + high) // 2
+            if len(ids_from(middle)) <= budget:
+                high = middle
+            else:
+                low = middle + 1
+        ids = ids_from(high)
+        # The message alone is too long: keep its end, which leads into the reply.
+        return ids if len(ids) <= budget else ids[-budget:]
 
     def _rng(self) -> torch.Generator:
         seed = (self.seed + self._calls) if self.seed is not None else torch.seed()
