@@ -32,13 +32,19 @@ def one_line(text: str) -> str:
 
 def format_turns(history: list[tuple[str, str]], message: str) -> list[str]:
     """Prompt lines, oldest first, ending with the open assistant marker."""
-    lines = []
-    for user, reply in history:
-        lines.append(f"{USER} {one_line(user)}")
-        lines.append(f"{ASSISTANT} {one_line(reply)}")
-    lines.append(f"{USER} {one_line(message)}")
-    lines.append(ASSISTANT)
-    return lines
+    text = "".join(exchange_block(u, r) for u, r in history) + message_block(message)
+    return text.split("\n")
+
+
+def exchange_block(user: str, reply: str) -> str:
+    """One past exchange as prompt text, with the line break that ends it: the
+    prompt is these blocks one after another, then `message_block`."""
+    return f"{USER} {one_line(user)}\n{ASSISTANT} {one_line(reply)}\n"
+
+
+def message_block(message: str) -> str:
+    """The user's new message and the open assistant marker the model continues."""
+    return f"{USER} {one_line(message)}\n{ASSISTANT}"
 
 
 def cut_reply(text: str) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 # on_token(row, text): a sample's newly drawn text, row 0..n-1.
 TokenCallback = Callable[[int, str], None]
 
-DTYPES = ("auto", "int8", "bfloat16", "float32")
+DTYPES = ("auto", "qint8", "int8", "bfloat16", "float32")
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,14 @@ def write_tiny_model(
     heads: int = 2,
     context: int = 256,
     train_steps: int = 150,
+    holdout: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
-    """Write a tokenizer and a briefly trained GPT-2 to `path` with save_pretrained."""
+    """Write a tokenizer and a briefly trained GPT-2 to `path` with save_pretrained.
+
+    `holdout`: the corpus's last lines that neither the tokenizer nor the
+    model sees (`corpus_lines()[-holdout:]`), for measuring it on unseen text.
+    """
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -45,6 +50,7 @@ def write_tiny_model(
     out = Path(path).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     lines = corpus_lines()
+    lines = lines[:-holdout] if holdout else lines
 
     say("training the tokenizer")
     bpe = ByteLevelBPETokenizer()

@@ -20,7 +20,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from learner.dialogue import cut_reply, format_turns, unique_nonempty
+from learner.context_window import ContextWindow
+from learner.dialogue import cut_reply, unique_nonempty
 from learner.errors import ModelUnavailable
 from learner.generator.decoding import PromptPass, sample_rows
 from learner.generator.weights import apply_dtype
@@ -140,6 +141,10 @@ class Generator:
         self._prompt_pass: PromptPass | None = None  # the latest prompt, for the next
         self.context_size = int(getattr(model.config, "n_positions", 0)
                                 or getattr(model.config, "max_position_embeddings", 1024))
+        self._window = ContextWindow(
+            lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+            self.context_size - max_new_tokens,
+        )
         eos = tokenizer.eos_token_id
         stops = [i for tok, i in tokenizer.get_vocab().items()
                  if "\n" in tokenizer.convert_tokens_to_string([tok])]
@@ -168,31 +173,9 @@ class Generator:
         return cls(tokenizer, model, **kwargs)
 
     def prompt_ids(self, history: list[tuple[str, str]], message: str) -> list[int]:
-        """Token ids of the dialogue prompt, oldest lines dropped to fit the context.
-
-        Usually the whole dialogue fits and is tokenized once; otherwise the
-        first line to keep is found by bisection (fewer lines, fewer tokens).
-        """
-        budget = max(self.context_size - self.max_new_tokens, 8)
-        lines = format_turns(history, message)
-
-        def ids_from(start: int) -> list[int]:
-            return self.tokenizer("\n".join(lines[start:]), add_special_tokens=False)["input_ids"]
-
-        ids = ids_from(0)
-        if len(ids) <= budget:
-            return ids
-        # The user's message and the open assistant line are always kept.
-        low, high = 1, max(len(lines) - 2, 0)
-        while low < high:
-            middle = (low + high) // 2
-            if len(ids_from(middle)) <= budget:
-                high = middle
-            else:
-                low = middle + 1
-        ids = ids_from(high)
-        # The message alone is too long: keep its end, which leads into the reply.
-        return ids if len(ids) <= budget else ids[-budget:]
+        """Token ids of the dialogue prompt: the newest exchanges that fit the
+        context, evicted in blocks (see `ContextWindow`)."""
+        return self._window.prompt(history, message)
 
     def _rng(self) -> torch.Generator:
         seed = (self.seed + self._calls) if self.seed is not None else torch.seed()

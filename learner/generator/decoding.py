@@ -18,6 +18,8 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from learner.errors import GenerationCancelled
+from learner.generator.attention import NAME as ATTENTION
+from learner.generator.attention import share_prefix, shares_prefix
 from learner.sampling import Sampling
 
 
@@ -59,54 +61,16 @@ def _detached(cache: DynamicCache) -> DynamicCache:
     return copied
 
 
-class _RoomyLayer(DynamicLayer):
-    """A cache layer with room for the whole generation, so a step writes in
-    place instead of copying the cache (a copy per layer per step otherwise)."""
-
-    def __init__(self, layer: DynamicLayer, repeats: int, room: int, dtype: torch.dtype) -> None:
-        super().__init__()
-        keys, values = layer.keys, layer.values
-        batch, heads, length, _ = keys.shape
-        self.device = keys.device
-        shape = (batch * repeats, heads, length + room)
-        self._keys = keys.new_empty((*shape, keys.shape[-1]), dtype=dtype)
-        self._values = values.new_empty((*shape, values.shape[-1]), dtype=dtype)
-        self._keys[:, :, :length] = keys.repeat_interleave(repeats, 0)
-        self._values[:, :, :length] = values.repeat_interleave(repeats, 0)
-        self._length = length
-        self._views()
-        self.is_initialized = True
-
-    def _views(self) -> None:
-        self.keys = self._keys[:, :, : self._length]
-        self.values = self._values[:, :, : self._length]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        start, end = self._length, self._length + key_states.shape[-2]
-        self._keys[:, :, start:end] = key_states
-        self._values[:, :, start:end] = value_states
-        self._length = end
-        self._views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self._length
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._keys, self._values = self._keys[indices], self._values[indices]
-        self._views()
-
-
-def _share(cache: DynamicCache, rows: int, room: int, dtype: torch.dtype) -> DynamicCache:
-    """The prompt's cache, repeated for every row, in the step model's dtype."""
-    if all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_RoomyLayer(layer, rows, room, dtype) for layer in cache.layers]
-        return cache
+def _share(cache: DynamicCache, model, rows: int, room: int) -> tuple[DynamicCache, bool]:
+    """The prompt's cache made ready for `rows` rows in the step model's dtype,
+    and whether the steps attend through the shared prefix."""
+    if model.config._attn_implementation == ATTENTION and shares_prefix(cache, model.config):
+        return share_prefix(cache, rows, room, model.dtype), True
     # Sliding windows and other special layers: the library's own way.
     for layer in cache.layers:
-        layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
+        layer.keys, layer.values = layer.keys.to(model.dtype), layer.values.to(model.dtype)
     cache.batch_repeat_interleave(rows)
-    return cache
+    return cache, False
 
 
 def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
@@ -173,7 +137,8 @@ def sample_rows(
         result.prompt_pass = PromptPass(list(prompt), _detached(out.cache), state_sum)
     logits = out.logits[:, -1].float().expand(rows, -1)
     state = last[:, -1].expand(rows, -1)
-    cache = _share(out.cache, rows, max_new_tokens, model.dtype)
+    cache, shared = _share(out.cache, model, rows, max_new_tokens)
+    extra = {"shared_cache": cache} if shared else {}
     active = list(range(rows))  # batch position -> row
     for step in range(max_new_tokens):
         tokens = _sample(logits, sampling, generator)
@@ -199,7 +164,7 @@ def sample_rows(
             active = [active[pos] for pos in keep]
         out = model(
             input_ids=tokens[:, None], cache=cache, use_cache=True,
-            output_hidden_states=True,
+            output_hidden_states=True, **extra,
         )
         result.steps += 1
         logits = out.logits[:, -1].float()

@@ -21,7 +21,7 @@ FIELDS = [
     ("samples", "Samples N", "generated per turn, K-32"),
     ("temperature", "Temperature", "sampling temperature"),
     ("top_p", "Top-p", "nucleus share, within the top 50 tokens"),
-    ("dtype", "Number format", "auto, int8, bfloat16 or float32; a change reloads"),
+    ("dtype", "Number format", "auto, qint8, int8, bfloat16 or float32; a change reloads"),
     ("exploration", "Exploration", "share of uniform exploration (epsilon)"),
     ("gamma", "Gamma", "discount across the turns of a session"),
     ("forgetting", "Forgetting", "per learned turn; lower adapts faster"),
