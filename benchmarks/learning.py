@@ -236,9 +236,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip the peers harness (it has no generator)")
+    parser.add_argument("--dtype", default="auto", help="the generator's number format")
     args = parser.parse_args()
     q = args.quick
-    figures: dict = {"peers": peers_table(300 if q else 1000, 2 if q else 5, args.jobs)}
+    figures: dict = {} if args.no_peers else {
+        "peers": peers_table(300 if q else 1000, 2 if q else 5, args.jobs)}
 
     from learner.generator import Generator
     from learner.policy import PolicyConfig
@@ -247,7 +251,9 @@ def main() -> None:
     model_dir = tempfile.mkdtemp()
     say("building the tiny model (as `rlchat init-model`)")
     write_tiny_model(model_dir)
-    generator = Generator.load(model_dir)
+    generator = Generator.load(model_dir, dtype=args.dtype)
+    figures["dtype"] = generator.dtype
+    say(f"generator format: {generator.dtype}")
     default = PolicyConfig()
     random_order = replace(default, temperature=1e9, uncertainty=0.0)
     turns, seeds = (40, 1) if q else (100, 2)

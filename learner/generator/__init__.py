@@ -129,7 +129,7 @@ class Generator:
         warm_up: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
-        formatted = apply_dtype(model.eval(), dtype)
+        formatted = apply_dtype(model.eval(), dtype, calibration_ids(tokenizer, model.config))
         self.model, self.prompt_model = formatted.step_model, formatted.prompt_model
         self.dtype = formatted.dtype
         self.max_new_tokens = max_new_tokens
@@ -248,6 +248,18 @@ class Generator:
                     on_token(row, delta)
 
         return on_step
+
+
+def calibration_ids(tokenizer, config, tokens: int = 256) -> list[int]:
+    """Token ids of sample dialogue (the shipped corpus), for the int8 formats
+    to measure the model's activation ranges on."""
+    from learner.tiny_model import corpus_lines
+
+    text = "\n".join(corpus_lines())
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    context = int(getattr(config, "n_positions", 0) or getattr(config, "max_position_embeddings", 0)
+                  or tokens)
+    return ids[: min(tokens, context)]
 
 
 def set_threads() -> None:

@@ -1,10 +1,10 @@
 """Sampling several continuations of one prompt, one token step at a time.
 
-The prompt is run once and its key/value cache is shared by every row; rows
-that reach a turn boundary leave the batch; each step can be streamed and the
-whole run cancelled between two steps.  Own loop rather than `generate`: it
-streams a batch, cancels, and skips the per-step work `generate` does for
-features we do not use.
+The prompt is run once and its key/value cache is shared by every row, stored
+once (`attention.py`); rows that reach a turn boundary leave the batch; each
+step can be streamed and the whole run cancelled between two steps.  Own loop
+rather than `generate`: it streams a batch, cancels, and skips the per-step
+work `generate` does for features we do not use.
 """
 
 from __future__ import annotations
