@@ -218,3 +218,20 @@ def test_shared_prefix_attention_draws_what_repeating_the_prompt_draws(tiny_mode
     a, b = draw(shared), draw(plain)
     assert a.tokens == b.tokens and a.steps == b.steps == 11
     np.testing.assert_allclose(np.array(a.logprobs), np.array(b.logprobs), atol=1e-4)
+
+
+def test_smoothing_moves_activation_scale_into_the_weights_without_changing_the_result():
+    from torch import nn
+
+    from learner.generator.weights import SmoothedLinear
+
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 8)
+    x = torch.randn(5, 16)
+    x[:, 3] *= 50  # an outlier channel, as trained transformers have
+    smoothed = SmoothedLinear(linear, x.abs().amax(dim=0))
+    with torch.no_grad():
+        torch.testing.assert_close(smoothed(x), linear(x), rtol=1e-5, atol=1e-4)
+        evened = (x * smoothed.inverse_scale).abs().amax(dim=0)
+    # The outlier channel's range is now much closer to the others'.
+    assert evened.max() / evened.median() < (x.abs().amax(0).max() / x.abs().amax(0).median()) / 4
