@@ -45,7 +45,8 @@ def test_cancel_stops_before_the_next_step(generator):
     # Some formats run the prompt and the steps on one model, others on two:
     # count forward passes over whichever distinct models this format uses.
     passes = []
-    models = {id(m): m for m in (generator.prompt_model, generator.model)}.values()
+    bodies = (generator.prompt_model.base_model, generator.model.base_model)
+    models = {id(m): m for m in bodies}.values()
     hooks = [m.register_forward_hook(lambda *a: passes.append(1)) for m in models]
     seen = []
 
@@ -235,3 +236,22 @@ def test_smoothing_moves_activation_scale_into_the_weights_without_changing_the_
         evened = (x * smoothed.inverse_scale).abs().amax(dim=0)
     # The outlier channel's range is now much closer to the others'.
     assert evened.max() / evened.median() < (x.abs().amax(0).max() / x.abs().amax(0).median()) / 4
+
+
+def test_qint8_leaves_a_layer_whose_inputs_stay_outlier_ridden_in_float32():
+    from torch import nn
+
+    from learner.generator.weights import quantize_linears
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.LayerNorm(32), nn.Linear(32, 8)).eval()
+    x = torch.randn(256, 32)
+    x[5] *= 400  # one token far above the rest in every channel: smoothing cannot even it
+
+    quantized = quantize_linears(model, "qint8", lambda m: m(x))
+    first, last = quantized[0], quantized[2]
+    assert type(first) is nn.Linear  # kept exact
+    # Normal inputs: smoothed, then int8.
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in last.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(quantized(x), nn.Sequential(first, quantized[1], last)(x))

@@ -121,10 +121,7 @@ def sample_rows(
     if reuse is not None and reuse.extended_by(prompt):
         start, past, state_sum = len(reuse.ids), reuse.fork(), reuse.state_sum
     ids = torch.tensor([prompt[start:]], dtype=torch.long)
-    out = (prompt_model or model)(
-        input_ids=ids, cache=past, use_cache=True, output_hidden_states=True, logits_to_keep=1
-    )
-    last = out.hidden_states[-1]
+    last, first_logits, prompt_cache = _forward(prompt_model or model, input_ids=ids, cache=past)
     state_sum = state_sum + last[0].float().sum(dim=0)
     result = Rows(
         tokens=[[] for _ in range(rows)],
@@ -133,11 +130,11 @@ def sample_rows(
         context_state=state_sum / len(prompt),
         prompt_tokens_run=len(prompt) - start,
     )
-    if all(type(layer) is DynamicLayer for layer in out.cache.layers):
-        result.prompt_pass = PromptPass(list(prompt), _detached(out.cache), state_sum)
-    logits = out.logits[:, -1].float().expand(rows, -1)
+    if all(type(layer) is DynamicLayer for layer in prompt_cache.layers):
+        result.prompt_pass = PromptPass(list(prompt), _detached(prompt_cache), state_sum)
+    logits = first_logits.float().expand(rows, -1)
     state = last[:, -1].expand(rows, -1)
-    cache, shared = _share(out.cache, model, rows, max_new_tokens)
+    cache, shared = _share(prompt_cache, model, rows, max_new_tokens)
     extra = {"shared_cache": cache} if shared else {}
     active = list(range(rows))  # batch position -> row
     for step in range(max_new_tokens):
@@ -162,11 +159,30 @@ def sample_rows(
             cache.batch_select_indices(index)
             tokens = tokens[index]
             active = [active[pos] for pos in keep]
-        out = model(
-            input_ids=tokens[:, None], cache=cache, use_cache=True,
-            output_hidden_states=True, **extra,
-        )
+        states, logits, cache = _forward(model, input_ids=tokens[:, None], cache=cache, **extra)
         result.steps += 1
-        logits = out.logits[:, -1].float()
-        state = out.hidden_states[-1][:, -1]
+        logits = logits.float()
+        state = states[:, -1]
     return result
+
+
+# Configuration fields of models whose logits are more than the head applied
+# to the last state; those run their own forward.
+_LOGIT_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "logit_softcapping")
+
+
+def _forward(model, **inputs) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+    """(last-layer states of every position, logits at the last, the cache).
+
+    The body's output is the last-layer state, so the head runs on the last
+    position alone; asking the whole model for its hidden states instead
+    would record every layer's output on every step."""
+    head = model.get_output_embeddings()
+    body = model.base_model
+    if head is None or body is model or any(
+            getattr(model.config, name, None) for name in _LOGIT_EXTRAS):
+        out = model(**inputs, use_cache=True, output_hidden_states=True, logits_to_keep=1)
+        return out.hidden_states[-1], out.logits[:, -1], out.cache
+    out = body(**inputs, use_cache=True)
+    states = out.last_hidden_state
+    return states, head(states[:, -1]), out.cache
