@@ -20,6 +20,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from learner.errors import GenerationCancelled
 from learner.generator.attention import NAME as ATTENTION
 from learner.generator.attention import share_prefix, shares_prefix
+from learner.generator.lean_step import lean_step
 from learner.sampling import Sampling
 
 
@@ -136,6 +137,7 @@ def sample_rows(
     state = last[:, -1].expand(rows, -1)
     cache, shared = _share(prompt_cache, model, rows, max_new_tokens)
     extra = {"shared_cache": cache} if shared else {}
+    lean = lean_step(model) if shared else None
     active = list(range(rows))  # batch position -> row
     for step in range(max_new_tokens):
         tokens = _sample(logits, sampling, generator)
@@ -159,10 +161,13 @@ def sample_rows(
             cache.batch_select_indices(index)
             tokens = tokens[index]
             active = [active[pos] for pos in keep]
-        states, logits, cache = _forward(model, input_ids=tokens[:, None], cache=cache, **extra)
+        if lean is not None:
+            state, logits = lean(tokens, cache)
+        else:
+            states, logits, cache = _forward(model, input_ids=tokens[:, None], cache=cache, **extra)
+            state = states[:, -1]
         result.steps += 1
         logits = logits.float()
-        state = states[:, -1]
     return result
 
 
