@@ -2,7 +2,7 @@
 
 A GPT-2 with the real 124M configuration and random weights (its timings are
 the real model's), k = 4 and 8 candidates x 40 new tokens after a 100-token
-prompt, median of --runs runs per path, all paths in this one run:
+prompt, median of --runs runs per path, the paths run in turns in this one run:
 
 - sequential (k = 4): four `generate` calls, float32
 - batched: one `generate` with k return sequences, float32
@@ -76,14 +76,18 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def median_time(fn, runs: int) -> float:
-    fn()  # warm-up: kernel selection and allocation are not what a turn pays
-    times = []
+def median_times(paths: dict, runs: int) -> dict[str, float]:
+    """Median seconds of each path, run in turns (one of each per round), so
+    that a slow or fast spell of this shared machine falls on all of them."""
+    for fn in paths.values():
+        fn()  # warm-up: kernel selection and allocation are not what a turn pays
+    times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -141,17 +145,19 @@ def newest_lines_that_fit(blocks: list[list[int]], tail: list[int], budget: int)
 
 
 def long_chat(formatted, vocab: int, context: int, rule: str, timed: set[int],
-              exchanges: int = 60, k: int = 8) -> dict[int, tuple[float, float]]:
-    """One session: {exchange: (first token s, whole turn s)} for the timed ones.
+              exchanges: int = 60, k: int = 8):
+    """One session, exchange by exchange: yields (exchange, first token s,
+    whole turn s), the times None for an exchange outside `timed`.
 
     Messages of 10-40 random tokens and replies of 40 (a random model's
     samples are random tokens too); exchanges outside `timed` run only their
-    prompt pass, which keeps the cache chain of a real session."""
+    prompt pass, which keeps the cache chain of a real session.  The same
+    seed gives every rule the same messages."""
     g = torch.Generator().manual_seed(7)
     window = ContextWindow(lambda text: [], context - NEW_TOKENS)
     blocks: list[list[int]] = []
     marker = torch.randint(0, vocab, (3,), generator=g).tolist()  # "\nAssistant:"
-    last, out = None, {}
+    last = None
     for n in range(1, exchanges + 1):
         length = int(torch.randint(10, 41, (1,), generator=g))
         tail = torch.randint(0, vocab, (length,), generator=g).tolist() + marker
@@ -163,25 +169,32 @@ def long_chat(formatted, vocab: int, context: int, rule: str, timed: set[int],
         start = time.perf_counter()
         rows = loop(formatted, prompt, k, first, reuse=last,
                     new_tokens=NEW_TOKENS if n in timed else 1, seed=n)
-        if n in timed:
-            out[n] = (first[0], time.perf_counter() - start)
+        whole = time.perf_counter() - start
+        yield (n, first[0], whole) if n in timed else (n, None, None)
         last = rows.prompt_pass
         reply = torch.randint(0, vocab, (NEW_TOKENS,), generator=g).tolist() + marker[:1]
         blocks.append(tail + reply)
         window.add(tail + reply)
-    return out
 
 
 def long_chat_figures(formatted, vocab: int, context: int) -> dict:
+    """Both rules' sessions in lockstep, one exchange of each in turn."""
     early, late = set(range(1, 11)), set(range(30, 61))
     figures: dict = {"exchanges": 60, "k": 8, "context": context,
                      "note": "the baseline cuts exactly like the product until the context "
                              "fills (about exchange 13), so its exchanges 1-10 are not re-timed"}
-    for rule, timed in (("blocks", early | late), ("cut_every_turn", late)):
-        say(f"  long chat, rule {rule}")
-        times = long_chat(formatted, vocab, context, rule, timed)
-        firsts = [times[n][0] for n in sorted(late)]
-        wholes = [times[n][1] for n in sorted(late)]
+    rules = {"blocks": early | late, "cut_every_turn": late}
+    times: dict[str, dict[int, tuple[float, float]]] = {rule: {} for rule in rules}
+    sessions = [long_chat(formatted, vocab, context, rule, timed) for rule, timed in rules.items()]
+    for steps in zip(*sessions, strict=True):
+        for rule, (n, first, whole) in zip(rules, steps, strict=True):
+            if first is not None:
+                times[rule][n] = (first, whole)
+        if steps[0][0] % 10 == 0:
+            say(f"    exchange {steps[0][0]}")
+    for rule in rules:
+        firsts = [times[rule][n][0] for n in sorted(late)]
+        wholes = [times[rule][n][1] for n in sorted(late)]
         figures[rule] = {
             "first_token_p50_s": round(statistics.median(firsts), 3),
             "first_token_p95_s": round(percentile(firsts, 0.95), 3),
@@ -189,11 +202,11 @@ def long_chat_figures(formatted, vocab: int, context: int) -> dict:
             "turn_p95_s": round(percentile(wholes, 0.95), 3),
         }
         if rule == "blocks":
-            early_turn = statistics.median(times[n][1] for n in sorted(early))
+            early_turn = statistics.median(times[rule][n][1] for n in sorted(early))
             figures[rule]["turn_p50_exchanges_1_10_s"] = round(early_turn, 3)
             figures[rule]["late_over_early_turn_p50"] = round(
                 figures[rule]["turn_p50_s"] / early_turn, 2)
-        say(f"    {figures[rule]}")
+        say(f"  {rule}: {figures[rule]}")
     return figures
 
 
@@ -335,20 +348,14 @@ def main(argv: list[str] | None = None) -> dict:
         figures["notes"].append("loop_bf16_s skipped: this CPU only emulates bfloat16")
     figures["notes"].append("k8 sequential skipped: k4's shows the same per-call cost")
     for k in (4, 8):
-        row: dict = {}
+        paths = {"batched_fp32_s": lambda k=k: hf_generate(fp32, prompt, k, batched=True),
+                 "product_s": lambda k=k: loop(product, ids, k)}
         if k == 4:
-            say(f"k={k}: sequential fp32")
-            row["sequential_fp32_s"] = median_time(
-                lambda: hf_generate(fp32, prompt, 4, batched=False), args.runs)
-        say(f"k={k}: batched fp32")
-        row["batched_fp32_s"] = median_time(
-            lambda k=k: hf_generate(fp32, prompt, k, batched=True), args.runs)
+            paths["sequential_fp32_s"] = lambda: hf_generate(fp32, prompt, 4, batched=False)
         if bf16 is not None:
-            say(f"k={k}: product loop in bfloat16")
-            row["loop_bf16_s"] = median_time(lambda k=k: loop(bf16, ids, k), args.runs)
-        say(f"k={k}: product ({chosen})")
-        row["product_s"] = median_time(lambda k=k: loop(product, ids, k), args.runs)
-        row = {key: round(value, 3) for key, value in row.items()}
+            paths["loop_bf16_s"] = lambda k=k: loop(bf16, ids, k)
+        say(f"k={k}: {', '.join(paths)}, in turns")
+        row = {key: round(value, 3) for key, value in median_times(paths, args.runs).items()}
         if "sequential_fp32_s" in row:
             row["speedup_vs_sequential"] = round(row["sequential_fp32_s"] / row["product_s"], 2)
         row["speedup_vs_batched"] = round(row["batched_fp32_s"] / row["product_s"], 2)
