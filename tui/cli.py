@@ -73,9 +73,9 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--dtype",
         choices=DTYPES,
         default=default(None),
-        help="number format of the model: auto picks int8 (int8 weights, bfloat16 "
-        "arithmetic) where the CPU has bfloat16 instructions, else qint8 (dynamic int8, "
-        "fast on plain AVX2) (default: auto)",
+        help="number format of the model: auto picks qint8 (dynamic int8, the fastest "
+        "on CPUs with and without bfloat16), else int8 where the CPU has bfloat16, else "
+        "float32 (default: auto)",
     )
     group.add_argument(
         "--seed",
