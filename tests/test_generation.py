@@ -120,9 +120,7 @@ def test_each_format_keeps_the_next_token_distribution(tiny_model, name):
 
 
 def test_auto_picks_a_format_by_the_cpu():
-    from learner.generator.weights import resolve_dtype
-
-    from learner.generator.weights import _quantized_engine
+    from learner.generator.weights import _quantized_engine, resolve_dtype
 
     # Dynamic int8 measured fastest on CPUs with and without bfloat16.
     assert _quantized_engine() is not None and resolve_dtype("auto") == "qint8"
