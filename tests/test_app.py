@@ -97,6 +97,38 @@ async def test_type_pick_and_rate_with_the_tiny_model(tiny_model, store):
     assert stored[0]["rating"] == 4 and stored[0]["choice"] == shown[0].id
 
 
+async def test_the_newest_message_stays_in_view_when_tall_candidates_shrink_the_transcript(store):
+    source = GatedSource(["word " * 60 + str(i) for i in range(4)])  # each wraps over lines
+    source.gate.set()
+    app = scripted_app(store, source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for message in ("first", "second", "third"):
+            await send(app, pilot, message)
+            await pilot.press("1", "escape")
+            await settle(app, pilot)
+        # As with a real model: the message shows while the replies are still
+        # being drawn, then the tall candidate panel takes space from the transcript.
+        source.gate.clear()
+        app.query_one(PromptInput).value = "the newest"
+        await pilot.press("enter")
+        for _ in range(5):
+            await pilot.pause()
+        source.gate.set()
+        await settle(app, pilot)
+        assert app.mode == CHOOSING
+        transcript = app.query_one(Transcript)
+        assert transcript.max_scroll_y > 0  # the dialogue no longer fits its area
+        assert transcript.scroll_y == transcript.max_scroll_y  # and shows its end
+        newest = transcript.query(".message").last()
+        assert "the newest" in str(newest.render())
+        assert newest.region.y < transcript.region.bottom
+        # The panel closes: the transcript grows back and shows as much as fits.
+        await pilot.press("1", "escape")
+        await settle(app, pilot)
+        assert transcript.scroll_y == transcript.max_scroll_y
+
+
 async def test_escape_skips_the_rating_and_digits_out_of_range_do_nothing(store):
     app = scripted_app(store, candidates=2, samples=4)
     async with app.run_test(size=SIZE) as pilot:

@@ -21,6 +21,11 @@ class Transcript(VerticalScroll):
     Transcript > .note { color: $text-muted; text-style: italic; }
     """
 
+    def on_mount(self) -> None:
+        # Stay at the newest message when this area shrinks (tall candidates
+        # below it) or grows, until the user scrolls up to read back.
+        self.anchor()
+
     def add_message(self, role: str, text: str) -> Static:
         label = LABELS.get(role, role)
         body = f"{label}: {literal(text)}" if label else literal(text)
