@@ -27,15 +27,17 @@ def screen() -> str:
     return tmux("capture-pane", "-p", "-t", SESSION)
 
 
-def wait_for(text: str, timeout: float = 60.0) -> str:
-    """Poll the screen until `text` shows up (a deadline, not a sleep for timing)."""
+def wait_for(*texts: str, timeout: float = 60.0) -> str:
+    """Poll the screen until all `texts` show up at once (a deadline, not a
+    sleep for timing): a frame can hold the new status before the rows it
+    announces are painted."""
     deadline = time.monotonic() + timeout
     while True:
         shown = screen()
-        if text in shown:
+        if all(text in shown for text in texts):
             return shown
         if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} never appeared; screen:\n{shown}")
+            raise AssertionError(f"{texts!r} never appeared together; screen:\n{shown}")
         time.sleep(0.1)
 
 
@@ -58,8 +60,7 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
     ):
         tmux("send-keys", "-t", SESSION, "-l", message)
         tmux("send-keys", "-t", SESSION, "Enter")
-        shown = wait_for("Pick a reply")
-        assert f"You: {message}" in shown and "1. " in shown, shown
+        shown = wait_for("Pick a reply", "1. ", f"You: {message}")
         tmux("send-keys", "-t", SESSION, pick)
         wait_for("Rate reply")
         tmux("send-keys", "-t", SESSION, rating)
