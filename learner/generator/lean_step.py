@@ -15,14 +15,14 @@ from collections.abc import Callable
 
 import torch
 
-from learner.generator.attention import SharedPrefixLayer, shared_prefix_attention
+from learner.generator.attention import shared_prefix_attention
 
 Step = Callable[[torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]]
 
 
 def lean_step(model) -> Step | None:
-    """step(tokens, cache) -> (last-layer states, logits), one row per token;
-    None for a model it does not cover."""
+    """step(tokens, cache) -> (last-layer states, logits), one row per token,
+    over a cache of SharedPrefixLayer; None for a model it does not cover."""
     config = model.config
     if type(model).__name__ != "GPT2LMHeadModel" or any(
             getattr(config, name, False) for name in
@@ -36,8 +36,7 @@ def lean_step(model) -> Step | None:
         position = cache.get_seq_length()
         hidden = body.wte(tokens) + body.wpe.weight[position]
         for index, block in enumerate(body.h):
-            layer = cache.layers[index]
-            assert isinstance(layer, SharedPrefixLayer)
+            layer = cache.layers[index]  # a SharedPrefixLayer: the caller shares the prompt
             query, key, value = block.attn.c_attn(block.ln_1(hidden)).split(width, dim=-1)
             query, key, value = (t.view(rows, heads, 1, -1) for t in (query, key, value))
             key, value = layer.update(key, value)
