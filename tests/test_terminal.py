@@ -27,14 +27,17 @@ def screen() -> str:
     return tmux("capture-pane", "-p", "-t", SESSION)
 
 
-def wait_for(*texts: str, timeout: float = 60.0) -> str:
-    """Poll the screen until all `texts` show up at once (a deadline, not a
-    sleep for timing): a frame can hold the new status before the rows it
-    announces are painted."""
+def wait_for(*texts: str, after: str = "", timeout: float = 60.0) -> str:
+    """Poll the screen until all `texts` show up at once, below the last
+    `after` if given (a deadline, not a sleep for timing): a frame can hold the
+    new status before the rows or the reply it announces are painted."""
     deadline = time.monotonic() + timeout
     while True:
         shown = screen()
-        if all(text in shown for text in texts):
+        below = shown
+        if after:
+            below = shown.rsplit(after, 1)[-1] if after in shown else ""
+        if all(text in below for text in texts):
             return shown
         if time.monotonic() > deadline:
             raise AssertionError(f"{texts!r} never appeared together; screen:\n{shown}")
@@ -69,7 +72,7 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
         assert f"Learned ({stars}" in shown
     # The newest exchange is on screen (older ones may have scrolled up: the
     # tiny model's replies can wrap over several lines); all three are stored.
-    assert "Assistant: " in shown.split("You: thanks", 1)[-1], shown
+    wait_for("Assistant: ", after="You: thanks")
     tmux("send-keys", "-t", SESSION, "C-q")
     deadline = time.monotonic() + 30
     alive = ["tmux", "has-session", "-t", SESSION]
