@@ -33,12 +33,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 VERIFY = r"""
 import json, sys
 import numpy as np
-from learner.agent import Agent
-from learner.features import DIM
-from learner.policy import QPolicy
-from learner.records import Turn
-from learner.replay import replay
-from storage import Store
+from rlchat.learner.agent import Agent
+from rlchat.learner.features import DIM
+from rlchat.learner.policy import QPolicy
+from rlchat.learner.records import Turn
+from rlchat.learner.update import replay
+from rlchat.storage import Store
 
 data, acked = sys.argv[1], set(json.loads(sys.argv[2]))
 store = Store(data)
@@ -63,7 +63,7 @@ store.close()
 def trial(model: Path, data: Path, rng: random.Random, max_delay: float) -> list[str]:
     """One child, killed at a random moment; returns the acknowledged turn ids."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "headless", "--model", str(model),
+        [sys.executable, "-m", "rlchat.tui.cli", "headless", "--model", str(model),
          "--data-dir", str(data), "--seed", str(rng.randrange(1 << 30))],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=12.0, help="time bound")
     parser.add_argument("--jobs", type=int, default=2, help="data dirs killed side by side")
     args = parser.parse_args()
-    from learner.tiny_model import write_tiny_model
+    from rlchat.learner.tiny_model import write_tiny_model
 
     tmp = Path(tempfile.mkdtemp())
     print("building the tiny model", file=sys.stderr, flush=True)

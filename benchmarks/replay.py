@@ -26,12 +26,12 @@ _HERE = Path(__file__).resolve().parent
 # benchmarks/storage.py is named like the package: keep this folder off the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from learner.evaluate import estimate  # noqa: E402
-from learner.offline import evaluation_steps, replay_logs  # noqa: E402
-from learner.policy import PolicyConfig  # noqa: E402
-from learner.records import Turn  # noqa: E402
-from storage import Store  # noqa: E402
-from tui.progress import Progress  # noqa: E402
+from rlchat.learner.evaluate import estimate  # noqa: E402
+from rlchat.learner.offline import evaluation_steps, replay_logs  # noqa: E402
+from rlchat.learner.policy import PolicyConfig  # noqa: E402
+from rlchat.learner.records import Turn  # noqa: E402
+from rlchat.storage import Store  # noqa: E402
+from rlchat.tui.progress import Progress  # noqa: E402
 
 
 def _filler():
@@ -68,7 +68,8 @@ def main() -> None:
     print("[4/4] evaluate", file=sys.stderr, flush=True)
     progress = Progress("evaluate", args.turns)
     t0 = time.perf_counter()
-    steps = evaluation_steps(store.turns(), PolicyConfig(gamma=0.0, temperature=0.05), progress)
+    config = PolicyConfig(gamma=0.0, temperature_floor=0.05)
+    steps = evaluation_steps(store.turns(), config, progress)
     result = estimate(steps, bootstrap=500)
     figures["evaluate_s"] = round(time.perf_counter() - t0, 2)
     progress.done()

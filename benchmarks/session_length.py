@@ -26,7 +26,7 @@ from pathlib import Path
 # This folder holds a storage.py that would shadow the storage package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
-from learner.tiny_model import corpus_lines, write_tiny_model  # noqa: E402
+from rlchat.learner.tiny_model import corpus_lines, write_tiny_model  # noqa: E402
 
 
 def say(message: str) -> None:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         model = write_tiny_model(Path(folder) / "tiny")
         child = subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "headless", "--model", str(model),
+            [sys.executable, "-m", "rlchat.tui.cli", "headless", "--model", str(model),
              "--data-dir", str(Path(folder) / "data"), "--seed", "0"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )

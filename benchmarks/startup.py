@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    rlchat = [PY, "-m", "tui.cli"]
+    rlchat = [PY, "-m", "rlchat.tui.cli"]
     figures: dict[str, float] = {}
     steps = [
         ("python_bare_s", [PY, "-c", "pass"], {}),

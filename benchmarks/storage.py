@@ -28,10 +28,10 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from storage import AtomicJSONStorage, Store  # noqa: E402
-from storage.schema import stamp  # noqa: E402
-from storage.shards import TABLE  # noqa: E402
-from storage.store import TURNS_PER_FILE  # noqa: E402
+from rlchat.storage import AtomicJSONStorage, Store  # noqa: E402
+from rlchat.storage.schema import stamp  # noqa: E402
+from rlchat.storage.shards import TABLE  # noqa: E402
+from rlchat.storage.store import TURNS_PER_FILE  # noqa: E402
 
 
 def fake_turn(rng: random.Random, session: str) -> dict:

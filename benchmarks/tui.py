@@ -77,7 +77,7 @@ def build_model(folder: Path) -> None:
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from learner.tiny_model import write_tiny_model
+    from rlchat.learner.tiny_model import write_tiny_model
 
     write_tiny_model(folder, train_steps=1)
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -1,35 +1,48 @@
-"""The agent strings one turn together: propose, rank, feedback, store, learn.
+"""The agent: the one door from the front ends to the stored state and the policy.
 
-The TUI and the headless protocol are thin front ends over these calls.
+A turn: propose, rank, store, then feedback, store, learn.  Sessions (list,
+resume, rename, delete), a read-only view of the policy and its curves, and
+reconfiguring from the settings go through here too, so the TUI and the
+headless protocol never touch the store or the policy themselves.
+
+The agent starts without a model (`attach` gives it one), so past sessions
+and the learning curves are available while the model loads or if it fails.
+Its methods may be called from several threads (the TUI generates in a
+worker): state changes happen under one lock, generation outside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from learner.dialogue import one_line, valid_unicode
-from learner.errors import AgentError, GenerationCancelled
-from learner.features import DIM, FEATURE_NAMES, FEATURE_VERSION, featurize
-from learner.policy import PolicyConfig, QPolicy
-from learner.records import (
+from rlchat.learner.curves import Curves
+from rlchat.learner.dialogue import one_line, valid_unicode
+from rlchat.learner.errors import AgentError, GenerationCancelled
+from rlchat.learner.features import FEATURE_NAMES, FEATURE_VERSION, featurize
+from rlchat.learner.policy import PolicyConfig
+from rlchat.learner.policy_store import load_policy, save_policy
+from rlchat.learner.records import (
     CHOSEN,
     PENDING,
     REPLIED,
     UNANSWERED,
     Proposal,
-    StoredCandidate,
     Turn,
+    new_turn,
 )
-from learner.replay import finish_turn, replay, start_turn
-from learner.rewards import RewardConfig, own_reply_feedback, pick_feedback
-from learner.sampling import Sampling, TokenCallback
-from storage import Store
+from rlchat.learner.rewards import RewardConfig, own_reply_feedback, pick_feedback
+from rlchat.learner.sampling import Sampling, TokenCallback
+from rlchat.learner.settings import Settings
+from rlchat.learner.update import finish_turn, learnable, replay, start_turn
+from rlchat.storage import StorageFault, Store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +50,11 @@ MAX_MESSAGE_CHARS = 20_000
 
 
 class CandidateSource(Protocol):
+    """A generator of candidate replies (the model)."""
+
+    sampling: Sampling
+    dtype: str  # its number format, shown in the title ("" if none)
+
     def propose(
         self,
         history: list[tuple[str, str]],
@@ -46,16 +64,6 @@ class CandidateSource(Protocol):
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Proposal: ...
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    candidates: int = 4  # K, shown
-    samples: int = 8  # N, generated
-
-    def __post_init__(self) -> None:
-        if self.candidates < 1 or self.samples < self.candidates:
-            raise ValueError("need 1 <= candidates <= samples")
 
 
 @dataclass(frozen=True)
@@ -73,12 +81,28 @@ class TurnView:
     candidates: list[ShownCandidate]  # shown order, the policy's choice first
 
 
+@dataclass(frozen=True)
+class PolicyView:
+    """What the learning screen shows of the policy; a copy, not the policy."""
+
+    version: int
+    config: PolicyConfig
+    weights: tuple[float, ...]
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Deleted:
+    turns: int  # stored turns removed
+    was_open: bool  # it was the session in use: it ended, the next message starts another
+
+
 class Agent:
     def __init__(
         self,
         store: Store,
-        source: CandidateSource,
-        config: AgentConfig | None = None,
+        source: CandidateSource | None = None,
+        settings: Settings | None = None,
         *,
         policy_config: PolicyConfig | None = None,
         rewards: RewardConfig | None = None,
@@ -86,25 +110,23 @@ class Agent:
     ) -> None:
         self.store = store
         self.source = source
-        self.config = config or AgentConfig()
+        self.settings = settings or Settings()
         self.rewards = rewards or RewardConfig()
         self.rng = np.random.default_rng(seed)
-        self.policy = self._load_policy(policy_config)
+        self._lock = threading.RLock()
+        self._epoch = 0  # bumped when the dialogue a generation started from is gone
+        self._warning: AgentError | None = None
+        self.policy, curves = load_policy(store, policy_config)
+        self.curves = curves or Curves()
         self.session: str | None = None
         self.history: list[tuple[str, str]] = []
         self.open_turn: Turn | None = None
-        self._recover()
+        with _storing():
+            self._recover(rebuild_curves=curves is None)
+            self._configure_policy(self.settings.learner())
 
     # startup --------------------------------------------------------------
-    def _load_policy(self, config: PolicyConfig | None) -> QPolicy:
-        snapshot = self.store.load_policy()
-        if snapshot and snapshot.get("dim") == DIM and snapshot.get("features") == FEATURE_VERSION:
-            return QPolicy.from_dict(snapshot, config)
-        if snapshot:
-            log.warning("stored policy uses other features; starting a new one")
-        return QPolicy(DIM, config)
-
-    def _recover(self) -> None:
+    def _recover(self, rebuild_curves: bool) -> None:
         """Close what a previous process left open and learn what it stored
         but did not learn (a crash between the turn write and the policy save)."""
         # Only the newest sessions can be open: each start closes what the
@@ -117,20 +139,35 @@ class Agent:
         # A damaged newest turn file must not make new turns reuse numbers
         # the policy has already seen.
         self.store.reserve_turns(self.policy.last_seq)
+        if rebuild_curves:  # data from before the curves were kept: once
+            self.curves = Curves()
         late = []
-        for record in self.store.turns(after_seq=self.policy.last_seq):
+        for record in self.store.turns(after_seq=min(self.policy.last_seq, self.curves.last_seq)):
             turn = Turn.from_dict(record)
             if turn.status == PENDING:
                 turn.status = UNANSWERED
                 self.store.update_turn(turn.id, status=UNANSWERED)
-            late.append(turn)
-        if late and all(t.feature_version == FEATURE_VERSION for t in late):
+            if turn.seq > self.curves.last_seq:
+                self.curves.fold(turn)
+            if turn.seq > self.policy.last_seq:
+                late.append(turn)
+        if late and all(learnable(t) for t in late):
             replay(self.policy, late)
-            self._save_policy()
             log.info("learned %d stored turns that the policy had not seen", len(late))
+        if late or rebuild_curves:
+            self._save_policy()
 
-    def _save_policy(self) -> None:
-        self.store.save_policy({**self.policy.to_dict(), "features": FEATURE_VERSION})
+    def attach(self, source: CandidateSource) -> None:
+        """The model is loaded: turns can be taken from now on."""
+        with self._lock:
+            self.source = source
+            source.sampling = self.settings.sampling()
+
+    def detach(self) -> None:
+        """Let go of the model (another one is loading); the session ends."""
+        self.end()
+        with self._lock:
+            self.source = None
 
     # one turn -------------------------------------------------------------
     def say(
@@ -146,11 +183,14 @@ class Agent:
         stops the generation (GenerationCancelled, nothing stored).
         """
         text = _checked_text(text, "message")
-        self._close_open_turn()
+        with self._lock, _storing():
+            source = self.source
+            if source is None:
+                raise AgentError("no_model", "The model is not loaded yet; wait for it.")
+            self._close_open_turn()
+            history, epoch, samples = list(self.history), self._epoch, self.settings.samples
         try:
-            proposal = self.source.propose(
-                self.history, text, self.config.samples, on_token=on_token, cancel=cancel
-            )
+            proposal = source.propose(history, text, samples, on_token=on_token, cancel=cancel)
         except GenerationCancelled:
             raise
         except Exception as exc:
@@ -160,39 +200,41 @@ class Agent:
             raise AgentError(
                 "no_candidates", "The model produced no usable reply; send the message again."
             )
+        phi = featurize(text, proposal.context_hidden, proposal.candidates)
+        with self._lock, _storing():
+            if epoch != self._epoch:
+                raise AgentError("session_gone", "The session ended while the replies were "
+                                 "being generated; send the message again.")
+            return self._store_turn(text, proposal, phi)
+
+    def _store_turn(self, text: str, proposal: Proposal, phi: np.ndarray) -> TurnView:
         if self.session is None:
             self.session = self.store.new_session(title=one_line(text))
-        phi = featurize(text, proposal.context_hidden, proposal.candidates)
-        turn = Turn(
-            session=self.session,
-            user_text=text,
-            candidates=[
-                StoredCandidate(c.text, c.logprob, c.tokens, [float(x) for x in row])
-                for c, row in zip(proposal.candidates, phi, strict=True)
-            ],
-            feature_version=FEATURE_VERSION,
-            scores=[],
-            order=[],
-            shown=0,
-            propensities=[],
-            policy_version=self.policy.version,
-            created=time.time(),
-        )
+        turn = new_turn(self.session, text, proposal, phi, feature_version=FEATURE_VERSION,
+                        policy_version=self.policy.version)
+        before = self.policy.checkpoint()
         start_turn(self.policy, turn)
         order, probs, scores = self.policy.rank(phi, self.rng)
         turn.order = order
-        turn.shown = min(self.config.candidates, len(order))
+        turn.shown_count = min(self.settings.candidates, len(order))
         turn.propensities = [float(p) for p in probs]
         turn.scores = [float(s) for s in scores]
         turn.temperature = float(self.policy.temperature(phi))
-        stored = self.store.add_turn(turn.to_dict())
+        try:
+            stored = self.store.add_turn(turn.to_dict())
+        except StorageFault:
+            self.policy.restore(before)  # as if the turn never happened
+            raise
         turn.seq, turn.id = stored["seq"], stored["id"]
-        session = self.store.get_session(self.session) or {}
-        self.store.update_session(
-            self.session, turns=session.get("turns", 0) + 1,
-            first_seq=session.get("first_seq") or turn.seq, last_seq=turn.seq,
-        )
         self.open_turn = turn
+        try:  # the turn is stored (acknowledged): a failure here only warns
+            session = self.store.get_session(self.session) or {}
+            self.store.update_session(
+                self.session, turns=session.get("turns", 0) + 1,
+                first_seq=session.get("first_seq") or turn.seq, last_seq=turn.seq,
+            )
+        except StorageFault as fault:
+            self._warning = AgentError(fault.code, fault.message)
         return TurnView(
             session=self.session,
             turn=turn.id,
@@ -204,81 +246,163 @@ class Agent:
 
     def choose(self, turn_id: str, candidate_id: int, rating: int | None = None) -> float:
         """The user picked a shown candidate (and maybe rated it); returns its reward."""
-        turn = self._answerable(turn_id)
-        if not isinstance(candidate_id, int) or isinstance(candidate_id, bool) or (
-            candidate_id not in turn.shown_ids
-        ):
-            raise AgentError(
-                "bad_id",
-                f"Candidate id {candidate_id!r} was not shown in turn {turn_id}; "
-                f"shown ids: {turn.shown_ids}.",
-            )
-        if rating is not None and (
-            not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5
-        ):
-            raise AgentError("bad_rating", f"Rating {rating!r} is not a whole number from 1 to 5.")
-        position = turn.shown_ids.index(candidate_id)
-        rewards, weights = pick_feedback(turn.shown, position, rating, self.rewards)
-        turn.status, turn.choice, turn.rating = CHOSEN, candidate_id, rating
-        self._finish(turn, rewards, weights)
-        return rewards[position]
+        with self._lock, _storing():
+            turn = self._answerable(turn_id)
+            if not isinstance(candidate_id, int) or isinstance(candidate_id, bool) or (
+                candidate_id not in turn.shown_ids
+            ):
+                raise AgentError(
+                    "bad_id",
+                    f"Candidate id {candidate_id!r} was not shown in turn {turn_id}; "
+                    f"shown ids: {turn.shown_ids}.",
+                )
+            if rating is not None and (
+                not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5
+            ):
+                raise AgentError("bad_rating",
+                                 f"Rating {rating!r} is not a whole number from 1 to 5.")
+            position = turn.shown_ids.index(candidate_id)
+            rewards, weights = pick_feedback(turn.shown_count, position, rating, self.rewards)
+            self._finish(turn, rewards, weights, status=CHOSEN, choice=candidate_id,
+                         rating=rating)
+            return rewards[position]
 
     def reply(self, turn_id: str, text: str) -> None:
         """The user wrote their own reply instead of picking a candidate."""
-        turn = self._answerable(turn_id)
-        text = _checked_text(text, "reply")
-        rewards, weights = own_reply_feedback(turn.shown, self.rewards)
-        turn.status, turn.own_reply = REPLIED, text
-        self._finish(turn, rewards, weights)
+        with self._lock, _storing():
+            turn = self._answerable(turn_id)
+            text = _checked_text(text, "reply")
+            rewards, weights = own_reply_feedback(turn.shown_count, self.rewards)
+            self._finish(turn, rewards, weights, status=REPLIED, own_reply=text)
 
+    def explain(self, turn_id: str, top: int = 3) -> dict[int, list[tuple[str, float]]]:
+        """Why the shown candidates of the open turn are in this order: each
+        one's largest feature contributions relative to the mean of those shown."""
+        with self._lock:
+            turn = self.open_turn
+            if turn is None or turn.id != turn_id:
+                raise AgentError("unknown_turn", f"Turn {turn_id!r} is not open.")
+            shown = turn.shown_ids
+            rows = self.policy.explain(turn.features()[shown], FEATURE_NAMES, top)
+            return dict(zip(shown, rows, strict=True))
+
+    def take_warning(self) -> AgentError | None:
+        """A storage problem the last step survived (it was saved where it
+        matters, but the user should know), once."""
+        with self._lock:
+            warning, self._warning = self._warning, None
+            return warning
+
+    # sessions -------------------------------------------------------------
     def end(self) -> str | None:
         """End the session (terminal for Q-learning); the next message opens a new one."""
-        self._close_open_turn()
-        ended = self.session
-        if ended is not None:
-            self.store.update_session(ended, ended=time.time())
-        self.session, self.history = None, []
-        return ended
+        with self._lock, _storing():
+            self._close_open_turn()
+            ended = self.session
+            self.session, self.history = None, []
+            self._epoch += 1
+            if ended is not None:
+                self.store.update_session(ended, ended=time.time())
+            return ended
 
-    def tune(self, **settings: float) -> None:
-        """Change learner settings (gamma, forgetting, epsilon, ...) from now on;
-        they are saved with the policy."""
-        self.policy.config = replace(self.policy.config, **settings)
-        if settings:
-            self._save_policy()
+    def sessions(self) -> list[dict[str, Any]]:
+        """Stored sessions, newest first (id, title, started, turns)."""
+        with self._lock:
+            return sorted(self.store.sessions(), key=lambda s: s["seq"], reverse=True)
+
+    def session_messages(self, session_id: str) -> list[tuple[str, str]]:
+        """A stored session as (role, text) lines: "user", "assistant", or "note"
+        for a message that got no reply."""
+        with self._lock:
+            lines = []
+            for turn in self._session_turns(session_id):
+                lines.append(("user", turn.user_text))
+                reply = turn.reply_text()
+                lines.append(("assistant", reply) if reply else ("note", "(no reply chosen)"))
+            return lines
 
     def resume(self, session_id: str) -> list[tuple[str, str]]:
         """Continue a stored session: its answered turns become the history.
         Returns its messages as (role, text) for the transcript."""
+        with self._lock:
+            self._known_session(session_id)
+            self.end()
+            with _storing():
+                self.store.update_session(session_id, ended=None)
+            self.session = session_id
+            self.history = [(turn.user_text, turn.reply_text() or "")
+                            for turn in self._session_turns(session_id) if turn.reply_text()]
+            return self.session_messages(session_id)
+
+    def rename_session(self, session_id: str, title: str) -> str:
+        """Give a session a new title (one line, at most 80 characters); returns it."""
+        title = one_line(_checked_text(title, "title"))[:80]
+        with self._lock, _storing():
+            self._known_session(session_id)
+            self.store.update_session(session_id, title=title)
+            return title
+
+    def delete_session(self, session_id: str) -> Deleted:
+        """Remove a session's turns.  The session in use ends first: the turn
+        on screen is discarded with it, the model's history is cleared, and the
+        next message starts a new session.  What the policy learned from the
+        turns stays until an offline replay."""
+        with self._lock, _storing():
+            self._known_session(session_id)
+            was_open = session_id == self.session
+            if was_open:
+                self.end()
+            return Deleted(self.store.delete_session(session_id), was_open)
+
+    # the policy, read-only ------------------------------------------------
+    def policy_view(self) -> PolicyView:
+        with self._lock:
+            return PolicyView(self.policy.version, self.policy.config,
+                              tuple(float(w) for w in self.policy.w), FEATURE_NAMES)
+
+    def learning_curves(self) -> Curves:
+        with self._lock:
+            return Curves.from_dict(self.curves.to_dict())
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "turns": self.store.count_turns(),
+                "sessions": self.store.count_sessions(),
+                "policy_version": self.policy.version,
+            }
+
+    # settings -------------------------------------------------------------
+    def reconfigure(self, settings: Settings) -> bool:
+        """Use new settings from the next turn on.  Returns whether they need
+        another model (the caller loads it and attaches it)."""
+        problems = settings.problems()
+        if problems:
+            raise AgentError("bad_settings", problems[0][1].capitalize() + ".")
+        with self._lock, _storing():
+            reload = settings.needs_reload(self.settings)
+            self.settings = settings
+            if self.source is not None:
+                self.source.sampling = settings.sampling()
+            self._configure_policy(settings.learner())
+            return reload
+
+    def _configure_policy(self, learner: dict[str, float]) -> None:
+        """Learner settings (gamma, forgetting, epsilon) from now on, saved with the policy."""
+        config = replace(self.policy.config, **learner)
+        if config != self.policy.config:
+            self.policy.config = config
+            self._save_policy()
+
+    # internals ------------------------------------------------------------
+    def _known_session(self, session_id: str) -> None:
         session = self.store.get_session(session_id) if isinstance(session_id, str) else None
         if session is None or session.get("deleted"):
             raise AgentError("unknown_session", f"There is no session {session_id!r}.")
-        self.end()
-        self.store.update_session(session_id, ended=None)
-        self.session = session_id
-        self.history = [
-            (turn.user_text, turn.reply_text() or "")
-            for turn in map(Turn.from_dict, self.store.session_turns(session_id))
-            if turn.reply_text()
-        ]
-        return session_messages(self.store, session_id)
 
-    def explain(self, turn_id: str, candidate_id: int, top: int = 3) -> list[tuple[str, float]]:
-        """Why a candidate of the open turn scored as it did: its top feature
-        contributions (name, value x weight) under the current weights."""
-        turn = self.open_turn
-        if turn is None or turn.id != turn_id or not 0 <= candidate_id < len(turn.candidates):
-            raise AgentError("unknown_turn", f"Turn {turn_id!r} is not open.")
-        return self.policy.explain(turn.features()[candidate_id], FEATURE_NAMES, top)
+    def _session_turns(self, session_id: str) -> Iterator[Turn]:
+        return map(Turn.from_dict, self.store.session_turns(session_id))
 
-    def stats(self) -> dict[str, int]:
-        return {
-            "turns": self.store.count_turns(),
-            "sessions": self.store.count_sessions(),
-            "policy_version": self.policy.version,
-        }
-
-    # internals ------------------------------------------------------------
     def _answerable(self, turn_id: str) -> Turn:
         stored = self.store.get_turn(turn_id) if isinstance(turn_id, str) else None
         if stored is None:
@@ -293,44 +417,50 @@ class Agent:
             )
         return turn
 
-    def _finish(self, turn: Turn, rewards: list[float], weights: list[float]) -> None:
-        turn.rewards, turn.weights, turn.answered = rewards, weights, time.time()
-        # Durable before learning: a crash after this line is recovered at startup.
-        self.store.update_turn(
-            turn.id,
-            status=turn.status,
-            choice=turn.choice,
-            rating=turn.rating,
-            own_reply=turn.own_reply,
-            rewards=rewards,
-            weights=weights,
-            answered=turn.answered,
-        )
+    def _finish(self, turn: Turn, rewards: list[float], weights: list[float],
+                **feedback: Any) -> None:
+        answered = time.time()
+        # Durable before learning: a crash after this line is recovered at
+        # startup; a failed write changes nothing here.
+        self.store.update_turn(turn.id, rewards=rewards, weights=weights, answered=answered,
+                               **{"choice": None, "rating": None, "own_reply": None, **feedback})
+        for name, value in feedback.items():
+            setattr(turn, name, value)
+        turn.rewards, turn.weights, turn.answered = rewards, weights, answered
         finish_turn(self.policy, turn)
-        self._save_policy()
+        self.curves.fold(turn)
         self.history.append((turn.user_text, turn.reply_text() or ""))
         self.open_turn = None
+        self._save_policy()
 
     def _close_open_turn(self) -> None:
         turn = self.open_turn
         if turn is None:
             return
-        turn.status = UNANSWERED
         self.store.update_turn(turn.id, status=UNANSWERED)
+        turn.status = UNANSWERED
         # Nothing to learn from it, but it was applied (bootstrap) and counts as seen.
         finish_turn(self.policy, turn)
+        self.curves.fold(turn)
         self.open_turn = None
 
+    def _save_policy(self) -> None:
+        """The turns behind the policy are stored, so a failed save loses
+        nothing (startup relearns them); it is reported, not raised."""
+        try:
+            save_policy(self.store, self.policy, self.curves)
+        except StorageFault as fault:
+            log.warning("policy not saved: %s", fault)
+            self._warning = AgentError(fault.code, fault.message)
 
-def session_messages(store: Store, session_id: str) -> list[tuple[str, str]]:
-    """A stored session as (role, text) lines: "user", "assistant", or "note"
-    for a message that got no reply."""
-    lines = []
-    for turn in map(Turn.from_dict, store.session_turns(session_id)):
-        lines.append(("user", turn.user_text))
-        reply = turn.reply_text()
-        lines.append(("assistant", reply) if reply else ("note", "(no reply chosen)"))
-    return lines
+
+@contextlib.contextmanager
+def _storing() -> Iterator[None]:
+    """Storage faults leave as AgentErrors with their code (storage_full, ...)."""
+    try:
+        yield
+    except StorageFault as fault:
+        raise AgentError(fault.code, fault.message) from fault
 
 
 def _checked_text(text: object, what: str) -> str:
@@ -345,20 +475,16 @@ def _checked_text(text: object, what: str) -> str:
     return valid_unicode(text)
 
 
-def open_agent(
-    model: str,
-    store: Store,
-    config: AgentConfig | None = None,
-    *,
-    seed: int | None = None,
-    max_new_tokens: int = 40,
-    dtype: str = "auto",
-    sampling: Sampling | None = None,
-) -> Agent:
-    """Load the model into an agent over an open store; raises ModelUnavailable."""
-    from learner.generator import Generator  # torch and transformers load here, not before
+def load_source(settings: Settings, *, seed: int | None = None) -> CandidateSource:
+    """Load the model these settings name; raises ModelUnavailable."""
+    from rlchat.learner.generator import Generator  # torch and transformers load here
 
-    generator = Generator.load(
-        model, seed=seed, max_new_tokens=max_new_tokens, dtype=dtype, sampling=sampling
-    )
-    return Agent(store, generator, config, seed=seed)
+    return Generator.load(settings.model, seed=seed, dtype=settings.dtype,
+                          sampling=settings.sampling())
+
+
+def open_agent(store: Store, settings: Settings | None = None, *,
+               seed: int | None = None) -> Agent:
+    """An agent with its model loaded (ModelUnavailable if it cannot be)."""
+    settings = settings or Settings()
+    return Agent(store, load_source(settings, seed=seed), settings, seed=seed)

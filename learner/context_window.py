@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from learner.dialogue import exchange_block, message_block
+from rlchat.learner.dialogue import exchange_block, message_block
 
 Tokenize = Callable[[str], list[int]]
 

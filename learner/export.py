@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from learner.dialogue import format_turns
-from learner.features import FEATURE_NAMES
-from learner.records import CHOSEN, REPLIED, Turn
+from rlchat.learner.dialogue import format_turns
+from rlchat.learner.features import FEATURE_NAMES
+from rlchat.learner.records import CHOSEN, REPLIED, Turn
 
 TURN_SCHEMA = "rlchat.turn/1"
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from learner.records import Candidate
+from rlchat.learner.records import Candidate
 
 FEATURE_VERSION = "v1"
 HIDDEN_DIMS = 8

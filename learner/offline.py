@@ -1,7 +1,7 @@
 """Learning from the logs after the fact: replay and the steps evaluation needs.
 
 Both walk the stored turns in order through the same update path as live
-learning (learner/replay.py), so `replay` with the live settings rebuilds the
+learning (learner/update.py), so `replay` with the live settings rebuilds the
 live policy bit for bit.  No torch, no writes: callers decide what to save.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from learner.evaluate import LoggedStep
-from learner.features import DIM, FEATURE_VERSION
-from learner.policy import PolicyConfig, QPolicy
-from learner.records import Turn
-from learner.replay import finish_turn, start_turn
+from rlchat.learner.evaluate import LoggedStep
+from rlchat.learner.features import DIM
+from rlchat.learner.policy import PolicyConfig, QPolicy
+from rlchat.learner.records import Turn
+from rlchat.learner.update import finish_turn, learnable, replay, start_turn
 
 Progress = Callable[[int], None]
 
@@ -24,8 +24,7 @@ def _turns(records: Iterable[dict[str, Any]], progress: Progress | None) -> Iter
         if progress and i % 1000 == 0:
             progress(i)
         turn = Turn.from_dict(record)
-        # A turn with other features cannot be scored by this policy.
-        if turn.feature_version == FEATURE_VERSION and turn.candidates:
+        if learnable(turn):
             yield turn
 
 
@@ -34,9 +33,7 @@ def replay_logs(
 ) -> QPolicy:
     """A new policy learned from stored turns, in order."""
     policy = QPolicy(DIM, config)
-    for turn in _turns(records, progress):
-        start_turn(policy, turn)
-        finish_turn(policy, turn)
+    replay(policy, _turns(records, progress))
     return policy
 
 

@@ -9,7 +9,7 @@ forgetting so that a drifting taste is followed:
 
 A row x is either a candidate's phi with its reward as target, or the
 difference phi(pick) - phi(passed over) with a margin as target: the pick
-against each candidate it beat (see learner/replay.py).  The ridge term is
+against each candidate it beat (see learner/update.py).  The ridge term is
 not forgotten, so the problem stays well posed however long the stream.
 
 The target y of the candidate that continued the conversation becomes
@@ -35,7 +35,7 @@ class PolicyConfig:
     gamma: float = 0.5  # discount across the turns of a session
     ridge: float = 1.0
     forgetting: float = 0.995  # lambda, applied once per learned turn
-    temperature: float = 0.02  # softmax temperature floor
+    temperature_floor: float = 0.02  # softmax temperature of the ranking, at least
     uncertainty: float = 0.02  # temperature added per unit of the mean posterior sd of Q
     epsilon: float = 0.02  # share of uniform exploration: no propensity falls to 0
     pair_margin: float = 0.5  # target of Q(pick) - Q(passed over)
@@ -44,6 +44,9 @@ class PolicyConfig:
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
         """Settings as stored; fields this version does not know are ignored."""
         known = {f.name for f in fields(cls)}
+        data = dict(data)
+        if "temperature" in data:  # the name before 0.2
+            data.setdefault("temperature_floor", data.pop("temperature"))
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -65,12 +68,19 @@ class QPolicy:
         return phi @ self.w
 
     def explain(
-        self, phi_row: np.ndarray, names: tuple[str, ...], top: int = 3
-    ) -> list[tuple[str, float]]:
-        """The `top` largest contributions (feature name, value x weight) to one Q."""
-        contributions = np.asarray(phi_row, dtype=np.float64) * self.w
-        biggest = np.argsort(-np.abs(contributions), kind="stable")[:top]
-        return [(names[i], float(contributions[i])) for i in biggest]
+        self, phi: np.ndarray, names: tuple[str, ...], top: int = 3
+    ) -> list[list[tuple[str, float]]]:
+        """Why the rows are in the order they are: for each row, its `top`
+        feature contributions (value x weight) relative to the mean of all
+        rows.  A contribution every row shares (the bias) says nothing about
+        the order, so it comes out as zero and last."""
+        contributions = np.asarray(phi, dtype=np.float64) * self.w
+        relative = contributions - contributions.mean(axis=0)
+        out = []
+        for row in relative:
+            biggest = np.argsort(-np.abs(row), kind="stable")[:top]
+            out.append([(names[i], float(row[i])) for i in biggest])
+        return out
 
     def uncertainty(self, phi: np.ndarray) -> np.ndarray:
         """Posterior sd of each row's Q (up to the noise scale): sqrt(phi P phi)."""
@@ -79,7 +89,7 @@ class QPolicy:
     def temperature(self, phi: np.ndarray) -> float:
         """Explore more where the policy knows less: a floor plus the mean sd."""
         cfg = self.config
-        return cfg.temperature + cfg.uncertainty * float(np.mean(self.uncertainty(phi)))
+        return cfg.temperature_floor + cfg.uncertainty * float(np.mean(self.uncertainty(phi)))
 
     def first_probabilities(self, scores: np.ndarray, temperature: float) -> np.ndarray:
         """P(each candidate is placed first): softmax mixed with a uniform floor."""
@@ -112,6 +122,15 @@ class QPolicy:
         return order, probs, scores
 
     # learning -----------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        """The state to go back to if what follows cannot be stored.  Learning
+        replaces arrays rather than changing them in place, so a shallow copy
+        is enough."""
+        return dict(self.__dict__)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def start_turn(self, session: str, phi_next: np.ndarray) -> None:
         """A new turn's candidates are known: a session change is terminal,
         otherwise the previous chosen action gets its bootstrap term."""

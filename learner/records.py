@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ class Turn:
     feature_version: str
     scores: list[float]  # Q of every candidate when it was ranked
     order: list[int]  # every candidate index, best first as shown
-    shown: int  # how many of `order` were shown
+    shown_count: int  # how many of `order` were shown
     propensities: list[float]  # P(candidate placed first), by candidate index
     policy_version: int
     created: float
@@ -63,7 +64,7 @@ class Turn:
 
     @property
     def shown_ids(self) -> list[int]:
-        return self.order[: self.shown]
+        return self.order[: self.shown_count]
 
     @property
     def answered_ok(self) -> bool:
@@ -89,9 +90,33 @@ class Turn:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Turn:
         fields = dict(data)
+        if "shown" in fields:  # the name before 0.2
+            fields["shown_count"] = fields.pop("shown")
         fields["candidates"] = [StoredCandidate(**c) for c in data["candidates"]]
         for key in ("scores", "order", "propensities"):
             fields[key] = list(data[key])
         for key in ("rewards", "weights"):
             fields[key] = list(data[key]) if data.get(key) is not None else None
         return cls(**fields)
+
+
+def new_turn(
+    session: str, text: str, proposal: Proposal, phi: np.ndarray, *,
+    feature_version: str, policy_version: int,
+) -> Turn:
+    """A turn for a message and its candidates, before the policy ranks them."""
+    return Turn(
+        session=session,
+        user_text=text,
+        candidates=[
+            StoredCandidate(c.text, c.logprob, c.tokens, [float(x) for x in row])
+            for c, row in zip(proposal.candidates, phi, strict=True)
+        ],
+        feature_version=feature_version,
+        scores=[],
+        order=[],
+        shown_count=0,
+        propensities=[],
+        policy_version=policy_version,
+        created=time.time(),
+    )

@@ -16,7 +16,7 @@ EOS = "<|endoftext|>"
 
 
 def corpus_lines() -> list[str]:
-    text = files("learner").joinpath("corpus.txt").read_text(encoding="utf-8")
+    text = files("rlchat.learner").joinpath("corpus.txt").read_text(encoding="utf-8")
     return [line for line in text.splitlines() if line.strip()]
 
 
@@ -42,7 +42,7 @@ def write_tiny_model(
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from learner.generator import quiet_transformers
+    from rlchat.learner.generator import quiet_transformers
 
     quiet_transformers()
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,29 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(
+    path: Path, chunks: str | Iterable[str], *, temp_prefix: str | None = None
+) -> None:
+    """Write text so that `path` holds the old content or the new, never a mix:
+    a temp file in the same folder (0600), fsynced, renamed over `path`, and the
+    rename made durable.  `chunks` may be a generator (an export streams)."""
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=temp_prefix or f".{path.name}.", suffix=TEMP_SUFFIX
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for chunk in [chunks] if isinstance(chunks, str) else chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
 
 
 class AtomicJSONStorage(Storage):
@@ -94,23 +118,11 @@ class AtomicJSONStorage(Storage):
         # TinyDB mutates the dict that read() returned before calling write();
         # if the write fails the cache no longer matches the disk, so drop it.
         self._cache = self._stamp = None
-        fd, tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=self._temp_prefix(), suffix=TEMP_SUFFIX
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                # One dumps (the C encoder; json.dump streams through the Python
-                # one, several times slower).  ASCII escapes keep any Python
-                # string storable, lone surrogates too.
-                f.write(json.dumps(data, separators=(",", ":")))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(self.path.parent)
+        # One dumps (the C encoder; json.dump streams through the Python one,
+        # several times slower).  ASCII escapes keep any Python string
+        # storable, lone surrogates too.
+        write_atomic(self.path, json.dumps(data, separators=(",", ":")),
+                     temp_prefix=self._temp_prefix())
         st = os.stat(self.path)
         self._cache, self._stamp = data, (st.st_ino, st.st_size, st.st_mtime_ns)
 

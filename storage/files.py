@@ -11,8 +11,8 @@ from pathlib import Path
 from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
-from storage import schema
-from storage.atomic import AtomicJSONStorage, CorruptFileError
+from rlchat.storage import schema
+from rlchat.storage.atomic import AtomicJSONStorage, CorruptFileError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.table import Document
 
-from storage.files import Report, open_db
+from rlchat.storage.files import Report, open_db
 
 TABLE = "records"
 OPEN_SHARDS = 4  # bounded memory: each open shard caches its parsed file

@@ -13,23 +13,46 @@ callers treat them as read-only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from tinydb.table import Document
 
-from storage.files import open_db
-from storage.lock import acquire
-from storage.shards import ShardedTable
+from rlchat.storage.faults import StorageFault
+from rlchat.storage.files import open_db
+from rlchat.storage.lock import acquire
+from rlchat.storage.shards import ShardedTable
 
 log = logging.getLogger(__name__)
 
 TURNS_PER_FILE = 25
 SESSIONS_PER_FILE = 200
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _writes(method: Callable[P, R]) -> Callable[P, R]:
+    """A failed write (disk full, read-only, denied) comes out as one StorageFault."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            store = args[0]
+            assert isinstance(store, Store)
+            if store.readonly:  # a caller's mistake, not the disk's
+                raise
+            raise StorageFault.from_os_error(exc, store.data_dir) from exc
+
+    return wrapper
 
 
 class Store:
@@ -59,6 +82,7 @@ class Store:
         self.warnings.append(message)
 
     # sessions -------------------------------------------------------------
+    @_writes
     def new_session(self, title: str = "") -> str:
         seq = self._sessions.insert(
             {"title": title[:80], "started": time.time(), "ended": None, "turns": 0}
@@ -69,6 +93,7 @@ class Store:
         seq = _seq(session_id)
         return _with_ids(self._sessions.get(seq) if seq else None)
 
+    @_writes
     def update_session(self, session_id: str, **fields: Any) -> None:
         self._sessions.update(int(session_id), fields)
 
@@ -78,6 +103,7 @@ class Store:
             if not record.get("deleted"):
                 yield _with_ids(record)
 
+    @_writes
     def delete_session(self, session_id: str) -> int:
         """Remove a session's turns (their text and feedback); returns how many.
 
@@ -105,10 +131,12 @@ class Store:
         return self._sessions.last_seq
 
     # turns ----------------------------------------------------------------
+    @_writes
     def add_turn(self, record: dict[str, Any]) -> dict[str, Any]:
         """Store a new turn durably; it gets the next sequence number and an id."""
         return {**record, **_ids(self._turns.insert(record))}
 
+    @_writes
     def update_turn(self, turn_id: str, **fields: Any) -> None:
         self._turns.update(int(turn_id), fields)
 
@@ -131,6 +159,7 @@ class Store:
     def load_policy(self) -> dict[str, Any] | None:
         return self._policy.table("policy").get(doc_id=1)
 
+    @_writes
     def save_policy(self, snapshot: dict[str, Any]) -> None:
         self._policy.table("policy").upsert(Document(snapshot, doc_id=1))
 

@@ -18,7 +18,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 written by the same code path as `rlchat init-model PATH`."""
-    from tui.cli import main
+    from rlchat.tui.cli import main
 
     path = tmp_path_factory.mktemp("model") / "tiny"
     assert main(["init-model", str(path)]) == 0
@@ -41,17 +41,17 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_agent(tiny_model: Path, data_dir: Path):
     """Open agents over the tiny model and close their stores afterwards."""
-    from learner.agent import AgentConfig, open_agent
-    from storage import Store
+    from rlchat.learner.agent import open_agent
+    from rlchat.learner.settings import Settings
+    from rlchat.storage import Store
 
     opened = []
 
     def make(seed: int = 0, candidates: int = 4, samples: int = 8, directory: Path = data_dir):
         for agent in opened:  # one writer per data dir: the previous one steps back
             agent.store.close()
-        agent = open_agent(
-            str(tiny_model), Store(directory), AgentConfig(candidates, samples), seed=seed
-        )
+        settings = Settings(model=str(tiny_model), candidates=candidates, samples=samples)
+        agent = open_agent(Store(directory), settings, seed=seed)
         opened.append(agent)
         return agent
 

@@ -6,8 +6,9 @@ import threading
 
 import numpy as np
 
-from learner.errors import GenerationCancelled
-from learner.records import Candidate, Proposal
+from rlchat.learner.errors import GenerationCancelled
+from rlchat.learner.records import Candidate, Proposal
+from rlchat.learner.sampling import Sampling
 
 
 class ScriptedSource:
@@ -15,9 +16,12 @@ class ScriptedSource:
     app does with a model's output (the tiny model cannot be made to write
     `[/INST]` on demand).  Signals are fixed and deterministic."""
 
+    dtype = ""  # no number format to show in the title
+
     def __init__(self, texts: list[str], hidden_size: int = 16) -> None:
         self.texts = texts
         self.hidden_size = hidden_size
+        self.sampling = Sampling()
 
     def propose(self, history, message: str, n: int, *, on_token=None, cancel=None) -> Proposal:
         rng = np.random.default_rng(len(history))

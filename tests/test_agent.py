@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from learner.errors import AgentError
-from learner.features import DIM, FEATURE_NAMES, FEATURE_VERSION
-from learner.policy import QPolicy
-from learner.records import Turn
-from learner.replay import replay
+from rlchat.learner.errors import AgentError
+from rlchat.learner.features import DIM, FEATURE_NAMES, FEATURE_VERSION
+from rlchat.learner.policy import QPolicy
+from rlchat.learner.records import Turn
+from rlchat.learner.update import replay
 
 
 def test_say_ranks_and_stores_the_turn(make_agent):
@@ -42,18 +42,25 @@ def test_choose_learns_and_persists_before_returning(make_agent):
     assert agent.history == [("hi", pick.text)]
 
 
-def test_explain_gives_named_contributions_that_sum_into_the_score(make_agent):
+def test_explain_gives_each_candidates_contributions_relative_to_the_shown_mean(make_agent):
     agent = make_agent(seed=2)
     for _ in range(3):
         view = agent.say("tell me about music")
         agent.choose(view.turn, view.candidates[0].id, 5)
     view = agent.say("and jazz?")
-    cand = view.candidates[0]
-    why = agent.explain(view.turn, cand.id, top=DIM)
-    assert {name for name, _ in why} == set(FEATURE_NAMES)
-    assert np.isclose(sum(value for _, value in why), cand.score)
-    top3 = agent.explain(view.turn, cand.id)
-    assert [abs(v) for _, v in top3] == sorted((abs(v) for _, v in why), reverse=True)[:3]
+    why = agent.explain(view.turn, top=DIM)
+    assert set(why) == {c.id for c in view.candidates}
+    mean_score = np.mean([c.score for c in view.candidates])
+    for cand in view.candidates:
+        assert {name for name, _ in why[cand.id]} == set(FEATURE_NAMES)
+        # The contributions add up to how far the score is from the mean.
+        assert np.isclose(sum(value for _, value in why[cand.id]), cand.score - mean_score)
+        # Every candidate has the bias: it explains no difference and is not named.
+        assert dict(why[cand.id])["bias"] == 0.0
+        assert "bias" not in dict(agent.explain(view.turn)[cand.id])
+    top3 = agent.explain(view.turn)[view.candidates[0].id]
+    full = why[view.candidates[0].id]
+    assert [abs(v) for _, v in top3] == sorted((abs(v) for _, v in full), reverse=True)[:3]
 
 
 def test_refusals_have_codes(make_agent):

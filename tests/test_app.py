@@ -8,19 +8,21 @@ import tomllib
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from learner.agent import Agent, AgentConfig
-from storage import Store
+from rlchat.learner.settings import Settings
+from rlchat.storage import Store
+from rlchat.tui.app import RlchatApp
+from rlchat.tui.screens.help import HelpScreen
+from rlchat.tui.screens.learning import LearningScreen
+from rlchat.tui.screens.sessions import SessionsScreen
+from rlchat.tui.screens.settings_form import SettingsForm
+from rlchat.tui.turn_flow import Phase
+from rlchat.tui.widgets.candidates import CandidatePanel
+from rlchat.tui.widgets.prompt import PromptInput
+from rlchat.tui.widgets.transcript import Transcript
 from tests.helpers import GatedSource, ScriptedSource
-from tui.app import CHOOSING, GENERATING, RATING, REPLYING, TYPING, RlchatApp
-from tui.screens.help import HelpScreen
-from tui.screens.learning import LearningScreen
-from tui.screens.sessions import SessionsScreen
-from tui.screens.settings import SettingsScreen
-from tui.settings import Settings
-from tui.widgets.candidates import CandidatePanel
-from tui.widgets.prompt import PromptInput
-from tui.widgets.transcript import Transcript
 
+CHOOSING, GENERATING, RATING, REPLYING, TYPING = (
+    Phase.CHOOSING, Phase.GENERATING, Phase.RATING, Phase.REPLYING, Phase.TYPING)
 SIZE = (100, 30)
 REPLIES = ["Sure, here it is.", "I am not sure.", "What do you mean?", "Thanks!"]
 
@@ -34,12 +36,8 @@ def store(data_dir):
 
 def scripted_app(store, texts=REPLIES, source=None, **settings) -> RlchatApp:
     source = source or ScriptedSource(texts)
-
-    def factory(s: Settings) -> Agent:
-        return Agent(store, source, AgentConfig(s.candidates, s.samples), seed=0)
-
-    return RlchatApp(settings=Settings(model="scripted", **settings), store=store,
-                     agent_factory=factory)
+    return RlchatApp(settings=Settings(model="scripted", **settings), store=store, seed=0,
+                     source_factory=lambda s: source)
 
 
 async def settle(app, pilot) -> None:
@@ -75,19 +73,19 @@ async def test_type_pick_and_rate_with_the_tiny_model(tiny_model, store):
     app = RlchatApp(settings=Settings(model=str(tiny_model)), store=store, seed=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        assert app.mode == TYPING and app.agent is not None
+        assert app.flow.phase == TYPING and app.agent is not None
         await pilot.click("#message")
         await pilot.press(*"hello there", "enter")
         await settle(app, pilot)
-        assert app.mode == CHOOSING
+        assert app.flow.phase == CHOOSING
         shown = app.query_one(CandidatePanel).candidates
         assert len(shown) == 4 and len(texts(app, ".candidate")) == 4
         assert "█" in texts(app, ".candidate")[0]  # the score bar
         await pilot.press("1")
-        assert app.mode == RATING
+        assert app.flow.phase == RATING
         await pilot.press("4")
         await settle(app, pilot)
-        assert app.mode == TYPING
+        assert app.flow.phase == TYPING
         messages = app.query_one(Transcript).messages()
         assert messages == ["You: hello there", f"Assistant: {shown[0].text}"]
         assert app.agent.policy.version == 1 and "policy v1" in status(app)
@@ -116,7 +114,7 @@ async def test_the_newest_message_stays_in_view_when_tall_candidates_shrink_the_
             await pilot.pause()
         source.gate.set()
         await settle(app, pilot)
-        assert app.mode == CHOOSING
+        assert app.flow.phase == CHOOSING
         transcript = app.query_one(Transcript)
         assert transcript.max_scroll_y > 0  # the dialogue no longer fits its area
         assert transcript.scroll_y == transcript.max_scroll_y  # and shows its end
@@ -135,10 +133,10 @@ async def test_escape_skips_the_rating_and_digits_out_of_range_do_nothing(store)
         await settle(app, pilot)
         await send(app, pilot, "hi")
         await pilot.press("9")  # only 2 shown
-        assert app.mode == CHOOSING
+        assert app.flow.phase == CHOOSING
         await pilot.press("2", "escape")
         await settle(app, pilot)
-        assert app.mode == TYPING and app.agent.policy.version == 1
+        assert app.flow.phase == TYPING and app.agent.policy.version == 1
     stored = list(store.turns())
     assert stored[0]["rating"] is None and stored[0]["rewards"][1] == 0.5
 
@@ -156,7 +154,7 @@ async def test_up_down_and_enter_pick_the_highlighted_candidate(store):
         assert panel.highlighted == 3
         await pilot.press("enter")
         fourth = panel.candidates[3].id
-        assert app.mode == RATING and app.picked == fourth
+        assert app.flow.phase == RATING and app.flow.picked.id == fourth
         await pilot.press("5")
         await settle(app, pilot)
     assert next(store.turns())["choice"] == fourth
@@ -168,12 +166,12 @@ async def test_own_reply_replaces_the_candidates(store):
         await settle(app, pilot)
         await send(app, pilot, "hi")
         await pilot.press("e")
-        assert app.mode == REPLYING and not app.query_one(PromptInput).disabled
+        assert app.flow.phase == REPLYING and not app.query_one(PromptInput).disabled
         await pilot.press("escape")  # back to the candidates
-        assert app.mode == CHOOSING
+        assert app.flow.phase == CHOOSING
         await pilot.press("e", *"my [own] answer", "enter")
         await settle(app, pilot)
-        assert app.mode == TYPING
+        assert app.flow.phase == TYPING
         assert app.query_one(Transcript).messages()[-1] == "Assistant: my [own] answer"
     turn = next(store.turns())
     assert turn["status"] == "replied" and turn["own_reply"] == "my [own] answer"
@@ -187,7 +185,7 @@ async def test_regenerate_logs_the_old_turn_as_unanswered(store):
         await send(app, pilot, "hi")
         await pilot.press("r")
         await settle(app, pilot)
-        assert app.mode == CHOOSING
+        assert app.flow.phase == CHOOSING
         assert app.query_one(Transcript).messages() == ["You: hi"]  # not twice
         await pilot.press("1", "3")
         await settle(app, pilot)
@@ -219,20 +217,20 @@ async def test_candidates_stream_in_and_escape_cancels_the_generation(store):
         await pilot.press("enter")
         panel = app.query_one(CandidatePanel)
         await until(pilot, lambda: len(panel.drafts()) == 4 and texts(app, ".draft"))
-        assert app.mode == GENERATING
+        assert app.flow.phase == GENERATING
         assert panel.drafts()[0] == "[bold]first[/bold] draft"
         # Streamed in, literal: the markup shows as typed.
         assert texts(app, ".draft")[0].splitlines()[0] == "~ [bold]first[/bold] draft"
         await pilot.press("escape")
         await settle(app, pilot)
-        assert app.mode == TYPING and "Cancelled" in status(app)
+        assert app.flow.phase == TYPING and "Cancelled" in status(app)
         assert app.query_one(PromptInput).value == "stream please"  # nothing lost
         assert app.query_one(Transcript).messages() == []
         assert store.count_turns() == 0
         source.gate.set()  # the next generation runs through
         await pilot.press("enter")
         await settle(app, pilot)
-        assert app.mode == CHOOSING and len(texts(app, ".candidate")) == 4
+        assert app.flow.phase == CHOOSING and len(texts(app, ".candidate")) == 4
 
 
 async def test_prompt_history_recalls_earlier_messages(store):
@@ -260,7 +258,7 @@ async def test_empty_message_is_refused_with_a_message(store):
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await send(app, pilot, "   ")
-        assert app.mode == TYPING and "empty" in status(app)
+        assert app.flow.phase == TYPING and "empty" in status(app)
         assert store.count_turns() == 0
 
 
@@ -344,19 +342,19 @@ async def test_settings_are_validated_saved_and_applied(store, config_dir):
         await pilot.press("f4")
         await pilot.pause()
         screen = app.screen
-        assert isinstance(screen, SettingsScreen)
+        assert isinstance(screen, SettingsForm)
         screen.query_one("#candidates", Input).value = "12"
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert isinstance(app.screen, SettingsScreen)  # refused, with the reason
+        assert isinstance(app.screen, SettingsForm)  # refused, with the reason
         assert "candidates must be from 1 to 9" in str(screen.query_one("#error").render()).lower()
         screen.query_one("#candidates", Input).value = "3"
         screen.query_one("#gamma", Input).value = "0.8"
         screen.query_one("#temperature", Input).value = "0.7"
         await pilot.press("ctrl+s")
         await settle(app, pilot)
-        assert not isinstance(app.screen, SettingsScreen)
-        assert app.agent.config.candidates == 3 and app.agent.policy.config.gamma == 0.8
+        assert not isinstance(app.screen, SettingsForm)
+        assert app.agent.settings.candidates == 3 and app.agent.policy.config.gamma == 0.8
         await send(app, pilot, "hi")
         assert len(app.query_one(CandidatePanel).candidates) == 3
     saved = tomllib.loads((config_dir / "config.toml").read_text())
@@ -366,11 +364,11 @@ async def test_settings_are_validated_saved_and_applied(store, config_dir):
 async def test_changing_the_model_reloads_it_in_the_background(store):
     loaded = []
 
-    def factory(s: Settings) -> Agent:
+    def factory(s: Settings) -> ScriptedSource:
         loaded.append(s.model)
-        return Agent(store, ScriptedSource(REPLIES), AgentConfig(4, 4), seed=0)
+        return ScriptedSource(REPLIES)
 
-    app = RlchatApp(settings=Settings(model="one"), store=store, agent_factory=factory)
+    app = RlchatApp(settings=Settings(model="one"), store=store, source_factory=factory)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("f4")
@@ -378,7 +376,7 @@ async def test_changing_the_model_reloads_it_in_the_background(store):
         app.screen.query_one("#model", Input).value = "two"
         await pilot.press("ctrl+s")
         await settle(app, pilot)
-        assert loaded == ["one", "two"] and app.mode == TYPING
+        assert loaded == ["one", "two"] and app.flow.phase == TYPING
         assert "two" in app.sub_title
 
 
@@ -409,7 +407,7 @@ async def test_help_lists_every_binding_and_keys_can_be_remapped(store):
 
 async def test_config_problems_are_shown_in_the_app(store):
     app = RlchatApp(settings=Settings(model="scripted"), store=store,
-                    agent_factory=lambda s: Agent(store, ScriptedSource(REPLIES), seed=0),
+                    source_factory=lambda s: ScriptedSource(REPLIES), seed=0,
                     notices=["config.toml: candidates must be from 1 to 9; default kept"])
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await settle(app, pilot)
@@ -468,7 +466,7 @@ async def test_unavailable_model_shows_the_fix_and_history_stays_browsable(store
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert "--model PATH" in status(app) and "init-model" in status(app)
-        assert app.agent is None and app.query_one(PromptInput).disabled
+        assert app.agent.source is None and app.query_one(PromptInput).disabled
         await pilot.press("1", "escape", "e", "r")  # nothing to act on: no crash
         await pilot.press("f2")
         await pilot.pause()
@@ -495,8 +493,8 @@ async def test_escape_and_no_change_nothing(store, config_dir):
         app.screen.query_one("#candidates", Input).value = "2"
         await pilot.press("escape")  # settings cancelled: nothing saved or applied
         await pilot.pause()
-        assert not isinstance(app.screen, SettingsScreen)
-        assert app.agent.config.candidates == 4 and not (config_dir / "config.toml").exists()
+        assert not isinstance(app.screen, SettingsForm)
+        assert app.agent.settings.candidates == 4 and not (config_dir / "config.toml").exists()
         await pilot.press("f2")
         await pilot.pause()
         await pilot.press("d")
@@ -507,4 +505,4 @@ async def test_escape_and_no_change_nothing(store, config_dir):
         assert app.screen.query_one(DataTable).row_count == 1 and store.count_turns() == 1
         await pilot.press("escape")
         await pilot.pause()
-        assert not isinstance(app.screen, SessionsScreen) and app.mode == TYPING
+        assert not isinstance(app.screen, SessionsScreen) and app.flow.phase == TYPING

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tui.cli import build_parser
+from rlchat.tui.cli import build_parser, main
 
 
 def run_python(code: str) -> str:
@@ -42,7 +42,7 @@ def test_only_the_generator_package_imports_torch_at_module_level():
 def test_help_imports_neither_torch_nor_transformers():
     out = run_python(
         "import sys, json, contextlib, io\n"
-        "from tui.cli import main\n"
+        "from rlchat.tui.cli import main\n"
         "buf = io.StringIO()\n"
         "with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
@@ -58,13 +58,13 @@ def test_help_imports_neither_torch_nor_transformers():
 
 
 def test_version():
-    result = subprocess.run([sys.executable, "-m", "tui.cli", "--version"],
+    result = subprocess.run([sys.executable, "-m", "rlchat.tui.cli", "--version"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("rlchat ")
 
 
 def test_common_options_before_or_after_the_subcommand_win_over_the_config_file(config_dir):
-    from tui.cli import _settings
+    from rlchat.tui.cli import _settings
 
     parser = build_parser()
     before = parser.parse_args(["--model", "m", "--candidates", "3", "headless"])
@@ -85,17 +85,21 @@ def test_common_options_before_or_after_the_subcommand_win_over_the_config_file(
 
 def test_samples_below_candidates_is_refused(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "headless", "--candidates", "5", "--samples", "3",
+        [sys.executable, "-m", "rlchat.tui.cli", "headless", "--candidates", "5", "--samples", "3",
          "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2 and "--samples (3) must be at least --candidates (5)" in (
         result.stderr)
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "x"])
-def test_candidates_must_be_positive(bad):
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--candidates", bad])
+@pytest.mark.parametrize("bad", ["0", "-1", "x", "10"])
+def test_candidates_out_of_range_are_refused_with_the_range(bad, capsys, data_dir):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--candidates", bad, "--data-dir", str(data_dir), "headless"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--candidates" in err and ("from 1 to 9" in err or "invalid int" in err)
+    assert not data_dir.exists()  # refused before anything was opened
 
 
 def test_init_model_writes_a_loadable_model(tiny_model):
@@ -110,8 +114,8 @@ def test_init_model_writes_a_loadable_model(tiny_model):
 
 
 def test_missing_model_folder_names_the_fix(tmp_path):
-    from learner.errors import ModelUnavailable
-    from learner.generator import load_model
+    from rlchat.learner.errors import ModelUnavailable
+    from rlchat.learner.generator import load_model
 
     with pytest.raises(ModelUnavailable) as err:
         load_model(str(tmp_path / "nothing-here"))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from learner.context_window import ContextWindow
-from learner.dialogue import exchange_block, message_block
+from rlchat.learner.context_window import ContextWindow
+from rlchat.learner.dialogue import exchange_block, message_block
 
 
 def byte_tokens(text: str) -> list[int]:

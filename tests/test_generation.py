@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from learner.dialogue import cut_reply
-from learner.errors import GenerationCancelled
-from learner.generator import Generator, load_model
-from learner.generator.weights import (
+from rlchat.learner.dialogue import cut_reply
+from rlchat.learner.errors import GenerationCancelled
+from rlchat.learner.generator import Generator, load_model
+from rlchat.learner.generator.weights import (
     Int8Linear,
     _quantized_engine,
     apply_dtype,
@@ -85,7 +85,7 @@ def test_a_cancelled_say_stores_nothing(make_agent, tmp_path):
 
 
 def test_each_row_leaves_the_batch_at_its_turn_boundary(generator):
-    from learner.generator.decoding import sample_rows
+    from rlchat.learner.generator.decoding import sample_rows
 
     ids = generator.prompt_ids(HISTORY, "how are you?")
     rows = sample_rows(generator.model, ids, 8, max_new_tokens=40, sampling=generator.sampling,
@@ -128,7 +128,7 @@ def test_each_format_keeps_the_next_token_distribution(tiny_model, name):
 
 
 def test_auto_picks_a_format_by_the_cpu():
-    from learner.generator.weights import resolve_dtype
+    from rlchat.learner.generator.weights import resolve_dtype
 
     # Dynamic int8 measured fastest on CPUs with and without bfloat16; a torch
     # build without its engine falls back by the CPU.
@@ -207,8 +207,8 @@ def test_shared_prefix_attention_draws_what_repeating_the_prompt_draws(tiny_mode
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from learner.generator.decoding import sample_rows
-    from learner.sampling import Sampling
+    from rlchat.learner.generator.decoding import sample_rows
+    from rlchat.learner.sampling import Sampling
 
     torch.manual_seed(0)
     if kind == "tiny_gpt2":
@@ -235,7 +235,7 @@ def test_shared_prefix_attention_draws_what_repeating_the_prompt_draws(tiny_mode
 def test_smoothing_moves_activation_scale_into_the_weights_without_changing_the_result():
     from torch import nn
 
-    from learner.generator.weights import SmoothedLinear
+    from rlchat.learner.generator.weights import SmoothedLinear
 
     torch.manual_seed(0)
     linear = nn.Linear(16, 8)
@@ -253,7 +253,7 @@ def test_smoothing_moves_activation_scale_into_the_weights_without_changing_the_
 def test_qint8_leaves_a_layer_whose_inputs_stay_outlier_ridden_in_float32():
     from torch import nn
 
-    from learner.generator.weights import quantize_linears
+    from rlchat.learner.generator.weights import quantize_linears
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 32), nn.LayerNorm(32), nn.Linear(32, 8)).eval()

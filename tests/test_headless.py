@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from storage import Store
+from rlchat.storage import Store
 
 
 class Headless:
@@ -16,7 +16,7 @@ class Headless:
 
     def __init__(self, model, data_dir, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "headless", "--model", str(model),
+            [sys.executable, "-m", "rlchat.tui.cli", "headless", "--model", str(model),
              "--data-dir", str(data_dir), "--seed", "0", *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, encoding="utf-8",
@@ -170,7 +170,7 @@ def test_hostile_text_round_trips(headless):
 
 def test_invalid_utf8_on_stdin_is_a_bad_line(tiny_model, data_dir):
     result = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "headless", "--model", str(tiny_model),
+        [sys.executable, "-m", "rlchat.tui.cli", "headless", "--model", str(tiny_model),
          "--data-dir", str(data_dir)],
         input=b'\xff\xfe{"op":"stats"\n{"op":"stats"}\n', capture_output=True, timeout=60,
     )
@@ -189,7 +189,7 @@ def test_stdout_holds_only_answers(headless):
 
 def test_unavailable_model_is_one_sentence_on_stderr(tiny_model, data_dir):
     result = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "headless", "--model", "no-such/model-xyz",
+        [sys.executable, "-m", "rlchat.tui.cli", "headless", "--model", "no-such/model-xyz",
          "--data-dir", str(data_dir)],
         input='{"op":"stats"}\n', capture_output=True, text=True, timeout=60,
     )
@@ -206,7 +206,7 @@ def test_second_instance_is_refused_naming_the_holder(tiny_model, data_dir, comm
     holder = Store(data_dir)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "tui.cli", *command, "--model", str(tiny_model),
+            [sys.executable, "-m", "rlchat.tui.cli", *command, "--model", str(tiny_model),
              "--data-dir", str(data_dir)],
             input="", capture_output=True, text=True, timeout=60,
         )
@@ -218,7 +218,7 @@ def test_second_instance_is_refused_naming_the_holder(tiny_model, data_dir, comm
 
 
 def test_streamed_say_sends_token_events_then_the_same_answer(headless, tiny_model, tmp_path):
-    from learner.dialogue import cut_reply
+    from rlchat.learner.dialogue import cut_reply
 
     plain = headless()
     expected = plain.send(op="say", text="hello there")

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from learner.evaluate import LoggedStep, estimate
-from learner.features import FEATURE_NAMES
-from storage import Store
+from rlchat.learner.evaluate import LoggedStep, estimate
+from rlchat.learner.features import FEATURE_NAMES
+from rlchat.storage import Store
 
 # ---------------------------------------------------------------- estimators
 
@@ -106,7 +106,7 @@ def logged(make_agent, data_dir):
 
 
 def rlchat(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "rlchat.tui.cli", *args], capture_output=True,
                           text=True, timeout=120, check=check)
 
 
@@ -171,7 +171,7 @@ def test_turns_export_schema(logged, tmp_path):
 
 
 def test_dpo_pairs_come_only_from_shown_candidates(logged):
-    from learner.records import Turn
+    from rlchat.learner.records import Turn
 
     store = Store(logged, readonly=True)
     turns = {t["id"]: Turn.from_dict(t) for t in store.turns()}
@@ -196,7 +196,7 @@ def test_dpo_pairs_come_only_from_shown_candidates(logged):
 def test_offline_commands_do_not_load_torch(logged):
     code = (
         "import sys, contextlib, io\n"
-        "from tui.cli import main\n"
+        "from rlchat.tui.cli import main\n"
         f"d = ['--data-dir', {str(logged)!r}]\n"
         "out, err = io.StringIO(), io.StringIO()\n"
         "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"

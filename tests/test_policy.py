@@ -4,12 +4,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learner.policy import PolicyConfig, QPolicy
-from learner.rewards import RewardConfig, own_reply_feedback, pick_feedback, rating_reward
+from rlchat.learner.policy import PolicyConfig, QPolicy
+from rlchat.learner.rewards import RewardConfig, own_reply_feedback, pick_feedback, rating_reward
 
 
 def test_propensities_are_a_distribution_with_a_floor():
-    policy = QPolicy(3, PolicyConfig(temperature=0.01, epsilon=0.1))
+    policy = QPolicy(3, PolicyConfig(temperature_floor=0.01, epsilon=0.1))
     policy.w = np.array([10.0, 0.0, 0.0])
     phi = np.eye(3)
     order, probs, scores = policy.rank(phi, np.random.default_rng(0))
@@ -20,7 +20,7 @@ def test_propensities_are_a_distribution_with_a_floor():
 
 
 def test_first_place_follows_logged_propensities():
-    policy = QPolicy(2, PolicyConfig(temperature=0.5, epsilon=0.0))
+    policy = QPolicy(2, PolicyConfig(temperature_floor=0.5, epsilon=0.0))
     policy.w = np.array([0.5, 0.0])
     phi = np.eye(2)
     rng = np.random.default_rng(1)
@@ -110,15 +110,19 @@ def test_no_nan_or_inf_for_any_stream(steps):
         assert np.all(np.isfinite(policy.w))
 
 
-def test_explain_names_the_largest_contributions():
+def test_explain_names_the_largest_contributions_against_the_mean():
     policy = QPolicy(3)
     policy.w = np.array([0.5, -2.0, 0.1])
-    why = policy.explain(np.array([1.0, 0.5, 3.0]), ("bias", "length", "question"), top=2)
-    assert why == [("length", -1.0), ("bias", 0.5)]
+    phi = np.array([[1.0, 0.5, 3.0], [1.0, 1.5, 1.0]])
+    why = policy.explain(phi, ("bias", "length", "question"), top=3)
+    # length: -1.0 and -3.0 around -2.0; question: 0.3 and 0.1 around 0.2; bias shared.
+    assert [name for name, _ in why[0]] == ["length", "question", "bias"]
+    assert np.allclose([value for _, value in why[0]], [1.0, 0.1, 0.0])
+    assert why[1][0] == ("length", -1.0)
 
 
 def test_feedback_rows_pit_the_pick_against_each_candidate_it_beat():
-    from learner.replay import feedback_rows
+    from rlchat.learner.update import feedback_rows
 
     phi = np.arange(12.0).reshape(4, 3)
     shown = [2, 0, 3]
@@ -135,7 +139,7 @@ def test_feedback_rows_pit_the_pick_against_each_candidate_it_beat():
 
 
 def test_uncertainty_shrinks_with_data_and_so_does_the_temperature():
-    policy = QPolicy(2, PolicyConfig(temperature=0.01, uncertainty=0.5))
+    policy = QPolicy(2, PolicyConfig(temperature_floor=0.01, uncertainty=0.5))
     phi = np.array([[1.0, 0.0], [0.0, 1.0]])
     before = policy.temperature(phi)
     for _ in range(50):

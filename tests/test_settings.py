@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import tomllib
 
-from tui.settings import Settings, load_settings, save_settings
+from rlchat.learner.settings import Settings
+from rlchat.tui.config_file import load_settings, save_settings
 
 
 def test_missing_file_gives_the_defaults(tmp_path):
@@ -17,7 +18,7 @@ def test_save_and_load_round_trip_with_awkward_text(tmp_path):
                         keys={"new-session": "ctrl+o", "digit-1": "a"})
     save_settings(settings, path)
     assert load_settings(path) == (settings, [])
-    assert "exploration" not in tomllib.loads(path.read_text())  # None: keep the stored value
+    assert "epsilon" not in tomllib.loads(path.read_text())  # None: keep the stored value
     assert not list(path.parent.glob(".config-*"))  # no temp file left behind
 
 
@@ -46,4 +47,25 @@ def test_a_pair_that_cannot_stand_falls_back_to_both_defaults(tmp_path):
     path.write_text("candidates = 9\nsamples = 40\n")
     settings, problems = load_settings(path)
     assert (settings.candidates, settings.samples) == (4, 8)
-    assert len(problems) == 1 and "samples must be from candidates to 32" in problems[0]
+    assert len(problems) == 1 and "samples must be from 1 to 32" in problems[0]
+
+
+def test_an_older_name_is_read_under_the_new_one(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("exploration = 0.1\n")
+    assert load_settings(path) == (Settings(epsilon=0.1), [])
+
+
+def test_the_schema_describes_every_setting_once():
+    from rlchat.learner.settings import SPECS, parse
+
+    assert set(SPECS) == {"model", "candidates", "samples", "temperature", "top_p", "dtype",
+                          "epsilon", "gamma", "forgetting"}
+    assert Settings(temperature=0).problems()[0][1] == "temperature must be above 0 and at most 5"
+    assert parse("gamma", " ") is None and parse("candidates", "3") == 3
+    try:
+        parse("candidates", "three")
+    except ValueError as exc:
+        assert "whole number" in str(exc)
+    else:
+        raise AssertionError("parsed 'three' as a number")

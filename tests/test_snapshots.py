@@ -11,12 +11,11 @@ import time
 
 import pytest
 
-from learner.agent import Agent, AgentConfig
-from storage import Store
+from rlchat.learner.settings import Settings
+from rlchat.storage import Store
+from rlchat.tui.app import RlchatApp
+from rlchat.tui.widgets.prompt import PromptInput
 from tests.helpers import ScriptedSource
-from tui.app import RlchatApp
-from tui.settings import Settings
-from tui.widgets.prompt import PromptInput
 
 SIZE = (100, 30)
 REPLIES = ["Sure, here it is: [b]bold?[/b]", "I am not sure.", "What do you mean?", "Thanks!"]
@@ -29,10 +28,8 @@ def app(data_dir, monkeypatch):
     time.tzset()
     store = Store(data_dir)
 
-    def factory(settings: Settings) -> Agent:
-        return Agent(store, ScriptedSource(REPLIES), AgentConfig(4, 4), seed=0)
-
-    yield RlchatApp(settings=Settings(model="scripted"), store=store, agent_factory=factory)
+    yield RlchatApp(settings=Settings(model="scripted", samples=4), store=store, seed=0,
+                    source_factory=lambda settings: ScriptedSource(REPLIES))
     store.close()
     monkeypatch.delenv("TZ")
     time.tzset()

@@ -9,7 +9,7 @@ import sys
 import pytest
 from tinydb import TinyDB
 
-from storage import AtomicJSONStorage, CorruptFileError, Store
+from rlchat.storage import AtomicJSONStorage, CorruptFileError, Store
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path):
@@ -108,7 +108,7 @@ def test_schema_version_in_every_file_and_private_modes(tmp_path):
 
 
 def test_upgrade_steps_run_in_order(tmp_path, monkeypatch):
-    from storage import schema
+    from rlchat.storage import schema
 
     store = Store(tmp_path)
     store.save_policy({"version": 1, "old": True})
@@ -126,9 +126,9 @@ def test_upgrade_steps_run_in_order(tmp_path, monkeypatch):
 
 
 def test_turns_keep_their_order_and_ids_across_files(tmp_path, monkeypatch):
-    import storage.store
+    import rlchat.storage.store as store_module
 
-    monkeypatch.setattr(storage.store, "TURNS_PER_FILE", 3)
+    monkeypatch.setattr(store_module, "TURNS_PER_FILE", 3)
     store = Store(tmp_path)
     ids = [store.add_turn({"n": n})["id"] for n in range(8)]
     assert ids == [str(i) for i in range(1, 9)]
@@ -174,7 +174,7 @@ def test_the_lock_dies_with_its_process(tmp_path):
         stdout=subprocess.PIPE, text=True,
     )
     assert child.stdout.readline().strip() == "held"
-    from storage import DataDirInUse
+    from rlchat.storage import DataDirInUse
 
     with pytest.raises(DataDirInUse):
         Store(tmp_path)

@@ -80,8 +80,56 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
         assert time.monotonic() < deadline, "the app did not quit"
         time.sleep(0.1)
 
-    from storage import Store
+    from rlchat.storage import Store
 
     store = Store(data_dir)
     assert [t["rating"] for t in store.turns()] == [5, 3, 4]
     assert store.load_policy()["version"] == 3
+
+
+def test_deleting_the_open_session_mid_turn_then_going_on(terminal, data_dir):
+    wait_for("Ready. Type a message")
+
+    def say(message: str) -> None:
+        tmux("send-keys", "-t", SESSION, "-l", message)
+        tmux("send-keys", "-t", SESSION, "Enter")
+        wait_for("Pick a reply", "1. ", f"You: {message}")
+
+    say("hello there")
+    tmux("send-keys", "-t", SESSION, "1", "5")
+    wait_for("policy v1.")
+    say("second message")  # its candidates are on screen
+    tmux("send-keys", "-t", SESSION, "F2")
+    wait_for("hello there", "turns")
+    tmux("send-keys", "-t", SESSION, "d")
+    wait_for("Delete session")
+    tmux("send-keys", "-t", SESSION, "y")
+    wait_for("No sessions yet")
+    tmux("send-keys", "-t", SESSION, "Escape")
+    shown = wait_for("The open session was deleted")
+    assert "Candidates" not in shown and "You: second message" not in shown
+    tmux("send-keys", "-t", SESSION, "1")  # the pick the user had in mind: now just text
+    wait_for("▊  1")
+    tmux("send-keys", "-t", SESSION, "BSpace")
+    say("a fresh start")
+    tmux("send-keys", "-t", SESSION, "1", "4")
+    shown = wait_for("policy v2.")
+    for error in ("There is no turn", "Error", "Traceback", "failed"):
+        assert error not in shown
+    tmux("send-keys", "-t", SESSION, "F2")
+    shown = wait_for("a fresh start")
+    assert "hello there" not in shown and "second message" not in shown
+    tmux("send-keys", "-t", SESSION, "Escape", "C-q")
+    deadline = time.monotonic() + 30
+    while subprocess.run(["tmux", "has-session", "-t", SESSION],
+                         capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the app did not quit"
+        time.sleep(0.1)
+
+    from rlchat.storage import Store
+
+    store = Store(data_dir, readonly=True)
+    sessions = list(store.sessions())
+    assert [s["title"] for s in sessions] == ["a fresh start"] and sessions[0]["turns"] == 1
+    assert [t["user_text"] for t in store.turns()] == ["a fresh start"]
+    store.close()

@@ -1,7 +1,13 @@
 """The dialogue format, reply cutting and literal display of any text."""
 
-from learner.dialogue import cut_reply, format_turns, one_line, unique_nonempty, valid_unicode
-from tui.literal import literal
+from rlchat.learner.dialogue import (
+    cut_reply,
+    format_turns,
+    one_line,
+    unique_nonempty,
+    valid_unicode,
+)
+from rlchat.tui.literal import literal
 
 
 def test_prompt_has_one_line_per_turn_and_ends_open():

@@ -1,71 +1,57 @@
-"""The Textual chat app: type, watch candidates stream in, pick one, rate it."""
+"""The Textual chat app: type, watch candidates stream in, pick one, rate it.
+
+The app maps keys to the turn flow (tui/turn_flow.py) and renders it; all
+stored state and the policy are reached through the agent.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.reactive import reactive
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import Footer, Header, LoadingIndicator, Static
 
-from learner.errors import AgentError, GenerationCancelled, ModelUnavailable
-from tui.screens.help import HelpScreen, KeyRow
-from tui.screens.learning import LearningScreen
-from tui.screens.sessions import SessionsScreen
-from tui.screens.settings import SettingsScreen
-from tui.settings import Settings, config_path, open_agent, save_settings
-from tui.widgets.candidates import CandidatePanel
-from tui.widgets.prompt import PromptInput
-from tui.widgets.transcript import Transcript
+from rlchat.learner.errors import AgentError, ModelUnavailable
+from rlchat.learner.settings import Settings
+from rlchat.tui.config_file import config_path, save_settings
+from rlchat.tui.screens.help import HelpScreen, KeyRow, key_rows
+from rlchat.tui.screens.learning import LearningScreen
+from rlchat.tui.screens.sessions import SessionsScreen
+from rlchat.tui.screens.settings_form import SettingsForm
+from rlchat.tui.turn_actions import TurnActions, background_priority
+from rlchat.tui.turn_flow import Phase, TurnFlow
+from rlchat.tui.widgets.candidates import CandidatePanel
+from rlchat.tui.widgets.prompt import PromptInput
+from rlchat.tui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:  # the app paints before numpy and the learner are imported
-    from learner.agent import Agent, TurnView
-    from learner.policy import QPolicy
-    from storage import Store
+    from rlchat.learner.agent import Agent, CandidateSource
+    from rlchat.storage import Store
 
 log = logging.getLogger(__name__)
 
-BACKGROUND_NICE = 10
-
-LOADING, TYPING, GENERATING, CHOOSING, RATING, REPLYING, LEARNING, BROKEN = (
-    "loading", "typing", "generating", "choosing", "rating", "replying", "learning", "broken",
-)
-# Actions and the modes they work in; everything else is always on.
-ACTION_MODES = {
-    "move": (CHOOSING,),
-    "pick_highlighted": (CHOOSING,),
-    "skip_rating": (RATING,),
-    "cancel": (GENERATING,),
-    "cancel_reply": (REPLYING,),
-    "own_reply": (CHOOSING, RATING),
-    "regenerate": (CHOOSING, RATING),
-    "toggle_why": (CHOOSING, RATING),
-    "new_session": (TYPING, CHOOSING, RATING, BROKEN),
-}
+SourceFactory = Callable[[Settings], "CandidateSource"]
+COMMANDS = [  # (title, help, action) for the command palette
+    ("New session", "End this session and start another", "new_session"),
+    ("Sessions", "Browse, resume, rename or delete sessions", "sessions"),
+    ("Learning", "Plots of reward, top picks, exploration and weights", "learning"),
+    ("Settings", "Model, candidates, sampling and learner settings", "settings"),
+    ("Help", "Every key and its binding id", "help"),
+    ("Regenerate", "Sample new candidates for the same message", "regenerate"),
+    ("Write own reply", "Answer with your own text instead", "own_reply"),
+    ("Why", "Show or hide what sets each candidate apart", "toggle_why"),
+    ("Cancel generation", "Stop the candidates being generated", "cancel"),
+    ("Skip rating", "Keep the pick without a rating", "skip_rating"),
+]
 
 
-def background_priority() -> None:
-    """Run this thread, and the torch threads it starts, below the UI's CPU
-    priority: with every core busy generating, keys still get handled at once,
-    and generation still gets the cores whenever the UI is idle."""
-    with contextlib.suppress(AttributeError, OSError):  # not Linux: run as is
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-
-
-class RlchatApp(App[int]):
+class RlchatApp(TurnActions, App[int]):
     TITLE = "rlchat"
     CSS = """
     #status { height: auto; padding: 0 1; color: $text-muted; }
@@ -75,26 +61,7 @@ class RlchatApp(App[int]):
     PromptInput { dock: bottom; margin-bottom: 1; }
     """
     BINDINGS = [
-        *(Binding(str(n), f"digit({n})", f"pick or rate {n}", id=f"digit-{n}", show=False)
-          for n in range(1, 10)),
-        Binding("up", "move(-1)", "previous candidate", id="candidate-up", show=False,
-                tooltip="highlight the candidate above"),
-        Binding("down", "move(1)", "next candidate", id="candidate-down", show=False,
-                tooltip="highlight the candidate below"),
-        Binding("enter", "pick_highlighted", "pick", id="pick-highlighted", show=False,
-                tooltip="pick the highlighted candidate"),
-        Binding("escape", "cancel", "cancel", id="cancel-generation",
-                tooltip="cancel the generation"),
-        Binding("escape", "skip_rating", "skip rating", id="skip-rating",
-                tooltip="keep the pick without a rating"),
-        Binding("escape", "cancel_reply", "back", id="cancel-reply",
-                tooltip="back to the candidates from your own reply"),
-        Binding("e", "own_reply", "own reply", id="own-reply",
-                tooltip="write your own reply instead"),
-        Binding("r", "regenerate", "again", id="regenerate",
-                tooltip="sample new candidates for the same message"),
-        Binding("w", "toggle_why", "why", id="why",
-                tooltip="show or hide why each candidate scored as it did"),
+        *TurnActions.TURN_BINDINGS,
         Binding("ctrl+n", "new_session", "new", id="new-session",
                 tooltip="end this session, start a new one"),
         Binding("f2", "sessions", "sessions", id="sessions",
@@ -103,13 +70,9 @@ class RlchatApp(App[int]):
                 tooltip="plots of what the learner has learned"),
         Binding("f4", "settings", "settings", id="settings",
                 tooltip="model, sampling and learner settings"),
-        Binding("f1,question_mark", "help", "help", id="help",
-                tooltip="this list of keys"),
-        Binding("ctrl+q", "quit", "quit", id="quit", priority=True,
-                tooltip="quit rlchat"),
+        Binding("f1,question_mark", "help", "help", id="help", tooltip="this list of keys"),
+        Binding("ctrl+q", "quit", "quit", id="quit", priority=True, tooltip="quit rlchat"),
     ]
-
-    mode: reactive[str] = reactive(LOADING, init=False)
 
     def __init__(
         self,
@@ -117,23 +80,24 @@ class RlchatApp(App[int]):
         store: Store,
         settings: Settings | None = None,
         seed: int | None = None,
-        agent_factory: Callable[[Settings], Agent] | None = None,
+        source_factory: SourceFactory | None = None,
         notices: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.notices = list(notices or [])  # e.g. what is wrong with config.toml
         self.settings = settings or Settings()
-        self.store = store
-        # The factory runs in a worker thread; by default it loads the model.
-        self.agent_factory = agent_factory or (lambda s: open_agent(s, store, seed=seed))
-        self.agent: Agent | None = None
-        self.view: TurnView | None = None
-        self.message: str | None = None  # the message of the open turn
-        self.picked: int | None = None  # candidate id awaiting its rating
-        self._cancel = threading.Event()
-        self._tokens: deque[tuple[int, str]] = deque()  # from the generation thread
-        self._drain: Timer | None = None
+        self.store, self.seed = store, seed
+        # Runs in a worker thread; by default it loads the model.
+        self.source_factory = source_factory or self._load_source
+        self.agent: Agent | None = None  # from the first frames on; the model comes later
+        self.flow = TurnFlow()
+        self.init_turns()
         self._load_started = 0.0
+
+    def _load_source(self, settings: Settings) -> CandidateSource:
+        from rlchat.learner.agent import load_source
+
+        return load_source(settings, seed=self.seed)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -158,300 +122,128 @@ class RlchatApp(App[int]):
                         severity="warning", markup=False)
         self.set_keymap({k: v for k, v in keys.items() if k in known})
 
-    # model ----------------------------------------------------------------
+    # the model ------------------------------------------------------------
     def load_model(self) -> None:
-        self.mode = LOADING
-        self.agent = None
+        self.flow.loading()
+        self.refresh_bindings()
         self._load_started = time.monotonic()
         self.set_status(f"Loading model {self.settings.model}…")
-        self.query_one("#busy").add_class("-on")
+        self.busy(True)
         box = self.query_one(PromptInput)
         box.disabled, box.placeholder = True, "Loading the model…"
         self._load_ticker = self.set_interval(0.5, self._tick_loading)
-        self.load_agent(self.settings)
+        self.load_in_background(self.settings)
 
     def _tick_loading(self) -> None:
-        if self.mode == LOADING:
+        if self.flow.phase is Phase.LOADING:
             seconds = time.monotonic() - self._load_started
             self.set_status(f"Loading model {self.settings.model}… {seconds:.0f} s")
 
-    @work(thread=True, exclusive=True, group="model")
-    def load_agent(self, settings: Settings) -> None:
+    def load_in_background(self, settings: Settings) -> None:
+        self.run_worker(lambda: self._load(settings), thread=True, exclusive=True,
+                        group="model")
+
+    def _load(self, settings: Settings) -> None:
         background_priority()
+        if self.agent is None:  # the core first: sessions and curves need no model
+            from rlchat.learner.agent import Agent
+
+            try:
+                agent = Agent(self.store, None, settings, seed=self.seed)
+            except AgentError as exc:
+                self.call_from_thread(self.model_failed, exc.message)
+                return
+            self.call_from_thread(self.core_ready, agent)
         try:
-            agent = self.agent_factory(settings)
+            source = self.source_factory(settings)
         except ModelUnavailable as exc:
             self.call_from_thread(self.model_failed, str(exc))
         except Exception as exc:  # shown, never a traceback on the terminal
             log.exception("model load failed")
             self.call_from_thread(self.model_failed, f"Loading failed: {exc}")
         else:
-            self.call_from_thread(self.model_ready, agent)
+            self.call_from_thread(self.model_ready, source)
 
-    def model_ready(self, agent: Agent) -> None:
-        self._load_ticker.stop()
+    def core_ready(self, agent: Agent) -> None:
         self.agent = agent
-        for warning in agent.store.warnings:
+        for warning in self.store.warnings:
             self.notify(warning, severity="warning", markup=False)
+        self._subtitle()
+
+    def model_ready(self, source: CandidateSource) -> None:
+        assert self.agent is not None
+        self._load_ticker.stop()
+        self.agent.attach(source)
+        self.flow.loaded()
         self._subtitle()
         self.to_typing("Ready. Type a message and press Enter (F1: help).")
 
     def model_failed(self, message: str) -> None:
         self._load_ticker.stop()
-        self.mode = BROKEN
-        self.query_one("#busy").remove_class("-on")
+        self.flow.failed()
+        self.refresh_bindings()
+        self.busy(False)
         self.set_status(message + " Past sessions stay readable (F2); F4 changes the model.",
                         error=True)
         self.query_one(PromptInput).placeholder = "The model is not available."
 
-    # typing and generating ----------------------------------------------
-    def on_input_submitted(self, event: PromptInput.Submitted) -> None:
-        # Inputs of other screens (rename, settings) bubble up here too.
-        if self.agent is None or not isinstance(event.input, PromptInput):
-            return
-        if self.mode == TYPING:
-            text = event.value  # the agent refuses empty or huge text with a message
-            box = self.query_one(PromptInput)
-            box.remember(text)
-            self.query_one(Transcript).add_message("user", text)
-            self.message = text
-            self.start_generation()
-        elif self.mode == REPLYING and self.view is not None:
-            self.mode = LEARNING
-            self.query_one(PromptInput).disabled = True
-            self.learn_reply(self.view.turn, event.value)
-
-    def start_generation(self) -> None:
-        self.mode = GENERATING
-        box = self.query_one(PromptInput)
-        box.disabled = True
-        box.placeholder = "Generating… (Esc cancels)"
-        self.query_one("#busy").add_class("-on")
-        self.query_one(CandidatePanel).start_drafts()
-        self.set_status("Generating candidates… Esc cancels.")
-        self._cancel = threading.Event()
-        self._tokens.clear()
-        self._drain = self.set_interval(1 / 20, self._drain_tokens)
-        self.generate(self.message or "", self._cancel)
-
-    def _on_token(self, row: int, text: str) -> None:
-        self._tokens.append((row, text))  # generation thread; drained by a UI timer
-
-    def _drain_tokens(self) -> None:
-        if self.screen is not self.screen_stack[0]:
-            return  # the chat is covered (help, sessions): keep the tokens for later
-        batch = []
-        while self._tokens:
-            batch.append(self._tokens.popleft())
-        if batch:
-            self.query_one(CandidatePanel).add_tokens(batch)
-
-    @work(thread=True, exclusive=True, group="turn")
-    def generate(self, text: str, cancel: threading.Event) -> None:
-        assert self.agent is not None
-        background_priority()
-        try:
-            view = self.agent.say(text, on_token=self._on_token, cancel=cancel)
-            why = {c.id: self.agent.explain(view.turn, c.id) for c in view.candidates}
-        except GenerationCancelled:
-            self.call_from_thread(self.generation_stopped, "Cancelled.", False)
-        except AgentError as exc:
-            self.call_from_thread(self.generation_stopped, exc.message, True)
-        else:
-            self.call_from_thread(self.show_candidates, view, why)
-
-    def _stop_drain(self) -> None:
-        if self._drain is not None:
-            self._drain.stop()
-            self._drain = None
-        self._tokens.clear()
-
-    def generation_stopped(self, message: str, error: bool) -> None:
-        """Back to typing with the message in the box again, as if never sent."""
-        self._stop_drain()
-        self.query_one(CandidatePanel).clear()
-        self.query_one(Transcript).remove_last("user")
-        text, self.message, self.view = self.message or "", None, None
-        self.to_typing(message, error=error)
-        self.query_one(PromptInput).value = text
-
-    def show_candidates(self, view: TurnView, why: dict) -> None:
-        self._stop_drain()
-        self.view = view
-        self.query_one(CandidatePanel).show(view.candidates, why)
-        self.query_one("#busy").remove_class("-on")
-        self.query_one(PromptInput).clear()
-        self.to_choosing()
-
-    def to_choosing(self) -> None:
-        assert self.view is not None
-        self.mode = CHOOSING
-        self.picked = None
-        box = self.query_one(PromptInput)
-        box.disabled = True
-        prompt = (f"Pick a reply: 1-{len(self.view.candidates)} or ↑↓ Enter; "
-                  "e writes your own, r regenerates, w shows why.")
-        box.placeholder = prompt
-        self.set_status(prompt)
-
-    # choosing and rating --------------------------------------------------
-    def action_digit(self, n: int) -> None:
-        if self.mode == CHOOSING and self.view and 1 <= n <= len(self.view.candidates):
-            self.pick(n)
-        elif self.mode == RATING and 1 <= n <= 5:
-            self.answer(n)
-
-    def action_move(self, delta: int) -> None:
-        self.query_one(CandidatePanel).move(delta)
-
-    def action_pick_highlighted(self) -> None:
-        self.pick(self.query_one(CandidatePanel).highlighted + 1)
-
-    def pick(self, rank: int) -> None:
-        assert self.view is not None
-        self.picked = self.view.candidates[rank - 1].id
-        self.query_one(CandidatePanel).mark_picked(rank)
-        self.mode = RATING
-        prompt = f"Rate reply {rank}: press 1-5 stars, or Esc to skip the rating."
-        self.query_one(PromptInput).placeholder = prompt
-        self.set_status(prompt)
-
-    def action_skip_rating(self) -> None:
-        self.answer(None)
-
-    def answer(self, rating: int | None) -> None:
-        assert self.view is not None and self.picked is not None
-        self.mode = LEARNING  # no keys count until the policy has learned
-        self.learn(self.view.turn, self.picked, rating)
-
-    @work(thread=True, exclusive=True, group="turn")
-    def learn(self, turn: str, candidate: int, rating: int | None) -> None:
-        assert self.agent is not None
-        try:
-            reward = self.agent.choose(turn, candidate, rating)
-        except AgentError as exc:
-            self.call_from_thread(self.turn_failed, exc.message)
-        else:
-            self.call_from_thread(self.learned, candidate, rating, reward)
-
-    def learned(self, candidate: int, rating: int | None, reward: float) -> None:
-        assert self.view is not None
-        text = next(c.text for c in self.view.candidates if c.id == candidate)
-        self.query_one(Transcript).add_message("assistant", text)
-        stars = "★" * rating + "☆" * (5 - rating) if rating else "no rating"
-        self.after_answer(f"Learned ({stars}, reward {reward:+.2f})")
-
-    def action_own_reply(self) -> None:
-        self.mode = REPLYING
-        box = self.query_one(PromptInput)
-        box.disabled = False
-        box.placeholder = "Write the reply you wanted and press Enter (Esc: back)"
-        box.clear()
-        box.focus()
-        self.set_status("Write your own reply; it continues the conversation.")
-
-    def action_cancel_reply(self) -> None:
-        self.query_one(PromptInput).clear()
-        self.query_one(CandidatePanel).mark_picked(0)
-        self.to_choosing()
-
-    @work(thread=True, exclusive=True, group="turn")
-    def learn_reply(self, turn: str, text: str) -> None:
-        assert self.agent is not None
-        try:
-            self.agent.reply(turn, text)
-        except AgentError as exc:
-            self.call_from_thread(self.reply_refused, exc.message)
-        else:
-            self.call_from_thread(self.replied, text)
-
-    def reply_refused(self, message: str) -> None:
-        self.action_own_reply()
-        self.set_status(message, error=True)
-
-    def replied(self, text: str) -> None:
-        self.query_one(Transcript).add_message("assistant", text)
-        self.after_answer("Learned from your own reply")
-
-    def after_answer(self, what: str) -> None:
-        assert self.agent is not None
-        self.query_one(CandidatePanel).clear()
-        self.view, self.picked, self.message = None, None, None
-        self._subtitle()
-        self.to_typing(f"{what}; policy v{self.agent.policy.version}.")
-
-    def turn_failed(self, message: str) -> None:
-        self.to_typing(message, error=True)
-
-    def action_regenerate(self) -> None:
-        # The open turn is logged as unanswered when the new one is said.
-        self.view, self.picked = None, None
-        self.start_generation()
-
-    def action_cancel(self) -> None:
-        self._cancel.set()
-        self.set_status("Cancelling…")
-
-    def action_toggle_why(self) -> None:
-        self.query_one(CandidatePanel).toggle_why()
-
+    # sessions, learning, settings -------------------------------------------
     def action_new_session(self) -> None:
         if self.agent is not None:
             self.agent.end()
-        self.query_one(Transcript).remove_children()
+        self.restart_turn("New session.", [])
+
+    def restart_turn(self, status: str, messages: list[tuple[str, str]]) -> None:
+        """The dialogue changed under the turn: show `messages`, drop the turn on screen."""
+        self.query_one(Transcript).show(messages)
         self.query_one(CandidatePanel).clear()
-        self.view, self.picked, self.message = None, None, None
-        if self.agent is not None:
-            self.to_typing("New session.")
+        if self.flow.phase in (Phase.GENERATING, Phase.LEARNING, Phase.LOADING):
+            self.set_status(status)  # the step in flight ends on its own
+            return
+        self.flow.restart()
+        if self.flow.phase is Phase.TYPING:
+            self.to_typing(status)
 
-    # other screens --------------------------------------------------------
     def action_sessions(self) -> None:
-        def resume(session: str | None) -> None:
-            if session is None or self.agent is None:
-                return
-            try:
-                messages = self.agent.resume(session)
-            except AgentError as exc:
-                self.set_status(exc.message, error=True)
-                return
-            transcript = self.query_one(Transcript)
-            transcript.remove_children()
-            self.query_one(CandidatePanel).clear()
-            self.view, self.picked, self.message = None, None, None
-            for role, text in messages:
-                transcript.add_message(role, text)
-            self.to_typing(f"Resumed session {session}.")
+        if self.agent is None:
+            self.notify("Still starting; try again in a moment.", markup=False)
+        elif not isinstance(self.screen, SessionsScreen):
+            self.push_screen(SessionsScreen(self.agent, can_resume=self.flow.allows("resume")),
+                             self.resume)
 
-        if not isinstance(self.screen, SessionsScreen):
-            self.push_screen(SessionsScreen(self.store, can_resume=self.agent is not None
-                                            and self.mode in (TYPING, CHOOSING, RATING)),
-                             resume)
-
-    def _policy(self) -> QPolicy | None:
-        from learner.policy import QPolicy
-
-        if self.agent is not None:
-            return self.agent.policy
-        snapshot = self.store.load_policy()
+    def resume(self, session: str | None) -> None:
+        if session is None or self.agent is None:
+            return
         try:
-            return QPolicy.from_dict(snapshot) if snapshot else None
-        except (KeyError, TypeError, ValueError):
-            return None
+            messages = self.agent.resume(session)
+        except AgentError as exc:
+            self.set_status(exc.message, error=True)
+            return
+        self.restart_turn(f"Resumed session {session}.", messages)
+
+    def on_sessions_screen_deleted(self, event: SessionsScreen.Deleted) -> None:
+        if event.was_open:
+            self.restart_turn("The open session was deleted and its turn on screen discarded; "
+                              "your next message starts a new session.", [])
 
     def action_learning(self) -> None:
-        if not isinstance(self.screen, LearningScreen):
-            self.push_screen(LearningScreen(self.store, self._policy()))
+        if self.agent is None:
+            self.notify("Still starting; try again in a moment.", markup=False)
+        elif not isinstance(self.screen, LearningScreen):
+            self.push_screen(LearningScreen(self.agent.policy_view(),
+                                            self.agent.learning_curves(),
+                                            self.agent.stats()["sessions"]))
 
     def action_settings(self) -> None:
-        if isinstance(self.screen, SettingsScreen):
+        if isinstance(self.screen, SettingsForm):
             return
         shown = self.settings
-        policy = self._policy()
-        if policy is not None:  # show what the learner really uses
-            cfg = policy.config
-            shown = replace(shown, exploration=cfg.epsilon, gamma=cfg.gamma,
-                            forgetting=cfg.forgetting)
-        self.push_screen(SettingsScreen(shown), self.apply_settings)
+        if self.agent is not None:  # show what the learner really uses
+            config = self.agent.policy_view().config
+            shown = Settings(**{**shown.__dict__, **{
+                name: getattr(config, name) for name in ("epsilon", "gamma", "forgetting")
+            }})
+        self.push_screen(SettingsForm(shown), self.apply_settings)
 
     def apply_settings(self, settings: Settings | None) -> None:
         if settings is None:
@@ -467,50 +259,25 @@ class RlchatApp(App[int]):
             self.apply_keymap(settings.keys)
             if self.is_screen_installed("help"):
                 self.uninstall_screen("help")
-        if (settings.model, settings.dtype) != (old.model, old.dtype) or self.agent is None:
-            if self.mode in (LOADING, GENERATING, LEARNING):
+        if self.agent is None:
+            return
+        reload = self.agent.reconfigure(settings) or self.flow.phase is Phase.BROKEN
+        if reload:
+            if self.flow.phase in (Phase.LOADING, Phase.GENERATING, Phase.LEARNING):
                 self.notify("The new model loads after this step; press F4 and save again.")
                 return
-            if self.agent is not None:
-                self.agent.end()
-            self.query_one(Transcript).remove_children()
+            self.agent.detach()
+            self.query_one(Transcript).show([])
             self.query_one(CandidatePanel).clear()
-            self.view = None
             self.load_model()
-            return
-        from learner.agent import AgentConfig
 
-        agent = self.agent
-        agent.config = AgentConfig(settings.candidates, settings.samples)
-        if hasattr(agent.source, "sampling"):
-            agent.source.sampling = settings.sampling()
-        agent.tune(**settings.learner())
-
+    # keys and commands ------------------------------------------------------
     def key_rows(self) -> list[KeyRow]:
-        """Every binding with the key it has now (after [keys] remaps); the
-        nine digit bindings share a row while none is remapped."""
         owners: list[tuple[str, object]] = [
             ("chat", self), ("message box", PromptInput), ("sessions", SessionsScreen),
-            ("learning", LearningScreen), ("settings", SettingsScreen), ("help", HelpScreen),
+            ("learning", LearningScreen), ("settings", SettingsForm), ("help", HelpScreen),
         ]
-        keymap = self.settings.keys
-        digits_remapped = any(k.startswith("digit-") for k in keymap)
-        rows: list[KeyRow] = []
-        for where, owner in owners:
-            for binding in owner.BINDINGS:
-                if not isinstance(binding, Binding) or not binding.id:
-                    continue
-                if binding.id.startswith("digit-") and not digits_remapped:
-                    if binding.id == "digit-1":
-                        rows.append((where, "1 … 9", "pick a candidate, then rate 1-5",
-                                     "digit-1 … digit-9"))
-                    continue
-                keys = keymap.get(binding.id, binding.key).split(",")
-                shown = ", ".join(self.get_key_display(replace(binding, key=k.strip(),
-                                                               key_display=None))
-                                  for k in keys)
-                rows.append((where, shown, binding.tooltip or binding.description, binding.id))
-        return rows
+        return key_rows(self, owners, self.settings.keys)
 
     def action_help(self) -> None:
         # Installed once and kept: opening it again costs no compose.
@@ -521,42 +288,26 @@ class RlchatApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for title, help_text, action in [
-            ("New session", "End this session and start another", "new_session"),
-            ("Sessions", "Browse, resume, rename or delete sessions", "sessions"),
-            ("Learning", "Plots of reward, top picks, exploration and weights", "learning"),
-            ("Settings", "Model, candidates, sampling and learner settings", "settings"),
-            ("Help", "Every key and its binding id", "help"),
-            ("Regenerate", "Sample new candidates for the same message", "regenerate"),
-            ("Write own reply", "Answer with your own text instead", "own_reply"),
-            ("Why", "Show or hide each candidate's top feature contributions", "toggle_why"),
-            ("Cancel generation", "Stop the candidates being generated", "cancel"),
-            ("Skip rating", "Keep the pick without a rating", "skip_rating"),
-        ]:
+        for title, help_text, action in COMMANDS:
             if self.check_action(action, ()) is not False:
                 yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
 
-    # modes ----------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        modes = ACTION_MODES.get(action)
-        if modes is not None and self.mode not in modes:
-            return False
-        if action == "digit":
-            return self.mode in (CHOOSING, RATING)
-        return True
+        return self.flow.allows(action)
 
-    def watch_mode(self) -> None:
-        self.refresh_bindings()
-
+    # rendering --------------------------------------------------------------
     def _subtitle(self) -> None:
-        version = self.agent.policy.version if self.agent else "-"
-        dtype = getattr(getattr(self.agent, "source", None), "dtype", "")
-        fmt = f" ({dtype})" if dtype else ""
+        version = self.agent.policy_view().version if self.agent else "-"
+        source = self.agent.source if self.agent else None
+        fmt = f" ({source.dtype})" if source is not None and source.dtype else ""
         self.sub_title = f"{self.settings.model}{fmt} · policy v{version}"
 
+    def busy(self, on: bool) -> None:
+        self.query_one("#busy").set_class(on, "-on")
+
     def to_typing(self, status: str, *, error: bool = False) -> None:
-        self.mode = TYPING
-        self.query_one("#busy").remove_class("-on")
+        self.refresh_bindings()
+        self.busy(False)
         box = self.query_one(PromptInput)
         box.disabled = False
         box.placeholder = "Type a message and press Enter (↑ recalls earlier ones)"
@@ -568,3 +319,9 @@ class RlchatApp(App[int]):
         status = self.query_one("#status", Static)
         status.update(Text(text))
         status.set_class(error, "-error")
+
+    def warn_storage(self) -> None:
+        """A storage problem the last step survived: say it once."""
+        warning = self.agent.take_warning() if self.agent else None
+        if warning is not None:
+            self.notify(warning.message, severity="error", markup=False, timeout=15)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from learner.sampling import DTYPES
-from storage.paths import DATA_DIR_ENV
-from tui.offline import RUNNERS, add_offline_commands
-from tui.settings import CONFIG_DIR_ENV, DEFAULT_MODEL, Settings, load_settings, open_agent
+from rlchat.learner.settings import KINDS, SPECS, Settings
+from rlchat.storage.paths import DATA_DIR_ENV
+from rlchat.tui.config_file import CONFIG_DIR_ENV, load_settings
+from rlchat.tui.offline import RUNNERS, add_offline_commands
 
 
 def _version() -> str:
@@ -27,13 +29,6 @@ def _version() -> str:
         return "unknown"
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     # On subcommands the defaults are suppressed so that options given before
     # the subcommand (`rlchat --model X headless`) are not overwritten.
@@ -41,12 +36,20 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         return argparse.SUPPRESS if suppress else value
 
     group = parser.add_argument_group("common options")
-    group.add_argument(
-        "--model",
-        metavar="NAME_OR_PATH",
-        default=default(None),
-        help=f"Hugging Face model name or local folder (default: {DEFAULT_MODEL})",
-    )
+    defaults = Settings()
+    # The settings that are options, as the schema describes them; their
+    # ranges are checked with the rest of the settings (Settings.problems).
+    for name, spec in SPECS.items():
+        if not spec.option:
+            continue
+        help_text = f"{spec.help} (default: {getattr(defaults, name)})"
+        if not spec.choices and spec.range_text():
+            help_text = f"{spec.help}, {spec.range_text()} (default: {getattr(defaults, name)})"
+        group.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, type=KINDS[name],
+            choices=spec.choices or None, metavar=None if spec.choices else spec.metavar,
+            default=default(None), help=help_text,
+        )
     group.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -54,28 +57,6 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=default(None),
         help=f"where sessions, turns and the policy live "
         f"(default: ${DATA_DIR_ENV} or the user data dir)",
-    )
-    group.add_argument(
-        "--candidates",
-        metavar="K",
-        type=_positive,
-        default=default(None),
-        help="candidates shown per turn (default: 4)",
-    )
-    group.add_argument(
-        "--samples",
-        metavar="N",
-        type=_positive,
-        default=default(None),
-        help="candidates generated per turn, at least K (default: 8)",
-    )
-    group.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default=default(None),
-        help="number format of the model: auto picks qint8 (dynamic int8, the fastest "
-        "on CPUs with and without bfloat16), else int8 where the CPU has bfloat16, else "
-        "float32 (default: auto)",
     )
     group.add_argument(
         "--seed",
@@ -108,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from storage.paths import default_data_dir
+    from rlchat.storage.paths import default_data_dir
 
     return args.data_dir.expanduser() if args.data_dir else default_data_dir()
 
@@ -129,19 +110,19 @@ def _settings(
     settings, problems = load_settings()
     for problem in problems:
         report(problem)
-    given = {name: getattr(args, name) for name in ("model", "candidates", "samples", "dtype")
-             if getattr(args, name, None) is not None}
+    given = {name: getattr(args, name) for name, spec in SPECS.items()
+             if spec.option and getattr(args, name, None) is not None}
     settings = replace(settings, **given)
-    if settings.samples < settings.candidates:
-        parser.error(
-            f"--samples ({settings.samples}) must be at least --candidates "
-            f"({settings.candidates})"
-        )
+    for names, message in settings.problems():
+        if any(name in given for name in names):
+            for name in names:
+                message = re.sub(rf"\b{name}\b", f"--{name.replace('_', '-')}", message)
+            parser.error(message)
     return settings
 
 
 def _run_init_model(args: argparse.Namespace) -> int:
-    from learner.tiny_model import write_tiny_model
+    from rlchat.learner.tiny_model import write_tiny_model
 
     def progress(message: str) -> None:
         print(f"init-model: {message}", file=sys.stderr, flush=True)
@@ -156,7 +137,7 @@ EXIT_MODEL, EXIT_IN_USE = 2, 3
 
 def _open_store(args: argparse.Namespace):
     """The writable store, or None after saying why not (in use, unreadable)."""
-    from storage import CorruptFileError, DataDirInUse, Store
+    from rlchat.storage import CorruptFileError, DataDirInUse, Store
 
     try:
         return Store(_data_dir(args))
@@ -166,8 +147,8 @@ def _open_store(args: argparse.Namespace):
 
 
 def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from learner.errors import ModelUnavailable
-    from tui.headless import serve
+    from rlchat.learner.errors import AgentError, ModelUnavailable
+    from rlchat.tui.headless import serve
 
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="rlchat: %(levelname)s %(message)s"
@@ -178,9 +159,11 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     store = _open_store(args)  # before the model: a refusal comes at once
     if store is None:
         return EXIT_IN_USE
+    from rlchat.learner.agent import open_agent
+
     try:
-        agent = open_agent(settings, store, seed=args.seed)
-    except ModelUnavailable as exc:
+        agent = open_agent(store, settings, seed=args.seed)
+    except (ModelUnavailable, AgentError) as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
         store.close()
         return EXIT_MODEL
@@ -196,13 +179,17 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     store = _open_store(args)
     if store is None:
         return EXIT_IN_USE
-    # The screen belongs to the app: logs go to a file in the data dir.
+    # The screen belongs to the app: logs go to a file in the data dir,
+    # private like every other file there.
+    log_file = store.data_dir / "rlchat.log"
+    os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(log_file, 0o600)  # one written by an older rlchat was 0644
     logging.basicConfig(
-        filename=store.data_dir / "rlchat.log",
+        filename=log_file,
         level=logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    from tui.app import RlchatApp
+    from rlchat.tui.app import RlchatApp
 
     try:
         app = RlchatApp(settings=settings, store=store, seed=args.seed, notices=problems)

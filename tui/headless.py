@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from learner.agent import Agent
-from learner.errors import AgentError
+from rlchat.learner.agent import Agent
+from rlchat.learner.errors import AgentError
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,17 @@ def handle_line(agent: Agent, line: str, emit: Emit = _drop) -> dict[str, Any]:
     if handler is None:
         return error("unknown_op", f"Unknown op {op!r}; known ops: {', '.join(OPS)}.")
     try:
-        return handler(agent, request, emit)
+        answer = handler(agent, request, emit)
     except AgentError as exc:
         return error(exc.code, exc.message)
     except Exception as exc:  # the process must go on, whatever one request did
         log.exception("request failed")
         return error("internal", f"{type(exc).__name__}: {exc}")
+    # The step is stored, but the user should hear of a storage problem.
+    warning = agent.take_warning()
+    if warning is not None:
+        answer["warning"] = {"code": warning.code, "message": warning.message}
+    return answer
 
 
 def serve(agent: Agent, stdin: TextIO, stdout: TextIO) -> int:

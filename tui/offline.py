@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ LEARNER_OPTIONS = {  # option -> (PolicyConfig field, help)
     "--gamma": ("gamma", "discount across the turns of a session"),
     "--ridge": ("ridge", "ridge penalty of the least-squares fit"),
     "--forgetting": ("forgetting", "forgetting factor per learned turn (1 = none)"),
-    "--temperature": ("temperature", "softmax temperature floor"),
+    "--temperature-floor": ("temperature_floor", "lowest softmax temperature of the ranking"),
     "--uncertainty": ("uncertainty", "temperature added per unit of posterior sd"),
     "--epsilon": ("epsilon", "share of uniform exploration"),
     "--pair-margin": ("pair_margin", "target of Q(pick) - Q(passed over)"),
@@ -58,15 +57,15 @@ def add_offline_commands(sub, add_common) -> None:
 
 
 def _reader(data_dir: Path):
-    from storage import Store
+    from rlchat.storage import Store
 
     return Store(data_dir, readonly=True)
 
 
 def _config(args: argparse.Namespace, snapshot: dict | None):
-    from learner.policy import PolicyConfig
+    from rlchat.learner.policy_store import stored_config
 
-    config = PolicyConfig.from_dict((snapshot or {}).get("config", {}))
+    config = stored_config(snapshot)
     overrides = {name: getattr(args, name) for name, _ in LEARNER_OPTIONS.values()
                  if getattr(args, name, None) is not None}
     return replace(config, **overrides)
@@ -75,11 +74,11 @@ def _config(args: argparse.Namespace, snapshot: dict | None):
 def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
     import numpy as np
 
-    from learner.features import FEATURE_VERSION
-    from learner.offline import replay_logs
-    from learner.policy import QPolicy
-    from storage import CorruptFileError, DataDirInUse, Store
-    from tui.progress import Progress
+    from rlchat.learner.curves import Curves
+    from rlchat.learner.offline import replay_logs
+    from rlchat.learner.policy_store import save_policy, stored_policy
+    from rlchat.storage import CorruptFileError, DataDirInUse, StorageFault, Store
+    from rlchat.tui.progress import Progress
 
     try:
         store = _reader(data_dir) if args.dry_run else Store(data_dir)
@@ -88,33 +87,37 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         return 3
     try:
         live = store.load_policy()
+        current = stored_policy(store)
         config = _config(args, live)
         progress = Progress("replay", store.count_turns())
         policy = replay_logs(store.turns(), config, progress)
         progress.done()
-        same = None
-        if live and live.get("features") == FEATURE_VERSION:
-            current = QPolicy.from_dict(live)
-            same = bool(np.array_equal(current.w, policy.w) and current.config == config)
         print(f"replayed {store.count_turns()} turns; {policy.version} learned")
-        if same is not None:
+        if current is not None:
+            same = np.array_equal(current.w, policy.w) and current.config == config
             print("equal to the live policy, bit for bit" if same
                   else "differs from the live policy")
         if args.dry_run:
             print("dry run: nothing saved")
             return 0
         policy.version = max(policy.version, (live or {}).get("version", 0)) + 1
-        store.save_policy({**policy.to_dict(), "features": FEATURE_VERSION, "source": "replay"})
+        # The curves describe the log, not the policy: they stay as they are.
+        curves = (live or {}).get("curves")
+        save_policy(store, policy, Curves.from_dict(curves) if curves else None,
+                    source="replay")
         print(f"saved as policy version {policy.version}")
         return 0
+    except StorageFault as fault:
+        print(f"rlchat: {fault.message}", file=sys.stderr)
+        return 1
     finally:
         store.close()
 
 
 def run_evaluate(args: argparse.Namespace, data_dir: Path) -> int:
-    from learner.evaluate import estimate
-    from learner.offline import evaluation_steps
-    from tui.progress import Progress
+    from rlchat.learner.evaluate import estimate
+    from rlchat.learner.offline import evaluation_steps
+    from rlchat.tui.progress import Progress
 
     store = _reader(data_dir)
     try:
@@ -145,34 +148,31 @@ def run_evaluate(args: argparse.Namespace, data_dir: Path) -> int:
 
 def _write_lines(lines, out: Path | None) -> int:
     """JSON lines to stdout, or to a file that appears whole or not at all."""
+    count = 0
+
+    def encoded():
+        nonlocal count
+        for line in lines:
+            yield json.dumps(line, ensure_ascii=False) + "\n"
+            count += 1
+
     if out is None:
-        count = 0
         try:
-            for line in lines:
-                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
-                count += 1
+            for text in encoded():
+                sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError:  # `| head`: the reader has had enough
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return count
-    out = out.expanduser()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from rlchat.storage.atomic import write_atomic
+
+    write_atomic(out.expanduser(), encoded())
     return count
 
 
 def run_export(args: argparse.Namespace, data_dir: Path) -> int:
-    from learner.export import export_dpo, export_turns
-    from learner.records import Turn
+    from rlchat.learner.export import export_dpo, export_turns
+    from rlchat.learner.records import Turn
 
     store = _reader(data_dir)
     try:
@@ -187,8 +187,8 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 def run_stats(args: argparse.Namespace, data_dir: Path) -> int:
-    from learner.export import weekly_stats
-    from learner.records import Turn
+    from rlchat.learner.export import weekly_stats
+    from rlchat.learner.records import Turn
 
     store = _reader(data_dir)
     try:

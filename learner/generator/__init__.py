@@ -20,13 +20,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from learner.context_window import ContextWindow
-from learner.dialogue import cut_reply, unique_nonempty
-from learner.errors import ModelUnavailable
-from learner.generator.decoding import PromptPass, sample_rows
-from learner.generator.weights import apply_dtype
-from learner.records import Candidate, Proposal
-from learner.sampling import Sampling, TokenCallback
+from rlchat.learner.context_window import ContextWindow
+from rlchat.learner.dialogue import cut_reply, unique_nonempty
+from rlchat.learner.errors import ModelUnavailable
+from rlchat.learner.generator.decoding import PromptPass, sample_rows
+from rlchat.learner.generator.weights import apply_dtype
+from rlchat.learner.records import Candidate, Proposal
+from rlchat.learner.sampling import Sampling, TokenCallback
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class Generator:
 def calibration_ids(tokenizer, config, tokens: int = 256) -> list[int]:
     """Token ids of sample dialogue (the shipped corpus), for the int8 formats
     to measure the model's activation ranges on."""
-    from learner.tiny_model import corpus_lines
+    from rlchat.learner.tiny_model import corpus_lines
 
     text = "\n".join(corpus_lines())
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from learner.errors import GenerationCancelled
-from learner.generator.attention import NAME as ATTENTION
-from learner.generator.attention import share_prefix, shares_prefix
-from learner.generator.lean_step import lean_step
-from learner.sampling import Sampling
+from rlchat.learner.errors import GenerationCancelled
+from rlchat.learner.generator.attention import NAME as ATTENTION
+from rlchat.learner.generator.attention import share_prefix, shares_prefix
+from rlchat.learner.generator.lean_step import lean_step
+from rlchat.learner.sampling import Sampling
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from learner.generator.attention import shared_prefix_attention
+from rlchat.learner.generator.attention import shared_prefix_attention
 
 Step = Callable[[torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]]
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from learner.generator.attention import use_shared_prefix_attention
-from learner.sampling import DTYPES
+from rlchat.learner.generator.attention import use_shared_prefix_attention
+from rlchat.learner.sampling import DTYPES
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
@@ -12,6 +14,29 @@ from textual.widgets import Static
 
 # (where, key, description, binding id)
 KeyRow = tuple[str, str, str, str]
+
+
+def key_rows(app: App, owners: list[tuple[str, object]], keymap: dict[str, str]) -> list[KeyRow]:
+    """Every binding of `owners` with the key it has now (after [keys] remaps);
+    the nine digit bindings share a row while none is remapped."""
+    digits_remapped = any(k.startswith("digit-") for k in keymap)
+    rows: list[KeyRow] = []
+    for where, owner in owners:
+        for binding in getattr(owner, "BINDINGS", []):
+            if not isinstance(binding, Binding) or not binding.id:
+                continue
+            if binding.id.startswith("digit-") and not digits_remapped:
+                if binding.id == "digit-1":
+                    rows.append((where, "1 … 9", "pick a candidate, then rate 1-5",
+                                 "digit-1 … digit-9"))
+                continue
+            keys = keymap.get(binding.id, binding.key).split(",")
+            shown = ", ".join(
+                app.get_key_display(replace(binding, key=k.strip(), key_display=None))
+                for k in keys
+            )
+            rows.append((where, shown, binding.tooltip or binding.description, binding.id))
+    return rows
 
 
 class HelpScreen(ModalScreen[None]):

@@ -1,7 +1,8 @@
 """How the learner is doing: reward, top-pick rate, exploration, feature weights.
 
-Cheap to import (the app lists its key at start-up): plotext, numpy and the
-learner load when the screen is first shown.
+Cheap to import (the app lists its key at start-up): plotext loads when the
+screen is first shown.  It plots the agent's curve summary, which is kept turn
+by turn, so opening it costs the same at 100k turns as at 10.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 if TYPE_CHECKING:
-    from learner.curves import Curves
-    from learner.policy import QPolicy
-    from storage import Store
+    from rlchat.learner.agent import PolicyView
+    from rlchat.learner.curves import Curves
 
 PLOTS = ("reward", "top-pick", "temperature", "weights")
 
@@ -31,10 +31,11 @@ class LearningScreen(Screen[None]):
     """
     BINDINGS = [Binding("escape", "back", "back", id="learning-back")]
 
-    def __init__(self, store: Store, policy: QPolicy | None) -> None:
+    def __init__(self, policy: PolicyView, curves: Curves, sessions: int) -> None:
         super().__init__()
-        self.store = store
         self.policy = policy
+        self.curves = curves
+        self.sessions = sessions
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -47,19 +48,20 @@ class LearningScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        from learner.curves import learning_curves
+        from rlchat.learner.curves import moving_average
 
         self.sub_title = "Learning"
-        curves = learning_curves(self.store.turns())
-        self.query_one("#summary", Static).update(self._summary(curves))
-        plt = self._plt("reward", "reward per turn (line: moving average of 10)")
-        if curves.turn:
-            plt.scatter(curves.turn, curves.reward, marker="dot")
-            plt.plot(curves.turn, curves.reward_average)
+        curves = self.curves
+        self.query_one("#summary", Static).update(self._summary())
+        per = "turn" if curves.bucket == 1 else f"{curves.bucket} turns"
+        plt = self._plt("reward", f"reward per {per} (line: moving average of 10)")
+        x, reward = curves.x(), curves.reward()
+        if x:
+            plt.scatter(x, reward, marker="dot")
+            plt.plot(x, moving_average(reward, 10))
         self._line("top-pick", "picked the top-ranked candidate (moving share)",
-                   curves.turn, curves.top_pick_rate).ylim(0, 1)
-        self._line("temperature", "exploration temperature",
-                   curves.temperature_turn, curves.temperature)
+                   x, moving_average(curves.top_pick_rate(), 10)).ylim(0, 1)
+        self._line("temperature", "exploration temperature", *curves.temperature())
         self._plot_weights()
 
     def _plt(self, plot: str, title: str):
@@ -70,37 +72,30 @@ class LearningScreen(Screen[None]):
         plt.xlabel("turn")
         return plt
 
-    def _line(self, plot: str, title: str, x: list[int], y: list[float]):
+    def _line(self, plot: str, title: str, x: list[float], y: list[float]):
         plt = self._plt(plot, title)
         if x:
             plt.plot(x, y)
         return plt
 
-    def _summary(self, curves: Curves) -> Text:
-        version = self.policy.version if self.policy else "-"
+    def _summary(self) -> Text:
         text = Text()
-        text.append(f"policy v{version} · ", style="bold")
-        text.append(f"{curves.answered} answered turns, {curves.unanswered} unanswered, "
-                    f"{self.store.count_sessions()} sessions")
-        if self.policy is not None:
-            cfg = self.policy.config
-            text.append(f" · gamma {cfg.gamma:g}, forgetting {cfg.forgetting:g}, "
-                        f"exploration {cfg.epsilon:g}", style="dim")
+        text.append(f"policy v{self.policy.version} · ", style="bold")
+        text.append(f"{self.curves.answered} answered turns, {self.curves.unanswered} "
+                    f"unanswered, {self.sessions} sessions")
+        cfg = self.policy.config
+        text.append(f" · gamma {cfg.gamma:g}, forgetting {cfg.forgetting:g}, "
+                    f"exploration {cfg.epsilon:g}", style="dim")
         return text
 
     def _plot_weights(self) -> None:
-        import numpy as np
         from textual_plotext import PlotextPlot
-
-        from learner.features import FEATURE_NAMES
 
         plt = self.query_one("#weights", PlotextPlot).plt
         plt.title("feature weights (largest 6)")
-        if self.policy is None:
-            return
-        weights = np.asarray(self.policy.w)
-        top = np.argsort(-np.abs(weights))[:6]
-        plt.bar([FEATURE_NAMES[i] for i in top], [float(weights[i]) for i in top],
+        weights = self.policy.weights
+        top = sorted(range(len(weights)), key=lambda i: -abs(weights[i]))[:6]
+        plt.bar([self.policy.names[i] for i in top], [weights[i] for i in top],
                 orientation="horizontal", width=0.3)
 
     def action_back(self) -> None:

@@ -1,4 +1,5 @@
-"""Past sessions: browse, resume, rename, delete.  Works without a model."""
+"""Past sessions: browse, resume, rename, delete, all through the agent.
+Works without a model."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from learner.dialogue import one_line
-from tui.literal import literal
-from tui.screens.dialogs import AskText, Confirm
+from rlchat.learner.dialogue import one_line
+from rlchat.learner.errors import AgentError
+from rlchat.tui.literal import literal
+from rlchat.tui.screens.dialogs import AskText, Confirm
 
 if TYPE_CHECKING:
-    from storage import Store
+    from rlchat.learner.agent import Agent
 
 
 def session_date(timestamp: float | None) -> str:
@@ -39,10 +42,18 @@ class SessionsScreen(Screen[str | None]):
         Binding("escape", "back", "back", id="session-back"),
     ]
 
-    def __init__(self, store: Store, *, can_resume: bool = True) -> None:
+    class Deleted(Message):
+        """A session was deleted; `was_open`: it was the one in use."""
+
+        def __init__(self, was_open: bool) -> None:
+            super().__init__()
+            self.was_open = was_open
+
+    def __init__(self, agent: Agent, *, can_resume: bool = True) -> None:
         super().__init__()
-        self.store = store
+        self.agent = agent
         self.can_resume = can_resume
+        self.titles: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -61,8 +72,9 @@ class SessionsScreen(Screen[str | None]):
     def reload(self) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        rows = sorted(self.store.sessions(), key=lambda s: s["seq"], reverse=True)
-        for session in rows:
+        self.titles = {}
+        for session in self.agent.sessions():
+            self.titles[session["id"]] = session.get("title") or ""
             # Cells are Text, never str: DataTable would read a str as markup.
             table.add_row(
                 Text(session_date(session.get("started"))),
@@ -82,15 +94,13 @@ class SessionsScreen(Screen[str | None]):
         self._preview()
 
     def _preview(self) -> None:
-        from learner.agent import session_messages  # numpy: not before the first paint
-
         session = self.selected()
         preview = self.query_one("#preview", Static)
         if session is None:
             preview.update("No sessions yet.")
             return
         text = Text()
-        for role, line in session_messages(self.store, session):
+        for role, line in self.agent.session_messages(session):
             label = {"user": "You: ", "assistant": "Assistant: "}.get(role, "")
             text.append(label, style="bold")
             text.append(literal(line) + "\n\n")
@@ -110,28 +120,36 @@ class SessionsScreen(Screen[str | None]):
         session = self.selected()
         if session is None:
             return
-        current = (self.store.get_session(session) or {}).get("title", "")
-
         def done(title: str | None) -> None:
-            if title is not None and title.strip():
-                self.store.update_session(session, title=one_line(title)[:80])
-                self.reload()
+            if title is None or not title.strip():
+                return
+            try:
+                self.agent.rename_session(session, title)
+            except AgentError as exc:
+                self.notify(exc.message, severity="error", markup=False)
+            self.reload()
 
-        self.app.push_screen(AskText("New title:", current), done)
+        self.app.push_screen(AskText("New title:", self.titles.get(session, "")), done)
 
     def action_delete(self) -> None:
         session = self.selected()
         if session is None:
             return
-        title = (self.store.get_session(session) or {}).get("title", "")
+        title = one_line(self.titles.get(session, ""))
 
         def done(yes: bool | None) -> None:
-            if yes:
-                removed = self.store.delete_session(session)
-                self.notify(f"Deleted the session and its {removed} turns.")
-                self.reload()
+            if not yes:
+                return
+            try:
+                deleted = self.agent.delete_session(session)
+            except AgentError as exc:
+                self.notify(exc.message, severity="error", markup=False)
+                return
+            self.notify(f"Deleted the session and its {deleted.turns} turns.", markup=False)
+            self.app.post_message(self.Deleted(deleted.was_open))
+            self.reload()
 
-        self.app.push_screen(Confirm(f"Delete session “{one_line(title)}” and its turns?"), done)
+        self.app.push_screen(Confirm(f"Delete session “{title}” and its turns?"), done)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -8,10 +8,10 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui.literal import literal
+from rlchat.tui.literal import literal
 
 if TYPE_CHECKING:
-    from learner.agent import ShownCandidate
+    from rlchat.learner.agent import ShownCandidate
 
 BAR_WIDTH = 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui.literal import literal
+from rlchat.tui.literal import literal
 
 LABELS = {"user": "You", "assistant": "Assistant", "note": ""}
 
@@ -33,6 +33,12 @@ class Transcript(VerticalScroll):
         self.mount(message)
         self.scroll_end(animate=False)
         return message
+
+    def show(self, messages: list[tuple[str, str]]) -> None:
+        """Replace the transcript with these (role, text) messages."""
+        self.remove_children()
+        for role, text in messages:
+            self.add_message(role, text)
 
     def remove_last(self, role: str) -> None:
         """Take back the newest message if it has this role (a cancelled send)."""

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from learner.policy import QPolicy
-from learner.records import CHOSEN, REPLIED, Turn
+from rlchat.learner.features import FEATURE_VERSION
+from rlchat.learner.policy import QPolicy
+from rlchat.learner.records import CHOSEN, REPLIED, Turn
 
 
 def feedback_rows(
@@ -58,6 +59,11 @@ def finish_turn(policy: QPolicy, turn: Turn) -> None:
         )
         policy.learn(rows, targets, weights, chosen)
     policy.last_seq = turn.seq
+
+
+def learnable(turn: Turn) -> bool:
+    """Whether this policy can score the turn: features of the current version."""
+    return turn.feature_version == FEATURE_VERSION and bool(turn.candidates)
 
 
 def replay(policy: QPolicy, turns: Iterable[Turn]) -> int:

@@ -1,0 +1,158 @@
+"""Every user setting, described once: its type, default, range, label and help.
+
+The command-line options, the checks of config.toml, the settings form and
+their help texts are all derived from the `Settings` fields below, so a new
+setting is one field here.  No heavy imports: `rlchat --help` reads this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from rlchat.learner.sampling import DTYPES, Sampling
+
+
+@dataclass(frozen=True)
+class Spec:
+    label: str  # in the form
+    help: str  # in the form, --help and the README
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the range excludes `low`
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    option: bool = False  # also a command-line option
+    metavar: str | None = None
+    reload: bool = False  # a change loads the model again
+    optional: bool = False  # may be unset: None keeps what the stored policy has
+    together: tuple[str, ...] = ()  # settings judged with this one (a bad value resets both)
+
+    def range_text(self) -> str:
+        """The allowed values in words, e.g. "from 1 to 9", "above 0 and at most 5"."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        parts = []
+        if self.low is not None:
+            parts.append(f"above {self.low:g}" if self.low_open else f"at least {self.low:g}")
+        if self.high is not None:
+            parts.append(f"below {self.high:g}" if self.high_open else f"at most {self.high:g}")
+        if len(parts) == 2 and not (self.low_open or self.high_open):
+            return f"from {self.low:g} to {self.high:g}"
+        return " and ".join(parts)
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+def _setting(default: Any, **spec: Any) -> Any:
+    return field(default=default, metadata={"spec": Spec(**spec)})
+
+
+MAX_SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = _setting(
+        "gpt2", label="Model", help="Hugging Face model name or local folder",
+        option=True, metavar="NAME_OR_PATH", reload=True)
+    candidates: int = _setting(
+        4, label="Candidates K", help="candidates shown per turn", low=1, high=9,
+        option=True, metavar="K")
+    samples: int = _setting(
+        8, label="Samples N", help="candidates generated per turn, at least K",
+        low=1, high=MAX_SAMPLES, option=True, metavar="N", together=("candidates",))
+    temperature: float = _setting(
+        1.0, label="Temperature", help="sampling temperature of the model",
+        low=0, high=5, low_open=True, option=True, metavar="T")
+    top_p: float = _setting(
+        0.95, label="Top-p", help="nucleus share of sampling, within the top 50 tokens",
+        low=0, high=1, low_open=True, option=True, metavar="P")
+    dtype: str = _setting(
+        "auto", label="Number format",
+        help="number format of the model: auto picks qint8 (dynamic int8, the fastest on "
+        "CPUs with and without bfloat16), else int8 where the CPU has bfloat16, else float32",
+        choices=DTYPES, option=True, reload=True)
+    epsilon: float | None = _setting(
+        None, label="Exploration ε", help="share of uniform exploration of the ranking",
+        low=0, high=1, low_open=True, high_open=True, optional=True)
+    gamma: float | None = _setting(
+        None, label="Gamma", help="discount across the turns of a session",
+        low=0, high=1, high_open=True, optional=True)
+    forgetting: float | None = _setting(
+        None, label="Forgetting", help="forgetting factor per learned turn; lower adapts faster",
+        low=0.5, high=1, optional=True)
+    keys: dict[str, str] = field(default_factory=dict)  # binding id -> key, [keys] in the file
+
+    def sampling(self) -> Sampling:
+        return Sampling(temperature=self.temperature, top_p=self.top_p)
+
+    def learner(self) -> dict[str, float]:
+        """The learner settings that are set (PolicyConfig's names are the same)."""
+        return {name: getattr(self, name) for name in LEARNER if getattr(self, name) is not None}
+
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """(the settings involved, what is wrong), one sentence each."""
+        found = []
+        for name, spec in SPECS.items():
+            value = getattr(self, name)
+            if value is None and spec.optional:
+                continue
+            if spec.choices:
+                ok, wanted = value in spec.choices, spec.range_text()
+            elif isinstance(value, str):
+                ok, wanted = bool(value.strip()), "set (not empty)"
+            else:
+                ok, wanted = spec.admits(value), spec.range_text()
+            if not ok:
+                found.append(((name, *spec.together), f"{name} must be {wanted}"))
+        if not found and self.samples < self.candidates:
+            found.append((("candidates", "samples"),
+                          f"samples ({self.samples}) must be at least candidates "
+                          f"({self.candidates})"))
+        return found
+
+    def needs_reload(self, old: Settings) -> bool:
+        """Whether going from `old` to these settings loads the model again."""
+        return any(getattr(self, n) != getattr(old, n) for n, s in SPECS.items() if s.reload)
+
+
+SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(Settings) if f.metadata}
+# The annotation names the type ("float | None" is an optional float).
+KINDS: dict[str, type] = {
+    f.name: {"str": str, "int": int, "float": float}[str(f.type).split(" |")[0]]
+    for f in fields(Settings) if f.metadata
+}
+LEARNER = ("epsilon", "gamma", "forgetting")
+# Names that config.toml files of earlier versions used.
+RENAMED = {"exploration": "epsilon"}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """A value from config.toml as the setting's type; ValueError if it is not one."""
+    kind = KINDS[name]
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"{name} must be {'a number' if kind is not str else 'text'}")
+
+
+def parse(name: str, text: str) -> Any:
+    """A value typed by a person (form, command line); ValueError if it is not one.
+    Empty text unsets an optional setting."""
+    text = text.strip()
+    if not text and SPECS[name].optional:
+        return None
+    kind = KINDS[name]
+    if kind is str:
+        return text
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be {'a whole number' if kind is int else 'a number'}"
+        ) from None

@@ -1,0 +1,101 @@
+"""The settings form, built from the settings schema; saved to config.toml and
+applied at once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from rlchat.learner.settings import SPECS, Settings, Spec, parse
+
+
+def help_line(spec: Spec) -> str:
+    """The form's line under a field: what it does, its range, whether it reloads."""
+    parts = [spec.help]
+    if spec.range_text() and not spec.choices:
+        parts.append(spec.range_text())
+    if spec.reload:
+        parts.append("a change reloads the model")
+    if spec.optional:
+        parts.append("empty keeps the learner's")
+    return "; ".join(parts)
+
+
+class SettingsForm(ModalScreen[Settings | None]):
+    """Dismissed with the new settings, or None if cancelled."""
+
+    DEFAULT_CSS = """
+    SettingsForm { align: center middle; }
+    SettingsForm > VerticalScroll { width: 80; height: 90%; border: thick $accent;
+                                    background: $surface; padding: 0 2; }
+    SettingsForm .row { height: auto; }
+    SettingsForm Label { width: 16; padding-top: 1; }
+    SettingsForm Input, SettingsForm Select { width: 1fr; }
+    SettingsForm .help { color: $text-muted; padding-left: 16; }
+    SettingsForm #error { color: $error; height: auto; }
+    SettingsForm #buttons { height: auto; margin: 1 0; }
+    """
+    BINDINGS = [
+        Binding("ctrl+s", "save", "save", id="settings-save"),
+        Binding("escape", "cancel", "cancel", id="settings-cancel"),
+    ]
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(Text("Settings", style="bold"))
+            for name, spec in SPECS.items():
+                with Horizontal(classes="row"):
+                    yield Label(spec.label)
+                    value = getattr(self.settings, name)
+                    if spec.choices:
+                        yield Select([(c, c) for c in spec.choices], value=value,
+                                     allow_blank=False, id=name)
+                    else:
+                        yield Input("" if value is None else str(value), id=name,
+                                    placeholder="as stored" if value is None else "")
+                yield Static(Text(help_line(spec)), classes="help")
+            yield Static("", id="error")
+            with Horizontal(id="buttons"):
+                yield Button("Save (ctrl+s)", variant="primary", id="save")
+                yield Button("Cancel (Esc)", id="cancel")
+
+    def read(self) -> Settings:
+        """The form as settings; ValueError naming what is wrong."""
+        values = {}
+        for name, spec in SPECS.items():
+            if spec.choices:
+                values[name] = self.query_one(f"#{name}", Select).value
+            else:
+                values[name] = parse(name, self.query_one(f"#{name}", Input).value)
+        settings = replace(self.settings, **values)
+        problems = settings.problems()
+        if problems:
+            raise ValueError(problems[0][1])
+        return settings
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        else:
+            self.action_cancel()
+
+    def action_save(self) -> None:
+        try:
+            settings = self.read()
+        except ValueError as exc:
+            self.query_one("#error", Static).update(Text(str(exc).capitalize() + "."))
+            return
+        self.dismiss(settings)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

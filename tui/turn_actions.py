@@ -1,0 +1,265 @@
+"""The chat's turn keys and the work behind them, mixed into the App.
+
+Each key moves the turn flow (tui/turn_flow.py) and starts the agent's work in
+a worker thread; the results come back on the UI thread and are rendered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+from textual.binding import Binding
+from textual.timer import Timer
+
+from rlchat.learner.errors import AgentError, GenerationCancelled
+from rlchat.tui.turn_flow import Phase
+from rlchat.tui.widgets.candidates import CandidatePanel
+from rlchat.tui.widgets.prompt import PromptInput
+from rlchat.tui.widgets.transcript import Transcript
+
+if TYPE_CHECKING:
+    from rlchat.learner.agent import TurnView
+    from rlchat.tui.app import RlchatApp
+
+BACKGROUND_NICE = 10
+
+
+def background_priority() -> None:
+    """Run this thread, and the torch threads it starts, below the UI's CPU
+    priority: with every core busy generating, keys still get handled at once,
+    and generation still gets the cores whenever the UI is idle."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux: run as is
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
+class TurnActions:
+    TURN_BINDINGS = [
+        *(Binding(str(n), f"digit({n})", f"pick or rate {n}", id=f"digit-{n}", show=False)
+          for n in range(1, 10)),
+        Binding("up", "move(-1)", "previous candidate", id="candidate-up", show=False,
+                tooltip="highlight the candidate above"),
+        Binding("down", "move(1)", "next candidate", id="candidate-down", show=False,
+                tooltip="highlight the candidate below"),
+        Binding("enter", "pick_highlighted", "pick", id="pick-highlighted", show=False,
+                tooltip="pick the highlighted candidate"),
+        Binding("escape", "cancel", "cancel", id="cancel-generation",
+                tooltip="cancel the generation"),
+        Binding("escape", "skip_rating", "skip rating", id="skip-rating",
+                tooltip="keep the pick without a rating"),
+        Binding("escape", "cancel_reply", "back", id="cancel-reply",
+                tooltip="back to the candidates from your own reply"),
+        Binding("e", "own_reply", "own reply", id="own-reply",
+                tooltip="write your own reply instead"),
+        Binding("r", "regenerate", "again", id="regenerate",
+                tooltip="sample new candidates for the same message"),
+        Binding("w", "toggle_why", "why", id="why",
+                tooltip="show or hide what sets each candidate apart from the others"),
+    ]
+
+    def init_turns(self: RlchatApp) -> None:
+        self._cancel = threading.Event()
+        self._tokens: deque[tuple[int, str]] = deque()  # from the generation thread
+        self._drain: Timer | None = None
+
+    # typing and generating ----------------------------------------------
+    def on_input_submitted(self: RlchatApp, event: PromptInput.Submitted) -> None:
+        # Inputs of other screens (rename, settings) bubble up here too.
+        if self.agent is None or not isinstance(event.input, PromptInput):
+            return
+        if self.flow.phase is Phase.TYPING:
+            text = event.value  # the agent refuses empty or huge text with a message
+            self.query_one(PromptInput).remember(text)
+            self.query_one(Transcript).add_message("user", text)
+            self.flow.send(text)
+            self.start_generation()
+        elif self.flow.phase is Phase.REPLYING:
+            turn = self.flow.submit_reply()
+            self.refresh_bindings()
+            self.query_one(PromptInput).disabled = True
+            self.run_worker(lambda: self._learn_reply(turn, event.value), thread=True,
+                            exclusive=True, group="turn")
+
+    def start_generation(self: RlchatApp) -> None:
+        self.refresh_bindings()
+        box = self.query_one(PromptInput)
+        box.disabled = True
+        box.placeholder = "Generating… (Esc cancels)"
+        self.busy(True)
+        self.query_one(CandidatePanel).start_drafts()
+        self.set_status("Generating candidates… Esc cancels.")
+        self._cancel = cancel = threading.Event()
+        self._tokens.clear()
+        self._drain = self.set_interval(1 / 20, self._drain_tokens)
+        message = self.flow.message or ""
+        self.run_worker(lambda: self._generate(message, cancel), thread=True,
+                        exclusive=True, group="turn")
+
+    def _on_token(self: RlchatApp, row: int, text: str) -> None:
+        self._tokens.append((row, text))  # generation thread; drained by a UI timer
+
+    def _drain_tokens(self: RlchatApp) -> None:
+        if self.screen is not self.screen_stack[0]:
+            return  # the chat is covered (help, sessions): keep the tokens for later
+        batch = []
+        while self._tokens:
+            batch.append(self._tokens.popleft())
+        if batch:
+            self.query_one(CandidatePanel).add_tokens(batch)
+
+    def _generate(self: RlchatApp, text: str, cancel: threading.Event) -> None:
+        assert self.agent is not None
+        background_priority()
+        try:
+            view = self.agent.say(text, on_token=self._on_token, cancel=cancel)
+            why = self.agent.explain(view.turn)
+        except GenerationCancelled:
+            self.call_from_thread(self.generation_stopped, "Cancelled.", False)
+        except AgentError as exc:
+            self.call_from_thread(self.generation_stopped, exc.message, True)
+        else:
+            self.call_from_thread(self.show_candidates, view, why)
+
+    def _stop_drain(self: RlchatApp) -> None:
+        if self._drain is not None:
+            self._drain.stop()
+            self._drain = None
+        self._tokens.clear()
+
+    def generation_stopped(self: RlchatApp, message: str, error: bool) -> None:
+        """Back to typing with the message in the box again, as if never sent."""
+        self._stop_drain()
+        self.query_one(CandidatePanel).clear()
+        self.query_one(Transcript).remove_last("user")
+        text = self.flow.stopped()
+        self.to_typing(message, error=error)
+        self.query_one(PromptInput).value = text
+
+    def show_candidates(self: RlchatApp, view: TurnView, why: dict) -> None:
+        self._stop_drain()
+        self.flow.generated(view)
+        self.query_one(CandidatePanel).show(view.candidates, why)
+        self.busy(False)
+        self.query_one(PromptInput).clear()
+        self.warn_storage()
+        self.to_choosing()
+
+    def to_choosing(self: RlchatApp) -> None:
+        assert self.flow.view is not None
+        self.refresh_bindings()
+        box = self.query_one(PromptInput)
+        box.disabled = True
+        prompt = (f"Pick a reply: 1-{len(self.flow.view.candidates)} or ↑↓ Enter; "
+                  "e writes your own, r regenerates, w shows why.")
+        box.placeholder = prompt
+        self.set_status(prompt)
+
+    # choosing and rating --------------------------------------------------
+    def action_digit(self: RlchatApp, n: int) -> None:
+        if self.flow.phase is Phase.CHOOSING:
+            self.pick(n)
+        elif self.flow.phase is Phase.RATING and 1 <= n <= 5:
+            self.answer(n)
+
+    def action_move(self: RlchatApp, delta: int) -> None:
+        self.query_one(CandidatePanel).move(delta)
+
+    def action_pick_highlighted(self: RlchatApp) -> None:
+        self.pick(self.query_one(CandidatePanel).highlighted + 1)
+
+    def pick(self: RlchatApp, rank: int) -> None:
+        if self.flow.pick(rank) is None:
+            return
+        self.refresh_bindings()
+        self.query_one(CandidatePanel).mark_picked(rank)
+        prompt = f"Rate reply {rank}: press 1-5 stars, or Esc to skip the rating."
+        self.query_one(PromptInput).placeholder = prompt
+        self.set_status(prompt)
+
+    def action_skip_rating(self: RlchatApp) -> None:
+        self.answer(None)
+
+    def answer(self: RlchatApp, rating: int | None) -> None:
+        turn, candidate = self.flow.rate()  # no keys count until the policy has learned
+        self.refresh_bindings()
+        self.run_worker(lambda: self._learn(turn, candidate, rating), thread=True,
+                        exclusive=True, group="turn")
+
+    def _learn(self: RlchatApp, turn: str, candidate: int, rating: int | None) -> None:
+        assert self.agent is not None
+        try:
+            reward = self.agent.choose(turn, candidate, rating)
+        except AgentError as exc:
+            self.call_from_thread(self.answer_failed, exc.message)
+        else:
+            self.call_from_thread(self.learned, rating, reward)
+
+    def learned(self: RlchatApp, rating: int | None, reward: float) -> None:
+        assert self.flow.picked is not None
+        stars = "★" * rating + "☆" * (5 - rating) if rating else "no rating"
+        self.after_answer(self.flow.picked.text, f"Learned ({stars}, reward {reward:+.2f})")
+
+    def answer_failed(self: RlchatApp, message: str) -> None:
+        """Nothing was stored: the candidates stay, to pick again."""
+        self.flow.back_to_choosing()
+        self.query_one(CandidatePanel).mark_picked(0)
+        self.to_choosing()
+        self.set_status(message, error=True)
+
+    def action_own_reply(self: RlchatApp) -> None:
+        self.flow.write_own()
+        self.refresh_bindings()
+        self.query_one(CandidatePanel).mark_picked(0)
+        box = self.query_one(PromptInput)
+        box.disabled = False
+        box.placeholder = "Write the reply you wanted and press Enter (Esc: back)"
+        box.clear()
+        box.focus()
+        self.set_status("Write your own reply; it continues the conversation.")
+
+    def action_cancel_reply(self: RlchatApp) -> None:
+        self.flow.back_to_choosing()
+        self.query_one(PromptInput).clear()
+        self.to_choosing()
+
+    def _learn_reply(self: RlchatApp, turn: str, text: str) -> None:
+        assert self.agent is not None
+        try:
+            self.agent.reply(turn, text)
+        except AgentError as exc:
+            self.call_from_thread(self.reply_refused, exc.message)
+        else:
+            self.call_from_thread(self.after_answer, text, "Learned from your own reply")
+
+    def reply_refused(self: RlchatApp, message: str) -> None:
+        self.flow.reply_refused()
+        self.refresh_bindings()
+        box = self.query_one(PromptInput)
+        box.disabled = False
+        box.focus()
+        self.set_status(message, error=True)
+
+    def after_answer(self: RlchatApp, reply: str, what: str) -> None:
+        assert self.agent is not None
+        self.flow.answered()
+        if self.agent.session is not None:  # else the session was deleted meanwhile
+            self.query_one(Transcript).add_message("assistant", reply)
+        self.query_one(CandidatePanel).clear()
+        self._subtitle()
+        self.to_typing(f"{what}; policy v{self.agent.policy_view().version}.")
+        self.warn_storage()
+
+    def action_regenerate(self: RlchatApp) -> None:
+        # The open turn is logged as unanswered when the new one is said.
+        self.flow.regenerate()
+        self.start_generation()
+
+    def action_cancel(self: RlchatApp) -> None:
+        self._cancel.set()
+        self.set_status("Cancelling…")
+
+    def action_toggle_why(self: RlchatApp) -> None:
+        self.query_one(CandidatePanel).toggle_why()

@@ -1,0 +1,159 @@
+"""The chat's turn flow as a plain state machine, testable without a terminal.
+
+    LOADING ─▶ TYPING ─send─▶ GENERATING ─generated─▶ CHOOSING ─pick─▶ RATING
+                  ▲               │ stopped              │  ▲  own       │ rate
+                  └───────────────┘                      ▼  │ back       ▼
+                  ▲                                   REPLYING ─submit─▶ LEARNING
+                  └──────────────────────── answered ◀──────────────────┘
+
+The App maps keys to these calls and renders the phase; which actions a phase
+allows is written once, in ALLOWED.  A call in the wrong phase raises
+FlowError: that is a bug in the caller, never the user's doing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlchat.learner.agent import ShownCandidate, TurnView
+
+
+class Phase(Enum):
+    LOADING = "loading"  # the model loads; sessions and curves can be browsed
+    BROKEN = "broken"  # the model could not be loaded
+    TYPING = "typing"
+    GENERATING = "generating"
+    CHOOSING = "choosing"
+    RATING = "rating"  # a candidate is picked, its rating is asked
+    REPLYING = "replying"  # the user writes their own reply
+    LEARNING = "learning"  # the answer is being stored and learned
+
+
+CHOICE = (Phase.CHOOSING, Phase.RATING)
+# The actions that only some phases allow; the others are always on.
+ALLOWED: dict[str, tuple[Phase, ...]] = {
+    "digit": CHOICE,
+    "move": (Phase.CHOOSING,),
+    "pick_highlighted": (Phase.CHOOSING,),
+    "skip_rating": (Phase.RATING,),
+    "cancel": (Phase.GENERATING,),
+    "cancel_reply": (Phase.REPLYING,),
+    "own_reply": CHOICE,
+    "regenerate": CHOICE,
+    "toggle_why": CHOICE,
+    "new_session": (Phase.TYPING, *CHOICE, Phase.BROKEN),
+    "submit": (Phase.TYPING, Phase.REPLYING),
+    "resume": (Phase.TYPING, *CHOICE),
+}
+
+
+class FlowError(RuntimeError):
+    """A transition asked for in a phase that does not allow it."""
+
+
+@dataclass
+class TurnFlow:
+    phase: Phase = Phase.LOADING
+    message: str | None = None  # the message of the turn in progress
+    view: TurnView | None = None  # its candidates, once generated
+    picked: ShownCandidate | None = None  # the pick awaiting its rating
+
+    def allows(self, action: str) -> bool:
+        phases = ALLOWED.get(action)
+        return phases is None or self.phase in phases
+
+    def _expect(self, *phases: Phase) -> None:
+        if self.phase not in phases:
+            raise FlowError(f"not in {self.phase.value}")
+
+    def forget(self) -> None:
+        """Drop the turn in progress (the one way every path does it)."""
+        self.message, self.view, self.picked = None, None, None
+
+    # the model --------------------------------------------------------------
+    def loading(self) -> None:
+        self.forget()
+        self.phase = Phase.LOADING
+
+    def loaded(self) -> None:
+        self._expect(Phase.LOADING)
+        self.phase = Phase.TYPING
+
+    def failed(self) -> None:
+        self._expect(Phase.LOADING)
+        self.phase = Phase.BROKEN
+
+    # a turn -------------------------------------------------------------------
+    def send(self, text: str) -> None:
+        self._expect(Phase.TYPING)
+        self.message, self.phase = text, Phase.GENERATING
+
+    def regenerate(self) -> str:
+        """New candidates for the same message; returns it."""
+        self._expect(*CHOICE)
+        self.view, self.picked, self.phase = None, None, Phase.GENERATING
+        return self.message or ""
+
+    def generated(self, view: TurnView) -> None:
+        self._expect(Phase.GENERATING)
+        self.view, self.phase = view, Phase.CHOOSING
+
+    def stopped(self) -> str:
+        """Generation cancelled or refused: back to typing; returns the message."""
+        self._expect(Phase.GENERATING)
+        message = self.message or ""
+        self.forget()
+        self.phase = Phase.TYPING
+        return message
+
+    def pick(self, rank: int) -> ShownCandidate | None:
+        """The candidate shown at `rank` (1-based) is picked; None if no such rank."""
+        self._expect(Phase.CHOOSING)
+        assert self.view is not None
+        if not 1 <= rank <= len(self.view.candidates):
+            return None
+        self.picked, self.phase = self.view.candidates[rank - 1], Phase.RATING
+        return self.picked
+
+    def rate(self) -> tuple[str, int]:
+        """The rating is given (or skipped): (turn id, picked candidate id) to learn."""
+        self._expect(Phase.RATING)
+        assert self.view is not None and self.picked is not None
+        self.phase = Phase.LEARNING
+        return self.view.turn, self.picked.id
+
+    def write_own(self) -> None:
+        self._expect(*CHOICE)
+        self.picked, self.phase = None, Phase.REPLYING
+
+    def back_to_choosing(self) -> None:
+        """From writing an own reply, or after an answer could not be stored."""
+        self._expect(Phase.REPLYING, Phase.LEARNING)
+        self.picked, self.phase = None, Phase.CHOOSING
+
+    def submit_reply(self) -> str:
+        """The own reply is sent: returns the turn id it answers."""
+        self._expect(Phase.REPLYING)
+        assert self.view is not None
+        self.phase = Phase.LEARNING
+        return self.view.turn
+
+    def reply_refused(self) -> None:
+        self._expect(Phase.LEARNING)
+        self.phase = Phase.REPLYING
+
+    def answered(self) -> None:
+        self._expect(Phase.LEARNING)
+        self.forget()
+        self.phase = Phase.TYPING
+
+    def restart(self) -> None:
+        """The dialogue changed under the turn (new, resumed or deleted session):
+        the turn on screen is dropped and the user types again."""
+        self._expect(Phase.TYPING, *CHOICE, Phase.BROKEN, Phase.REPLYING)
+        self.forget()
+        if self.phase is not Phase.BROKEN:
+            self.phase = Phase.TYPING
