@@ -16,7 +16,9 @@ import re
 USER, ASSISTANT = "User:", "Assistant:"
 MARKERS = (USER, ASSISTANT)
 _SPACE = re.compile(r"\s+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Control characters other than tab and newline (C0, DEL, C1): dropped from
+# what the model sees, made visible in what the terminal shows (tui/literal.py).
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def valid_unicode(text: str) -> str:
@@ -27,7 +29,7 @@ def valid_unicode(text: str) -> str:
 def one_line(text: str) -> str:
     """A message as it appears in the prompt: control characters dropped,
     whitespace (line breaks included) collapsed to single spaces."""
-    return _SPACE.sub(" ", _CONTROL.sub("", text)).strip()
+    return _SPACE.sub(" ", CONTROL.sub("", text)).strip()
 
 
 def format_turns(history: list[tuple[str, str]], message: str) -> list[str]:

@@ -7,7 +7,6 @@ stored state and the policy are reached through the agent.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -17,14 +16,15 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, LoadingIndicator, Static
 
-from rlchat.learner.errors import AgentError, ModelUnavailable
+from rlchat.learner.errors import AgentError
 from rlchat.learner.settings import Settings
 from rlchat.tui.config_file import config_path, save_settings
-from rlchat.tui.screens.help import HelpScreen, KeyRow, key_rows
+from rlchat.tui.model_loading import ModelLoading
+from rlchat.tui.screens.help import COMMANDS, HelpScreen, KeyRow, key_rows
 from rlchat.tui.screens.learning import LearningScreen
 from rlchat.tui.screens.sessions import SessionsScreen
 from rlchat.tui.screens.settings_form import SettingsForm
-from rlchat.tui.turn_actions import TurnActions, background_priority
+from rlchat.tui.turn_actions import TurnActions
 from rlchat.tui.turn_flow import Phase, TurnFlow
 from rlchat.tui.widgets.candidates import CandidatePanel
 from rlchat.tui.widgets.prompt import PromptInput
@@ -37,21 +37,9 @@ if TYPE_CHECKING:  # the app paints before numpy and the learner are imported
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[Settings], "CandidateSource"]
-COMMANDS = [  # (title, help, action) for the command palette
-    ("New session", "End this session and start another", "new_session"),
-    ("Sessions", "Browse, resume, rename or delete sessions", "sessions"),
-    ("Learning", "Plots of reward, top picks, exploration and weights", "learning"),
-    ("Settings", "Model, candidates, sampling and learner settings", "settings"),
-    ("Help", "Every key and its binding id", "help"),
-    ("Regenerate", "Sample new candidates for the same message", "regenerate"),
-    ("Write own reply", "Answer with your own text instead", "own_reply"),
-    ("Why", "Show or hide what sets each candidate apart", "toggle_why"),
-    ("Cancel generation", "Stop the candidates being generated", "cancel"),
-    ("Skip rating", "Keep the pick without a rating", "skip_rating"),
-]
 
 
-class RlchatApp(TurnActions, App[int]):
+class RlchatApp(ModelLoading, TurnActions, App[int]):
     TITLE = "rlchat"
     CSS = """
     #status { height: auto; padding: 0 1; color: $text-muted; }
@@ -121,71 +109,6 @@ class RlchatApp(TurnActions, App[int]):
             self.notify(f"Unknown binding ids in [keys]: {', '.join(unknown)}",
                         severity="warning", markup=False)
         self.set_keymap({k: v for k, v in keys.items() if k in known})
-
-    # the model ------------------------------------------------------------
-    def load_model(self) -> None:
-        self.flow.loading()
-        self.refresh_bindings()
-        self._load_started = time.monotonic()
-        self.set_status(f"Loading model {self.settings.model}…")
-        self.busy(True)
-        box = self.query_one(PromptInput)
-        box.disabled, box.placeholder = True, "Loading the model…"
-        self._load_ticker = self.set_interval(0.5, self._tick_loading)
-        self.load_in_background(self.settings)
-
-    def _tick_loading(self) -> None:
-        if self.flow.phase is Phase.LOADING:
-            seconds = time.monotonic() - self._load_started
-            self.set_status(f"Loading model {self.settings.model}… {seconds:.0f} s")
-
-    def load_in_background(self, settings: Settings) -> None:
-        self.run_worker(lambda: self._load(settings), thread=True, exclusive=True,
-                        group="model")
-
-    def _load(self, settings: Settings) -> None:
-        background_priority()
-        if self.agent is None:  # the core first: sessions and curves need no model
-            from rlchat.learner.agent import Agent
-
-            try:
-                agent = Agent(self.store, None, settings, seed=self.seed)
-            except AgentError as exc:
-                self.call_from_thread(self.model_failed, exc.message)
-                return
-            self.call_from_thread(self.core_ready, agent)
-        try:
-            source = self.source_factory(settings)
-        except ModelUnavailable as exc:
-            self.call_from_thread(self.model_failed, str(exc))
-        except Exception as exc:  # shown, never a traceback on the terminal
-            log.exception("model load failed")
-            self.call_from_thread(self.model_failed, f"Loading failed: {exc}")
-        else:
-            self.call_from_thread(self.model_ready, source)
-
-    def core_ready(self, agent: Agent) -> None:
-        self.agent = agent
-        for warning in self.store.warnings:
-            self.notify(warning, severity="warning", markup=False)
-        self._subtitle()
-
-    def model_ready(self, source: CandidateSource) -> None:
-        assert self.agent is not None
-        self._load_ticker.stop()
-        self.agent.attach(source)
-        self.flow.loaded()
-        self._subtitle()
-        self.to_typing("Ready. Type a message and press Enter (F1: help).")
-
-    def model_failed(self, message: str) -> None:
-        self._load_ticker.stop()
-        self.flow.failed()
-        self.refresh_bindings()
-        self.busy(False)
-        self.set_status(message + " Past sessions stay readable (F2); F4 changes the model.",
-                        error=True)
-        self.query_one(PromptInput).placeholder = "The model is not available."
 
     # sessions, learning, settings -------------------------------------------
     def action_new_session(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+from rlchat.learner.dialogue import CONTROL
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -23,4 +23,4 @@ def _visible(match: re.Match[str]) -> str:
 
 def literal(text: str) -> str:
     """`text` with every control character except newline and tab made visible."""
-    return _CONTROL.sub(_visible, text)
+    return CONTROL.sub(_visible, text)

@@ -15,6 +15,19 @@ from textual.widgets import Static
 # (where, key, description, binding id)
 KeyRow = tuple[str, str, str, str]
 
+COMMANDS = [  # the command palette's entries: (title, help, action)
+    ("New session", "End this session and start another", "new_session"),
+    ("Sessions", "Browse, resume, rename or delete sessions", "sessions"),
+    ("Learning", "Plots of reward, top picks, exploration and weights", "learning"),
+    ("Settings", "Model, candidates, sampling and learner settings", "settings"),
+    ("Help", "Every key and its binding id", "help"),
+    ("Regenerate", "Sample new candidates for the same message", "regenerate"),
+    ("Write own reply", "Answer with your own text instead", "own_reply"),
+    ("Why", "Show or hide what sets each candidate apart", "toggle_why"),
+    ("Cancel generation", "Stop the candidates being generated", "cancel"),
+    ("Skip rating", "Keep the pick without a rating", "skip_rating"),
+]
+
 
 def key_rows(app: App, owners: list[tuple[str, object]], keymap: dict[str, str]) -> list[KeyRow]:
     """Every binding of `owners` with the key it has now (after [keys] remaps);
