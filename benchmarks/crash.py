@@ -25,10 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# benchmarks/storage.py is named like the package it measures: keep this
-# folder off the import path so that `storage` is always the project's.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 VERIFY = r"""
 import json, sys

@@ -2,7 +2,8 @@
 
 A GPT-2 with the real 124M configuration and random weights (its timings are
 the real model's), k = 4 and 8 candidates x 40 new tokens after a 100-token
-prompt, median of --runs runs per path, the paths run in turns in this one run:
+prompt, median of --runs runs per path, the paths run in turns in this one run
+(and a chat model's architecture, from benchmarks/chat_speed.py):
 
 - sequential (k = 4): four `generate` calls, float32
 - batched: one `generate` with k return sequences, float32
@@ -43,15 +44,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# This folder holds a storage.py that would shadow the storage package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
              "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 if "--emulate-avx2" in sys.argv and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ONLY})
 
 import torch  # noqa: E402
+from chat_speed import chat_figures  # noqa: E402  (beside this file)
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from rlchat.learner.context_window import ContextWindow  # noqa: E402
@@ -64,6 +63,7 @@ from rlchat.learner.generator.weights import (  # noqa: E402
     quantize_linears,
     resolve_dtype,
 )
+from rlchat.learner.prompt_format import PlainFormat  # noqa: E402
 from rlchat.learner.sampling import Sampling  # noqa: E402
 
 NEW_TOKENS = 40
@@ -154,7 +154,7 @@ def long_chat(formatted, vocab: int, context: int, rule: str, timed: set[int],
     prompt pass, which keeps the cache chain of a real session.  The same
     seed gives every rule the same messages."""
     g = torch.Generator().manual_seed(7)
-    window = ContextWindow(lambda text: [], context - NEW_TOKENS)
+    window = ContextWindow(PlainFormat(lambda text: [], frozenset()), context - NEW_TOKENS)
     blocks: list[list[int]] = []
     marker = torch.randint(0, vocab, (3,), generator=g).tolist()  # "\nAssistant:"
     last = None
@@ -367,6 +367,11 @@ def main(argv: list[str] | None = None) -> dict:
     say("a long chat of 60 exchanges, block eviction against cutting every turn")
     figures["long_chat"] = long_chat_figures(product, fp32.config.vocab_size,
                                              fp32.config.n_positions)
+
+    say("a chat model: SmolLM2-135M-Instruct's architecture through a chat template")
+    figures["chat_model"] = chat_figures(args.runs)
+    figures["chat_model"]["turn_over_gpt2_k8"] = round(
+        figures["chat_model"]["turn_k8_s"] / figures["k8"]["product_s"], 2)
 
     say("quality against float32: trained tiny model, random 124M, all-MiniLM-L6-v2")
     names = formats_to_check(chosen)

@@ -37,10 +37,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-# benchmarks/storage.py is named like the package it measures: keep this
-# folder off the import path so that `storage` is always the project's.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = Path(os.environ.get("RLCHAT_PEERS_DIR", ROOT.parent / "shared" / "peers"))
@@ -149,11 +146,13 @@ class WithoutHidden:
 
 
 def make_agent(generator, config, seed: int, directory: str):
-    from rlchat.learner.agent import Agent, AgentConfig
+    from rlchat.learner.agent import Agent
+    from rlchat.learner.settings import Settings
     from rlchat.storage import Store
 
     generator.reseed(seed)
-    return Agent(Store(directory), generator, AgentConfig(4, 8), policy_config=config, seed=seed)
+    return Agent(Store(directory), generator, Settings(candidates=4, samples=8),
+                 policy_config=config, seed=seed)
 
 
 def taste_run(generator, taste: str, config, seed: int, turns: int) -> list[bool]:

@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-# benchmarks/storage.py is named like the package: keep this folder off the path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from rlchat.learner.evaluate import estimate  # noqa: E402
 from rlchat.learner.offline import evaluation_steps, replay_logs  # noqa: E402

@@ -23,9 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# This folder holds a storage.py that would shadow the storage package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
 from rlchat.learner.tiny_model import corpus_lines, write_tiny_model  # noqa: E402
 
 

@@ -23,10 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# This file is named like the package it measures: keep its own folder off
-# the import path so that `storage` is the project's package.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from rlchat.storage import AtomicJSONStorage, Store  # noqa: E402
 from rlchat.storage.schema import stamp  # noqa: E402

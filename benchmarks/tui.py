@@ -31,9 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# This folder holds a storage.py that would shadow the storage package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
 SOCKET = f"rlchat-bench-{os.getpid()}"
 WINDOW = "bench-0"
 

@@ -53,7 +53,11 @@ class CandidateSource(Protocol):
     """A generator of candidate replies (the model)."""
 
     sampling: Sampling
-    dtype: str  # its number format, shown in the title ("" if none)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What generates: model, prompt format, number format (stored with each turn)."""
+        ...
 
     def propose(
         self,
@@ -61,6 +65,7 @@ class CandidateSource(Protocol):
         message: str,
         n: int,
         *,
+        system: str = "",
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Proposal: ...
@@ -72,6 +77,7 @@ class ShownCandidate:
     text: str
     score: float  # Q(s, a)
     propensity: float  # logged P(placed first)
+    truncated: bool = False  # cut at the token limit before its turn ended
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class Agent:
         self.policy, curves = load_policy(store, policy_config)
         self.curves = curves or Curves()
         self.session: str | None = None
+        self.system: str | None = None  # the open session's system prompt
         self.history: list[tuple[str, str]] = []
         self.open_turn: Turn | None = None
         with _storing():
@@ -174,23 +181,35 @@ class Agent:
         self,
         text: str,
         *,
+        system: str | None = None,
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> TurnView:
         """Propose, rank and store a turn for the user's message.
 
-        `on_token(row, text)` streams the samples as they are drawn; `cancel`
-        stops the generation (GenerationCancelled, nothing stored).
+        `system` sets the system prompt of a new session (on an open one it
+        must be the one it has).  `on_token(row, text)` streams the samples
+        as they are drawn; `cancel` stops the generation
+        (GenerationCancelled, nothing stored).
         """
         text = _checked_text(text, "message")
+        if system is not None and not isinstance(system, str):
+            raise AgentError("bad_field", "The system prompt must be text.")
         with self._lock, _storing():
             source = self.source
             if source is None:
                 raise AgentError("no_model", "The model is not loaded yet; wait for it.")
+            if system is not None and self.session is not None and system != self.system:
+                raise AgentError("system_fixed", "The system prompt is set on a session's "
+                                 "first turn; end the session to start one with another.")
             self._close_open_turn()
+            if self.session is None and system is not None:
+                self.system = valid_unicode(system)
             history, epoch, samples = list(self.history), self._epoch, self.settings.samples
+            persona = self._system()
         try:
-            proposal = source.propose(history, text, samples, on_token=on_token, cancel=cancel)
+            proposal = source.propose(history, text, samples, system=persona,
+                                      on_token=on_token, cancel=cancel)
         except GenerationCancelled:
             raise
         except Exception as exc:
@@ -207,11 +226,25 @@ class Agent:
                                  "being generated; send the message again.")
             return self._store_turn(text, proposal, phi)
 
+    def _system(self) -> str:
+        """The system prompt of the open session, or of the next one."""
+        return self.settings.system if self.system is None else self.system
+
+    def set_system(self, system: str) -> None:
+        """The system prompt of the open session from its next turn on (or of
+        the next session, if none is open)."""
+        system = valid_unicode(system) if isinstance(system, str) else ""
+        with self._lock, _storing():
+            self.system = system
+            if self.session is not None:
+                self.store.update_session(self.session, system=system)
+
     def _store_turn(self, text: str, proposal: Proposal, phi: np.ndarray) -> TurnView:
         if self.session is None:
-            self.session = self.store.new_session(title=one_line(text))
+            self.system = self._system()
+            self.session = self.store.new_session(title=one_line(text), system=self.system)
         turn = new_turn(self.session, text, proposal, phi, feature_version=FEATURE_VERSION,
-                        policy_version=self.policy.version)
+                        policy_version=self.policy.version, system=self.system or "")
         before = self.policy.checkpoint()
         start_turn(self.policy, turn)
         order, probs, scores = self.policy.rank(phi, self.rng)
@@ -239,7 +272,8 @@ class Agent:
             session=self.session,
             turn=turn.id,
             candidates=[
-                ShownCandidate(i, turn.candidates[i].text, turn.scores[i], turn.propensities[i])
+                ShownCandidate(i, turn.candidates[i].text, turn.scores[i], turn.propensities[i],
+                               turn.candidates[i].truncated)
                 for i in turn.shown_ids
             ],
         )
@@ -299,7 +333,7 @@ class Agent:
         with self._lock, _storing():
             self._close_open_turn()
             ended = self.session
-            self.session, self.history = None, []
+            self.session, self.history, self.system = None, [], None
             self._epoch += 1
             if ended is not None:
                 self.store.update_session(ended, ended=time.time())
@@ -330,6 +364,7 @@ class Agent:
             with _storing():
                 self.store.update_session(session_id, ended=None)
             self.session = session_id
+            self.system = (self.store.get_session(session_id) or {}).get("system") or ""
             self.history = [(turn.user_text, turn.reply_text() or "")
                             for turn in self._session_turns(session_id) if turn.reply_text()]
             return self.session_messages(session_id)
@@ -480,7 +515,8 @@ def load_source(settings: Settings, *, seed: int | None = None) -> CandidateSour
     from rlchat.learner.generator import Generator  # torch and transformers load here
 
     return Generator.load(settings.model, seed=seed, dtype=settings.dtype,
-                          sampling=settings.sampling())
+                          sampling=settings.sampling(), prompt_format=settings.prompt_format,
+                          max_new_tokens=settings.max_new_tokens)
 
 
 def open_agent(store: Store, settings: Settings | None = None, *,

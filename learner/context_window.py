@@ -7,34 +7,36 @@ again, so the generator reuses the previous turn's cache and runs only the new
 exchange.  Cutting one line per turn instead would change the prompt's start
 every turn, and every turn would run its whole prompt again.
 
+The head (what the format puts first, with the system prompt) never leaves.
 Nothing here grows with the length of the dialogue: a turn tokenizes only
 its new exchange and the message.  Kept free of torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from rlchat.learner.dialogue import exchange_block, message_block
-
-Tokenize = Callable[[str], list[int]]
+from rlchat.learner.prompt_format import PromptFormat
 
 
 class ContextWindow:
     """The newest exchanges of one dialogue that fit a token budget."""
 
-    def __init__(self, tokenize: Tokenize, budget: int) -> None:
-        self.tokenize = tokenize
+    def __init__(self, prompt_format: PromptFormat, budget: int) -> None:
+        self.format = prompt_format
         self.budget = max(budget, 8)
+        self._system: str | None = None
+        self._head: list[int] = []
         self._history: list[tuple[str, str]] = []  # the dialogue the blocks describe
         self._blocks: list[list[int]] = []  # token ids of each exchange
         self.start = 0  # first exchange in the prompt
         self._tokens = 0  # tokens of blocks[start:]
 
-    def prompt(self, history: list[tuple[str, str]], message: str) -> list[int]:
-        """Token ids of the prompt for `message` after `history`."""
+    def prompt(self, history: list[tuple[str, str]], message: str, system: str = "") -> list[int]:
+        """Token ids of the prompt for `message` after `history`, under `system`."""
+        if system != self._system:
+            self.reset()
+            self._system, self._head = system, self.format.head(system)
         self._follow(history)
-        return self.fit(self.tokenize(message_block(message)))
+        return self.fit(self.format.message(message))
 
     def add(self, block: list[int]) -> None:
         """An exchange joins the dialogue (as token ids)."""
@@ -43,13 +45,14 @@ class ContextWindow:
 
     def fit(self, tail: list[int]) -> list[int]:
         """The kept exchanges followed by `tail`, evicting first if they outgrow the budget."""
-        if self._tokens + len(tail) > self.budget:
+        fixed = len(self._head) + len(tail)
+        if self._tokens + fixed > self.budget:
             # Evict in one go, down to half the budget, so that the next turns
             # extend this prompt instead of cutting it again.
-            while self.start < len(self._blocks) and self._tokens + len(tail) > self.budget // 2:
+            while self.start < len(self._blocks) and self._tokens + fixed > self.budget // 2:
                 self._tokens -= len(self._blocks[self.start])
                 self.start += 1
-        ids = [token for block in self._blocks[self.start:] for token in block] + tail
+        ids = self._head + [t for block in self._blocks[self.start:] for t in block] + tail
         # A message alone over the budget keeps its end, which leads into the reply.
         return ids if len(ids) <= self.budget else ids[-self.budget:]
 
@@ -65,4 +68,4 @@ class ContextWindow:
             seen = 0
         for user, reply in history[seen:]:
             self._history.append((user, reply))
-            self.add(self.tokenize(exchange_block(user, reply)))
+            self.add(self.format.exchange(user, reply))

@@ -17,7 +17,7 @@ from rlchat.learner.dialogue import format_turns
 from rlchat.learner.features import FEATURE_NAMES
 from rlchat.learner.records import CHOSEN, REPLIED, Turn
 
-TURN_SCHEMA = "rlchat.turn/1"
+TURN_SCHEMA = "rlchat.turn/2"  # 2 added system, prompt, generator, truncated
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -48,6 +48,9 @@ def turn_record(turn: Turn) -> dict[str, Any]:
         "answered": _iso(turn.answered),
         "status": turn.status,
         "user_text": turn.user_text,
+        "system": turn.system,
+        "prompt": turn.prompt,
+        "generator": turn.generator,
         "feature_version": turn.feature_version,
         "feature_names": list(FEATURE_NAMES),
         "candidates": [
@@ -56,6 +59,7 @@ def turn_record(turn: Turn) -> dict[str, Any]:
                 "text": c.text,
                 "logprob": c.logprob,
                 "tokens": c.tokens,
+                "truncated": c.truncated,
                 "score": turn.scores[i],
                 "propensity": turn.propensities[i],
                 "shown_position": shown.index(i) if i in shown else None,
@@ -83,14 +87,17 @@ def export_turns(
 def export_dpo(
     turns: Iterable[Turn], min_rating: int | None = None, since: dt.date | None = None
 ) -> Iterator[dict[str, str]]:
-    """Preference pairs; the prompt is the dialogue so far, as the model saw it."""
+    """Preference pairs; the prompt is the one the model continued, as stored
+    with the turn (its format's markers and the system prompt included);
+    turns stored before prompts were kept get the dialogue as plain lines."""
     history: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for turn in turns:
         reply = turn.reply_text()
         if reply is None:
             continue  # unanswered: no preference, and nothing joined the dialogue
         if keep(turn, min_rating, since):
-            prompt = "\n".join(format_turns(history[turn.session], turn.user_text))
+            prompt = turn.prompt or "\n".join(format_turns(history[turn.session],
+                                                            turn.user_text))
             for i in turn.shown_ids:
                 rejected = turn.candidates[i].text
                 if i != turn.choice and rejected != reply:

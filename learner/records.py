@@ -19,6 +19,7 @@ class Candidate:
     logprob: float  # mean token log-probability under the model
     tokens: int
     hidden: np.ndarray  # pooled last-layer hidden state
+    truncated: bool = False  # cut at max_new_tokens, its turn had not ended
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Proposal:
 
     candidates: list[Candidate]
     context_hidden: np.ndarray  # pooled hidden state of the prompt
+    prompt: str = ""  # the prompt as the model saw it (special tokens included)
+    generator: dict[str, str] | None = None  # model, format, dtype
 
 
 @dataclass
@@ -35,6 +38,7 @@ class StoredCandidate:
     logprob: float
     tokens: int
     features: list[float]
+    truncated: bool = False
 
 
 @dataclass
@@ -59,6 +63,9 @@ class Turn:
     weights: list[float] | None = None  # by shown position: how likely it was read
     answered: float | None = None
     temperature: float | None = None  # exploration temperature when ranked
+    prompt: str | None = None  # the prompt the model continued (None before 0.2)
+    system: str = ""  # the session's system prompt when the turn was taken
+    generator: dict[str, str] | None = None  # model, format, dtype (None before 0.2)
     seq: int = 0
     id: str = ""
 
@@ -102,14 +109,15 @@ class Turn:
 
 def new_turn(
     session: str, text: str, proposal: Proposal, phi: np.ndarray, *,
-    feature_version: str, policy_version: int,
+    feature_version: str, policy_version: int, system: str = "",
 ) -> Turn:
     """A turn for a message and its candidates, before the policy ranks them."""
     return Turn(
         session=session,
         user_text=text,
         candidates=[
-            StoredCandidate(c.text, c.logprob, c.tokens, [float(x) for x in row])
+            StoredCandidate(c.text, c.logprob, c.tokens, [float(x) for x in row],
+                            c.truncated)
             for c, row in zip(proposal.candidates, phi, strict=True)
         ],
         feature_version=feature_version,
@@ -119,4 +127,7 @@ def new_turn(
         propensities=[],
         policy_version=policy_version,
         created=time.time(),
+        prompt=proposal.prompt or None,
+        system=system,
+        generator=proposal.generator,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from rlchat.learner.prompt_format import FORMATS
 from rlchat.learner.sampling import DTYPES, Sampling
 
 
@@ -25,8 +26,10 @@ class Spec:
     option: bool = False  # also a command-line option
     metavar: str | None = None
     reload: bool = False  # a change loads the model again
-    optional: bool = False  # may be unset: None keeps what the stored policy has
+    optional: bool = False  # may be unset (None): the learner's or the format's own value
     together: tuple[str, ...] = ()  # settings judged with this one (a bad value resets both)
+    flag: str | None = None  # the command-line option, if not --NAME
+    empty_ok: bool = False  # text that may be empty
 
     def range_text(self) -> str:
         """The allowed values in words, e.g. "from 1 to 9", "above 0 and at most 5"."""
@@ -76,6 +79,19 @@ class Settings:
         help="number format of the model: auto picks qint8 (dynamic int8, the fastest on "
         "CPUs with and without bfloat16), else int8 where the CPU has bfloat16, else float32",
         choices=DTYPES, option=True, reload=True)
+    prompt_format: str = _setting(
+        "auto", label="Prompt format",
+        help="how the dialogue is put to the model: auto detects it (chat-template where the "
+        "tokenizer has one, dialogpt for DialoGPT, else gpt2)",
+        choices=("auto", *FORMATS), option=True, flag="--format", reload=True)
+    system: str = _setting(
+        "", label="System prompt",
+        help="persona or instructions that head every new session's prompt",
+        option=True, metavar="TEXT", empty_ok=True)
+    max_new_tokens: int | None = _setting(
+        None, label="Max new tokens",
+        help="longest reply in tokens (unset: 128 for chat models, 40 otherwise)",
+        low=1, high=1024, option=True, metavar="N", reload=True, optional=True)
     epsilon: float | None = _setting(
         None, label="Exploration ε", help="share of uniform exploration of the ranking",
         low=0, high=1, low_open=True, high_open=True, optional=True)
@@ -104,7 +120,7 @@ class Settings:
             if spec.choices:
                 ok, wanted = value in spec.choices, spec.range_text()
             elif isinstance(value, str):
-                ok, wanted = bool(value.strip()), "set (not empty)"
+                ok, wanted = spec.empty_ok or bool(value.strip()), "set (not empty)"
             else:
                 ok, wanted = spec.admits(value), spec.range_text()
             if not ok:

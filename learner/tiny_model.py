@@ -1,18 +1,30 @@
-"""A small GPT-2 and byte-level BPE tokenizer that need no model hub.
+"""Small models and byte-level BPE tokenizers that need no model hub.
 
-`rlchat init-model PATH` writes one; the tests and benchmarks build theirs
-through the same function.  The model is trained for a few seconds on the
-dialogue text that ships with the package, so that it speaks in turns and
-ends its replies at a line break like a real chat model would.
+`rlchat init-model PATH` writes a GPT-2; `rlchat init-model --chat PATH` a
+chat model: Llama's architecture with a ChatML chat template, as instruct
+models ship.  The tests and benchmarks build theirs through the same
+functions.  Each is trained for a few seconds on the dialogue text that
+ships with the package: the GPT-2 speaks in `User:`/`Assistant:` lines and
+ends a reply at a line break, the chat model answers inside the template,
+over several lines, and ends its reply at the end-of-turn token.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
 EOS = "<|endoftext|>"
+TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
+# ChatML, the template of SmolLM2-Instruct and Qwen2.5-Instruct among others.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def corpus_lines() -> list[str]:
@@ -67,24 +79,100 @@ def write_tiny_model(
     )
     model = GPT2LMHeadModel(config)
 
-    say(f"training the model ({train_steps} steps)")
-    ids = torch.tensor(tokenizer("\n".join(lines) + "\n")["input_ids"], dtype=torch.long)
-    window = min(64, context, len(ids) - 1)
+    _train(model, tokenizer("\n".join(lines) + "\n")["input_ids"], train_steps, seed, say)
+    say(f"saving to {out}")
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    return out
+
+
+def _train(model, ids: list[int], steps: int, seed: int, say: Callable[[str], None],
+           window: int = 64) -> None:
+    """A few AdamW steps of next-token prediction on random windows of `ids`."""
+    import torch
+
+    data = torch.tensor(ids, dtype=torch.long)
+    window = min(window, len(data) - 1)
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    say(f"training the model ({steps} steps)")
     model.train()
-    for step in range(train_steps):
-        starts = torch.randint(0, len(ids) - window, (16,), generator=generator)
-        batch = torch.stack([ids[s : s + window] for s in starts.tolist()])
+    for step in range(steps):
+        starts = torch.randint(0, len(data) - window, (16,), generator=generator)
+        batch = torch.stack([data[s : s + window] for s in starts.tolist()])
         loss = model(input_ids=batch, labels=batch).loss
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         if (step + 1) % 50 == 0:
-            say(f"step {step + 1}/{train_steps}, loss {loss.item():.2f}")
+            say(f"step {step + 1}/{steps}, loss {loss.item():.2f}")
     model.eval()
 
+
+def chat_conversations(lines: list[str], per_conversation: int = 3) -> list[list[dict]]:
+    """The corpus's exchanges as chat messages, a few exchanges a conversation.
+    A reply of several sentences puts each on its own line, so that the model
+    learns replies that span lines and end at the end-of-turn token only."""
+    pairs = []
+    for user, reply in zip(lines[0::2], lines[1::2], strict=False):
+        user, reply = user.removeprefix("User:").strip(), reply.removeprefix("Assistant:").strip()
+        reply = re.sub(r"(?<=[.!?:]) (?=[A-Z])", "\n", reply)
+        pairs.append(({"role": "user", "content": user},
+                      {"role": "assistant", "content": reply}))
+    return [[message for pair in pairs[i:i + per_conversation] for message in pair]
+            for i in range(0, len(pairs), per_conversation)]
+
+
+def write_tiny_chat_model(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    vocab_size: int = 800,
+    layers: int = 2,
+    width: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    context: int = 512,
+    train_steps: int = 200,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write a tokenizer with a chat template and a briefly trained Llama-style model."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from rlchat.learner.generator import quiet_transformers
+
+    quiet_transformers()
+    say = progress or (lambda _msg: None)
+    out = Path(path).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    conversations = chat_conversations(corpus_lines())
+
+    say("training the tokenizer")
+    bpe = ByteLevelBPETokenizer()
+    texts = [m["content"] for c in conversations for m in c] + ["system", "user", "assistant"]
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
+                            special_tokens=[EOS, TURN_START, TURN_END])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=TURN_START, eos_token=TURN_END, unk_token=EOS,
+        pad_token=EOS, model_max_length=context,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=context, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    text = "".join(tokenizer.apply_chat_template(c, tokenize=False) for c in conversations)
+    _train(model, tokenizer(text, add_special_tokens=False)["input_ids"], train_steps, seed, say)
     say(f"saving to {out}")
     tokenizer.save_pretrained(out)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
     return out

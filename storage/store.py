@@ -83,9 +83,10 @@ class Store:
 
     # sessions -------------------------------------------------------------
     @_writes
-    def new_session(self, title: str = "") -> str:
+    def new_session(self, title: str = "", system: str = "") -> str:
         seq = self._sessions.insert(
-            {"title": title[:80], "started": time.time(), "ended": None, "turns": 0}
+            {"title": title[:80], "started": time.time(), "ended": None, "turns": 0,
+             "system": system}
         )
         return str(seq)
 

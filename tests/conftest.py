@@ -25,6 +25,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama-style chat model with a ChatML template (`rlchat init-model --chat PATH`)."""
+    from rlchat.tui.cli import main
+
+    path = tmp_path_factory.mktemp("model") / "tiny-chat"
+    assert main(["init-model", "--chat", str(path)]) == 0
+    return path
+
+
 @pytest.fixture(autouse=True)
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads or writes the real user's config.toml."""

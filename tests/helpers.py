@@ -16,14 +16,15 @@ class ScriptedSource:
     app does with a model's output (the tiny model cannot be made to write
     `[/INST]` on demand).  Signals are fixed and deterministic."""
 
-    dtype = ""  # no number format to show in the title
+    identity = {"model": "scripted", "format": "", "dtype": ""}  # nothing to show in the title
 
     def __init__(self, texts: list[str], hidden_size: int = 16) -> None:
         self.texts = texts
         self.hidden_size = hidden_size
         self.sampling = Sampling()
 
-    def propose(self, history, message: str, n: int, *, on_token=None, cancel=None) -> Proposal:
+    def propose(self, history, message: str, n: int, *, system: str = "", on_token=None,
+                cancel=None) -> Proposal:
         rng = np.random.default_rng(len(history))
         return Proposal(
             candidates=[
@@ -44,7 +45,8 @@ class GatedSource(ScriptedSource):
         self.gate = threading.Event()
         self.calls = 0
 
-    def propose(self, history, message: str, n: int, *, on_token=None, cancel=None) -> Proposal:
+    def propose(self, history, message: str, n: int, *, system: str = "", on_token=None,
+                cancel=None) -> Proposal:
         self.calls += 1
         for row, text in enumerate(self.texts[:n]):
             for i, word in enumerate(text.split(" ")):

@@ -453,6 +453,9 @@ async def test_user_and_model_text_is_shown_literally(store):
         user, assistant = app.query_one(Transcript).messages()
         assert user == "You: [bold]x[/] and [/] and a lone [ and ␛[31mred␛[0m"
         assert assistant == "Assistant: " + literal_model[HOSTILE_MODEL.index(order[0])]
+        # What the screen shows of the reply (rendered as Markdown) is literal too.
+        shown_reply = app.query_one(Transcript).query("MarkdownParagraph").last().render()
+        assert str(shown_reply) == literal_model[HOSTILE_MODEL.index(order[0])]
         await pilot.press("f2")  # the session title is the user's text, literal too
         await pilot.pause()
         title = str(app.screen.query_one(DataTable).get_row_at(0)[1])
@@ -506,3 +509,46 @@ async def test_escape_and_no_change_nothing(store, config_dir):
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, SessionsScreen) and app.flow.phase == TYPING
+
+
+LONG = "Here is a plan:\n- one\n- two\n- three\n- four"
+
+
+async def test_long_candidates_show_their_first_lines_and_expand_and_replies_are_markdown(store):
+    app = scripted_app(store, texts=[LONG, "short", "[b]x[/b]", "Thanks!"])
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "plan my day")
+        order = [c.text for c in app.query_one(CandidatePanel).candidates]
+        rank = order.index(LONG) + 1
+        line = texts(app, ".candidate")[rank - 1]
+        assert "- two" in line and "- four" not in line and "x shows all lines" in line
+        await pilot.press("x")
+        await pilot.pause()
+        assert "- four" in texts(app, ".candidate")[rank - 1]
+        await pilot.press(str(rank), "5")
+        await settle(app, pilot)
+        reply = app.query_one(Transcript).query(".assistant").last()
+        assert reply.query("MarkdownBulletList")  # the list is rendered as a list
+        assert app.query_one(Transcript).messages()[-1] == "Assistant: " + LONG
+
+
+async def test_a_chat_model_in_the_app_with_a_system_prompt(tiny_chat_model, store):
+    app = RlchatApp(settings=Settings(model=str(tiny_chat_model)), store=store, seed=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert "chat-template" in app.sub_title
+        await pilot.press("f5")
+        await pilot.pause()
+        app.screen.query_one(Input).value = "You are a terse cook."
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "System prompt for the next session" in status(app)
+        await send(app, pilot, "what should I cook tonight?")
+        assert app.flow.phase is CHOOSING
+        await pilot.press("1", "4")
+        await settle(app, pilot)
+        assert app.flow.phase is TYPING and app.agent.policy_view().version == 1
+    turn = next(store.turns())
+    assert turn["prompt"].startswith("<|im_start|>system\nYou are a terse cook.")
+    assert store.get_session("1")["system"] == "You are a terse cook."

@@ -125,3 +125,15 @@ def test_missing_model_folder_names_the_fix(tmp_path):
     with pytest.raises(ModelUnavailable) as err:
         load_model(str(empty))
     assert "does not hold a loadable" in str(err.value)
+
+
+def test_installed_under_one_name(tmp_path):
+    """Only `rlchat` is added to site-packages: the folders' own names are not importable."""
+    for name in ("storage", "learner", "tui"):
+        result = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert result.returncode != 0 and f"No module named '{name}'" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", "import rlchat.storage, rlchat.learner.agent, rlchat.tui.app"],
+        cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rlchat.learner.context_window import ContextWindow
 from rlchat.learner.dialogue import exchange_block, message_block
+from rlchat.learner.prompt_format import PlainFormat
 
 
 def byte_tokens(text: str) -> list[int]:
@@ -17,7 +18,7 @@ def test_each_turn_tokenizes_only_its_new_exchange_and_message():
         calls.append(text)
         return byte_tokens(text)
 
-    window = ContextWindow(tokenize, budget=2000)
+    window = ContextWindow(PlainFormat(tokenize, frozenset()), budget=2000)
     history: list[tuple[str, str]] = []
     for i in range(300):
         calls.clear()
@@ -30,7 +31,7 @@ def test_each_turn_tokenizes_only_its_new_exchange_and_message():
 
 
 def test_the_prompt_is_the_kept_blocks_then_the_message_and_evicts_to_half():
-    window = ContextWindow(byte_tokens, budget=300)
+    window = ContextWindow(PlainFormat(byte_tokens, frozenset()), budget=300)
     history = [(f"q{i}", f"answer {i}") for i in range(40)]
     ids = window.prompt(history, "last one")
     assert len(ids) <= 150  # evicted down to half the budget at once
@@ -46,9 +47,19 @@ def test_the_prompt_is_the_kept_blocks_then_the_message_and_evicts_to_half():
 
 
 def test_another_dialogue_starts_over():
-    window = ContextWindow(byte_tokens, budget=300)
+    window = ContextWindow(PlainFormat(byte_tokens, frozenset()), budget=300)
     window.prompt([(f"q{i}", f"answer {i}") for i in range(40)], "x")
     assert window.start > 0
     ids = window.prompt([("hello", "hi")], "and?")
     assert window.start == 0
     assert bytes(ids).decode() == exchange_block("hello", "hi") + message_block("and?")
+
+
+def test_the_system_prompt_heads_every_prompt_and_never_leaves():
+    window = ContextWindow(PlainFormat(byte_tokens, frozenset()), budget=300)
+    history = [(f"q{i}", f"answer {i}") for i in range(40)]
+    ids = window.prompt(history, "last", system="Be brief.")
+    assert window.start > 0  # old exchanges left, the head did not
+    assert bytes(ids).decode().startswith("Be brief.\nUser: q")
+    other = window.prompt(history, "last", system="Be kind.")
+    assert bytes(other).decode().startswith("Be kind.\n")

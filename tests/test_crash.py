@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-# Loaded by path: putting benchmarks/ on sys.path would let its storage.py
-# shadow the storage package.
+# Loaded by path: benchmarks/ is a folder of scripts, not a package.
 _spec = importlib.util.spec_from_file_location(
     "crash_check", Path(__file__).resolve().parent.parent / "benchmarks" / "crash.py"
 )

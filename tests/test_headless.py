@@ -60,7 +60,7 @@ def check_say(answer: dict, k: int = 4) -> None:
     assert isinstance(answer["session"], str) and isinstance(answer["turn"], str)
     assert 1 <= len(answer["candidates"]) <= k
     for cand in answer["candidates"]:
-        assert set(cand) == {"id", "text", "score", "propensity"}
+        assert set(cand) == {"id", "text", "score", "propensity", "truncated"}
         assert isinstance(cand["id"], int) and isinstance(cand["text"], str)
         assert isinstance(cand["score"], float) and 0 < cand["propensity"] <= 1
     ids = [c["id"] for c in answer["candidates"]]

@@ -60,7 +60,8 @@ def test_the_schema_describes_every_setting_once():
     from rlchat.learner.settings import SPECS, parse
 
     assert set(SPECS) == {"model", "candidates", "samples", "temperature", "top_p", "dtype",
-                          "epsilon", "gamma", "forgetting"}
+                          "prompt_format", "system", "max_new_tokens", "epsilon", "gamma",
+                          "forgetting"}
     assert Settings(temperature=0).problems()[0][1] == "temperature must be above 0 and at most 5"
     assert parse("gamma", " ") is None and parse("candidates", "3") == 3
     try:

@@ -72,7 +72,7 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
         assert f"Learned ({stars}" in shown
     # The newest exchange is on screen (older ones may have scrolled up: the
     # tiny model's replies can wrap over several lines); all three are stored.
-    wait_for("Assistant: ", after="You: thanks")
+    wait_for("Assistant:", after="You: thanks")
     tmux("send-keys", "-t", SESSION, "C-q")
     deadline = time.monotonic() + 30
     alive = ["tmux", "has-session", "-t", SESSION]
@@ -82,6 +82,7 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
 
     from rlchat.storage import Store
 
+    assert (data_dir / "rlchat.log").stat().st_mode & 0o777 == 0o600  # private like the rest
     store = Store(data_dir)
     assert [t["rating"] for t in store.turns()] == [5, 3, 4]
     assert store.load_policy()["version"] == 3

@@ -20,6 +20,7 @@ from rlchat.learner.errors import AgentError
 from rlchat.learner.settings import Settings
 from rlchat.tui.config_file import config_path, save_settings
 from rlchat.tui.model_loading import ModelLoading
+from rlchat.tui.screens.dialogs import AskText
 from rlchat.tui.screens.help import COMMANDS, HelpScreen, KeyRow, key_rows
 from rlchat.tui.screens.learning import LearningScreen
 from rlchat.tui.screens.sessions import SessionsScreen
@@ -58,6 +59,8 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
                 tooltip="plots of what the learner has learned"),
         Binding("f4", "settings", "settings", id="settings",
                 tooltip="model, sampling and learner settings"),
+        Binding("f5", "system_prompt", "persona", id="system-prompt",
+                tooltip="the system prompt (persona) of this session, or of the next"),
         Binding("f1,question_mark", "help", "help", id="help", tooltip="this list of keys"),
         Binding("ctrl+q", "quit", "quit", id="quit", priority=True, tooltip="quit rlchat"),
     ]
@@ -149,6 +152,23 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
             self.restart_turn("The open session was deleted and its turn on screen discarded; "
                               "your next message starts a new session.", [])
 
+    def action_system_prompt(self) -> None:
+        if self.agent is None:
+            self.notify("Still starting; try again in a moment.", markup=False)
+            return
+        agent = self.agent
+        current = agent.system if agent.system is not None else self.settings.system
+
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            agent.set_system(text.strip())
+            which = "this session" if agent.session is not None else "the next session"
+            self.set_status(f"System prompt for {which}: {text.strip() or '(none)'}")
+
+        self.push_screen(AskText("System prompt (persona) for this session; empty for none:",
+                                 current), done)
+
     def action_learning(self) -> None:
         if self.agent is None:
             self.notify("Still starting; try again in a moment.", markup=False)
@@ -222,7 +242,8 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
     def _subtitle(self) -> None:
         version = self.agent.policy_view().version if self.agent else "-"
         source = self.agent.source if self.agent else None
-        fmt = f" ({source.dtype})" if source is not None and source.dtype else ""
+        shown = [v for k, v in (source.identity if source else {}).items() if k != "model" and v]
+        fmt = f" ({', '.join(shown)})" if shown else ""
         self.sub_title = f"{self.settings.model}{fmt} · policy v{version}"
 
     def busy(self, on: bool) -> None:

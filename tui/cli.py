@@ -7,6 +7,7 @@ transformers, so every heavy import happens inside the command that needs it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -29,6 +30,11 @@ def _version() -> str:
         return "unknown"
 
 
+def flag(name: str) -> str:
+    """The command-line option of a setting."""
+    return SPECS[name].flag or f"--{name.replace('_', '-')}"
+
+
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     # On subcommands the defaults are suppressed so that options given before
     # the subcommand (`rlchat --model X headless`) are not overwritten.
@@ -42,14 +48,18 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     for name, spec in SPECS.items():
         if not spec.option:
             continue
-        help_text = f"{spec.help} (default: {getattr(defaults, name)})"
+        shown = getattr(defaults, name)
+        shown = "unset" if shown in (None, "") else shown
+        help_text = f"{spec.help} (default: {shown})"
         if not spec.choices and spec.range_text():
-            help_text = f"{spec.help}, {spec.range_text()} (default: {getattr(defaults, name)})"
-        group.add_argument(
-            f"--{name.replace('_', '-')}", dest=name, type=KINDS[name],
-            choices=spec.choices or None, metavar=None if spec.choices else spec.metavar,
-            default=default(None), help=help_text,
-        )
+            help_text = f"{spec.help}, {spec.range_text()} (default: {shown})"
+        # A subcommand's own option of the same name (export --format) wins there.
+        with contextlib.suppress(argparse.ArgumentError):
+            group.add_argument(
+                flag(name), dest=name, type=KINDS[name],
+                choices=spec.choices or None, metavar=None if spec.choices else spec.metavar,
+                default=default(None), help=help_text,
+            )
     group.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -81,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(chat, suppress=True)
     headless = sub.add_parser("headless", help="JSON lines on stdin/stdout, for programs")
     _add_common(headless, suppress=True)
-    init = sub.add_parser("init-model", help="write a small offline GPT-2 to PATH")
+    init = sub.add_parser("init-model", help="write a small offline GPT-2 (or chat model) to PATH")
     init.add_argument("path", metavar="PATH", type=Path)
+    init.add_argument("--chat", action="store_true",
+                      help="a chat model instead: Llama architecture with a ChatML chat template")
     _add_common(init, suppress=True)
     add_offline_commands(sub, _add_common)
     return parser
@@ -116,19 +128,21 @@ def _settings(
     for names, message in settings.problems():
         if any(name in given for name in names):
             for name in names:
-                message = re.sub(rf"\b{name}\b", f"--{name.replace('_', '-')}", message)
+                message = re.sub(rf"\b{name}\b", flag(name), message)
             parser.error(message)
     return settings
 
 
 def _run_init_model(args: argparse.Namespace) -> int:
-    from rlchat.learner.tiny_model import write_tiny_model
+    from rlchat.learner.tiny_model import write_tiny_chat_model, write_tiny_model
 
     def progress(message: str) -> None:
         print(f"init-model: {message}", file=sys.stderr, flush=True)
 
-    out = write_tiny_model(args.path, seed=args.seed or 0, progress=progress)
-    print(f"Wrote a small GPT-2 to {out}; start with: rlchat --model {out}")
+    write = write_tiny_chat_model if args.chat else write_tiny_model
+    out = write(args.path, seed=args.seed or 0, progress=progress)
+    kind = "chat model" if args.chat else "GPT-2"
+    print(f"Wrote a small {kind} to {out}; start with: rlchat --model {out}")
     return 0
 
 

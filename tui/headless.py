@@ -38,13 +38,15 @@ def _say(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
         def on_token(row: int, text: str) -> None:
             emit({"event": "token", "id": row, "text": text})
 
-    view = agent.say(_field(req, "text", str), on_token=on_token)
+    system = _field(req, "system", str) if "system" in req else None
+    view = agent.say(_field(req, "text", str), system=system, on_token=on_token)
     return {
         "ok": True,
         "session": view.session,
         "turn": view.turn,
         "candidates": [
-            {"id": c.id, "text": c.text, "score": c.score, "propensity": c.propensity}
+            {"id": c.id, "text": c.text, "score": c.score, "propensity": c.propensity,
+             "truncated": c.truncated}
             for c in view.candidates
         ],
     }

@@ -58,6 +58,8 @@ class TurnActions:
                 tooltip="sample new candidates for the same message"),
         Binding("w", "toggle_why", "why", id="why",
                 tooltip="show or hide what sets each candidate apart from the others"),
+        Binding("x", "toggle_expand", "all lines", id="expand",
+                tooltip="show every line of long candidates, or their first lines"),
     ]
 
     def init_turns(self: RlchatApp) -> None:
@@ -263,3 +265,6 @@ class TurnActions:
 
     def action_toggle_why(self: RlchatApp) -> None:
         self.query_one(CandidatePanel).toggle_why()
+
+    def action_toggle_expand(self: RlchatApp) -> None:
+        self.query_one(CandidatePanel).toggle_expanded()

@@ -44,9 +44,11 @@ ALLOWED: dict[str, tuple[Phase, ...]] = {
     "own_reply": CHOICE,
     "regenerate": CHOICE,
     "toggle_why": CHOICE,
+    "toggle_expand": CHOICE,
     "new_session": (Phase.TYPING, *CHOICE, Phase.BROKEN),
     "submit": (Phase.TYPING, Phase.REPLYING),
     "resume": (Phase.TYPING, *CHOICE),
+    "system_prompt": (Phase.TYPING, *CHOICE, Phase.BROKEN),
 }
 
 

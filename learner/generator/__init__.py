@@ -21,10 +21,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from rlchat.learner.context_window import ContextWindow
-from rlchat.learner.dialogue import cut_reply, unique_nonempty
+from rlchat.learner.dialogue import unique_nonempty
 from rlchat.learner.errors import ModelUnavailable
 from rlchat.learner.generator.decoding import PromptPass, sample_rows
 from rlchat.learner.generator.weights import apply_dtype
+from rlchat.learner.prompt_format import DEFAULT_MAX_NEW_TOKENS, FormatError, make_format
 from rlchat.learner.records import Candidate, Proposal
 from rlchat.learner.sampling import Sampling, TokenCallback
 
@@ -122,17 +123,25 @@ class Generator:
         tokenizer,
         model,
         *,
-        max_new_tokens: int = 40,
+        max_new_tokens: int | None = None,
         sampling: Sampling | None = None,
         seed: int | None = None,
         dtype: str = "auto",
+        prompt_format: str = "auto",
+        name: str = "",
         warm_up: bool = True,
     ) -> None:
+        """`prompt_format`: auto (from the tokenizer and `name`), gpt2, dialogpt
+        or chat-template; FormatError if the model cannot be prompted so.
+        `max_new_tokens`: None for the format's default."""
         self.tokenizer = tokenizer
+        self.name = name or str(getattr(model.config, "_name_or_path", "") or "")
+        self.format = make_format(prompt_format, tokenizer, _eos_ids(tokenizer, model),
+                                  self.name)
         formatted = apply_dtype(model.eval(), dtype, calibration_ids(tokenizer, model.config))
         self.model, self.prompt_model = formatted.step_model, formatted.prompt_model
         self.dtype = formatted.dtype
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[self.format.name]
         self.sampling = sampling or Sampling()
         self.seed = seed
         self._calls = 0
@@ -141,19 +150,16 @@ class Generator:
         self._prompt_pass: PromptPass | None = None  # the latest prompt, for the next
         self.context_size = int(getattr(model.config, "n_positions", 0)
                                 or getattr(model.config, "max_position_embeddings", 1024))
-        self._window = ContextWindow(
-            lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
-            self.context_size - max_new_tokens,
-        )
-        eos = tokenizer.eos_token_id
-        stops = [i for tok, i in tokenizer.get_vocab().items()
-                 if "\n" in tokenizer.convert_tokens_to_string([tok])]
-        if eos is not None:
-            stops.append(eos)
-        self._stop_ids = torch.tensor(sorted(set(stops)), dtype=torch.long)
-        self._stop_set = set(self._stop_ids.tolist())
+        self._window = ContextWindow(self.format, self.context_size - self.max_new_tokens)
+        self._stop_ids = torch.tensor(sorted(self.format.stop_ids), dtype=torch.long)
+        self._stop_set = set(self.format.stop_ids)
         if warm_up:
             self._warm_up()
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What generated a turn's candidates: stored with every turn."""
+        return {"model": self.name, "format": self.format.name, "dtype": self.dtype}
 
     def _warm_up(self) -> None:
         # The first call pays for kernel selection and allocation; pay it at load.
@@ -170,12 +176,16 @@ class Generator:
     def load(cls, name: str, **kwargs) -> Generator:
         set_threads()
         tokenizer, model = load_model(name)
-        return cls(tokenizer, model, **kwargs)
+        try:
+            return cls(tokenizer, model, name=name, **kwargs)
+        except FormatError as exc:
+            raise ModelUnavailable(f"Model '{name}' cannot be prompted as asked: {exc}.") from exc
 
-    def prompt_ids(self, history: list[tuple[str, str]], message: str) -> list[int]:
-        """Token ids of the dialogue prompt: the newest exchanges that fit the
-        context, evicted in blocks (see `ContextWindow`)."""
-        return self._window.prompt(history, message)
+    def prompt_ids(self, history: list[tuple[str, str]], message: str,
+                   system: str = "") -> list[int]:
+        """Token ids of the dialogue prompt: the system prompt, then the newest
+        exchanges that fit the context, evicted in blocks (see `ContextWindow`)."""
+        return self._window.prompt(history, message, system)
 
     def _rng(self) -> torch.Generator:
         seed = (self.seed + self._calls) if self.seed is not None else torch.seed()
@@ -193,6 +203,7 @@ class Generator:
         message: str,
         n: int,
         *,
+        system: str = "",
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Proposal:
@@ -200,8 +211,9 @@ class Generator:
 
         `on_token(row, text)` receives each row's new text as it is drawn
         (rows are the n samples, 0..n-1); `cancel` stops it between two steps.
+        A FormatError (a template that fails on this text) is the caller's to show.
         """
-        ids = self.prompt_ids(history, message)
+        ids = self.prompt_ids(history, message, system)
         rows = sample_rows(
             self.model, ids, n, max_new_tokens=self.max_new_tokens, sampling=self.sampling,
             stop_ids=self._stop_ids, generator=self._rng(),
@@ -210,11 +222,14 @@ class Generator:
         )
         self._prompt_pass = rows.prompt_pass
         self.last_steps, self.last_prompt_run = rows.steps, rows.prompt_tokens_run
-        texts, spans = [], []
+        texts, spans, cut = [], [], []
         for tokens in rows.tokens:
             reply = self._reply_tokens(tokens)
-            texts.append(cut_reply(self.tokenizer.decode(reply, skip_special_tokens=True)))
+            texts.append(self.format.reply_text(
+                self.tokenizer.decode(reply, skip_special_tokens=True)))
             spans.append(len(reply))
+            # No end of turn within max_new_tokens: the reply was cut there.
+            cut.append(len(reply) == len(tokens) == self.max_new_tokens)
         candidates = []
         for row in unique_nonempty(texts):
             end = max(spans[row], 1)
@@ -225,10 +240,13 @@ class Generator:
                     tokens=spans[row],
                     hidden=torch.stack(rows.states[row][:end]).mean(dim=0)
                     .numpy().astype(np.float64),
+                    truncated=cut[row],
                 )
             )
         context = rows.context_state.numpy().astype(np.float64)
-        return Proposal(candidates=candidates, context_hidden=context)
+        prompt = self.tokenizer.decode(ids, skip_special_tokens=False)
+        return Proposal(candidates=candidates, context_hidden=context, prompt=prompt,
+                        generator=self.identity)
 
     def _streamer(self, n: int, on_token: TokenCallback):
         """An on_step callback that turns token ids into each row's new text."""
@@ -248,6 +266,15 @@ class Generator:
                     on_token(row, delta)
 
         return on_step
+
+
+def _eos_ids(tokenizer, model) -> set[int]:
+    """Every end-of-sequence id the tokenizer and the generation config name."""
+    ids = {tokenizer.eos_token_id}
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None) if config is not None else None
+    ids |= set(extra) if isinstance(extra, list | tuple) else {extra}
+    return {i for i in ids if isinstance(i, int)}
 
 
 def calibration_ids(tokenizer, config, tokens: int = 256) -> list[int]:

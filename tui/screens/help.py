@@ -24,6 +24,8 @@ COMMANDS = [  # the command palette's entries: (title, help, action)
     ("Regenerate", "Sample new candidates for the same message", "regenerate"),
     ("Write own reply", "Answer with your own text instead", "own_reply"),
     ("Why", "Show or hide what sets each candidate apart", "toggle_why"),
+    ("All lines", "Show every line of long candidates, or their first lines", "toggle_expand"),
+    ("System prompt", "Set the persona of this session (or the next)", "system_prompt"),
     ("Cancel generation", "Stop the candidates being generated", "cancel"),
     ("Skip rating", "Keep the pick without a rating", "skip_rating"),
 ]

@@ -12,17 +12,17 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from rlchat.learner.settings import SPECS, Settings, Spec, parse
+from rlchat.learner.settings import LEARNER, SPECS, Settings, Spec, parse
 
 
-def help_line(spec: Spec) -> str:
+def help_line(name: str, spec: Spec) -> str:
     """The form's line under a field: what it does, its range, whether it reloads."""
     parts = [spec.help]
     if spec.range_text() and not spec.choices:
         parts.append(spec.range_text())
     if spec.reload:
         parts.append("a change reloads the model")
-    if spec.optional:
+    if name in LEARNER:
         parts.append("empty keeps the learner's")
     return "; ".join(parts)
 
@@ -63,7 +63,7 @@ class SettingsForm(ModalScreen[Settings | None]):
                     else:
                         yield Input("" if value is None else str(value), id=name,
                                     placeholder="as stored" if value is None else "")
-                yield Static(Text(help_line(spec)), classes="help")
+                yield Static(Text(help_line(name, spec)), classes="help")
             yield Static("", id="error")
             with Horizontal(id="buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="save")

@@ -14,6 +14,16 @@ if TYPE_CHECKING:
     from rlchat.learner.agent import ShownCandidate
 
 BAR_WIDTH = 10
+PREVIEW_LINES = 3  # a candidate's lines shown until expanded (x)
+INDENT = " " * 5  # under the text of the first line's "1. " prefix
+
+
+def preview(text: str, expanded: bool) -> tuple[str, bool]:
+    """(what to show of a candidate, whether lines were left out)."""
+    lines = text.split("\n")
+    if expanded or len(lines) <= PREVIEW_LINES:
+        return text, False
+    return "\n".join(lines[:PREVIEW_LINES]), True
 
 
 def score_bar(value: float, low: float, high: float, width: int = BAR_WIDTH) -> str:
@@ -48,6 +58,7 @@ class CandidatePanel(VerticalScroll):
         self._draft_view: Static | None = None
         self._why: dict[int, list[tuple[str, float]]] = {}
         self.show_why = False
+        self.expanded = False
 
     # streaming ------------------------------------------------------------
     def start_drafts(self) -> None:
@@ -60,8 +71,10 @@ class CandidatePanel(VerticalScroll):
         costs the UI one widget update per frame, not one per token."""
         for row, text in tokens:
             self._drafts[row] = self._drafts.get(row, "") + text
+        # One line per draft while they stream: line breaks show as ⏎.
         lines = Text("\n").join(
-            Text(f"~ {literal(self._drafts[row]).strip()}") for row in sorted(self._drafts)
+            Text(f"~ {literal(self._drafts[row]).strip()}".replace("\n", " ⏎ "))
+            for row in sorted(self._drafts)
         )
         if self._draft_view is None:
             self._draft_view = Static(lines, classes="candidate draft")
@@ -79,6 +92,7 @@ class CandidatePanel(VerticalScroll):
         self.candidates = list(candidates)
         self._why = why or {}
         self.highlighted = 0
+        self.expanded = False
         self.border_title = "Candidates (1-9 or ↑↓ Enter to pick · w why · e own reply · r again)"
         self._render_ranking()
         self.remove_class("-empty")
@@ -95,7 +109,13 @@ class CandidatePanel(VerticalScroll):
             line.append(f"{rank}. ", style="bold")
             line.append(score_bar(cand.score, low, high), style="green")
             line.append(f" Q {cand.score:+.2f} p {cand.propensity:.2f}  ", style="dim")
-            line.append(literal(cand.text))  # a Text append is never parsed as markup
+            shown, more = preview(literal(cand.text), self.expanded)
+            # A Text append is never parsed as markup.
+            line.append(shown.replace("\n", "\n" + INDENT))
+            if more:
+                line.append(f"\n{INDENT}… (x shows all lines)", style="dim")
+            if cand.truncated:
+                line.append(" ✂ cut at the token limit", style="dim italic")
             classes = "candidate" + (" highlighted" if rank - 1 == self.highlighted else "")
             widgets.append(Static(line, classes=classes))
             if self.show_why and cand.id in self._why:
@@ -106,6 +126,11 @@ class CandidatePanel(VerticalScroll):
     def toggle_why(self) -> None:
         self.show_why = not self.show_why
         self._render_ranking()
+
+    def toggle_expanded(self) -> None:
+        self.expanded = not self.expanded
+        self._render_ranking()
+        self.query(".candidate")[self.highlighted].scroll_visible(animate=False)
 
     def move(self, delta: int) -> None:
         if self.candidates:

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.containers import Vertical, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import Markdown, Static
 
 from rlchat.tui.literal import literal
 
 LABELS = {"user": "You", "assistant": "Assistant", "note": ""}
+
+
+class Reply(Vertical):
+    """A reply that continued the conversation, rendered as Markdown (lists,
+    code fences).  Markdown is not Rich markup: `[bold]` in a reply stays as
+    written, and control characters are made visible first."""
+
+    DEFAULT_CSS = """
+    Reply { height: auto; }
+    Reply > .label { text-style: bold; height: 1; }
+    Reply > Markdown { margin: 0; padding: 0 0 0 2; }
+    Reply > Markdown > MarkdownBlock:last-child { margin-bottom: 0; }
+    """
+
+    def __init__(self, text: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.text = text
+
+    def compose(self):
+        yield Static(f"{LABELS['assistant']}:", markup=False, classes="label")
+        # Links are shown, never opened: a click must not start a browser.
+        yield Markdown(literal(self.text), open_links=False)
 
 
 class Transcript(VerticalScroll):
@@ -26,10 +49,13 @@ class Transcript(VerticalScroll):
         # below it) or grows, until the user scrolls up to read back.
         self.anchor()
 
-    def add_message(self, role: str, text: str) -> Static:
-        label = LABELS.get(role, role)
-        body = f"{label}: {literal(text)}" if label else literal(text)
-        message = Static(body, markup=False, classes=f"message {role}")
+    def add_message(self, role: str, text: str) -> Widget:
+        if role == "assistant":
+            message: Widget = Reply(text, classes="message assistant")
+        else:
+            label = LABELS.get(role, role)
+            body = f"{label}: {literal(text)}" if label else literal(text)
+            message = Static(body, markup=False, classes=f"message {role}")
         self.mount(message)
         self.scroll_end(animate=False)
         return message
@@ -47,5 +73,11 @@ class Transcript(VerticalScroll):
             messages.last().remove()
 
     def messages(self) -> list[str]:
-        """The plain text of every message, for tests and copy."""
-        return [str(m.render()) for m in self.query(".message").results(Static)]
+        """Every message as "Role: text" (a reply's source text, before Markdown)."""
+        out = []
+        for message in self.query(".message"):
+            if isinstance(message, Reply):
+                out.append(f"{LABELS['assistant']}: {literal(message.text)}")
+            elif isinstance(message, Static):
+                out.append(str(message.render()))
+        return out
