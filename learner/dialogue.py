@@ -32,12 +32,6 @@ def one_line(text: str) -> str:
     return _SPACE.sub(" ", CONTROL.sub("", text)).strip()
 
 
-def format_turns(history: list[tuple[str, str]], message: str) -> list[str]:
-    """Prompt lines, oldest first, ending with the open assistant marker."""
-    text = "".join(exchange_block(u, r) for u, r in history) + message_block(message)
-    return text.split("\n")
-
-
 def exchange_block(user: str, reply: str) -> str:
     """One past exchange as prompt text, with the line break that ends it: the
     prompt is these blocks one after another, then `message_block`."""

@@ -1,19 +1,19 @@
 """Export formats (public contracts, documented in the README) and log statistics.
 
-- turns: one JSON object per turn, schema "rlchat.turn/1".
+- turns: one JSON object per turn, schema "rlchat.turn/2".
 - dpo:   TRL's preference format, {"prompt", "chosen", "rejected"} as plain
-         strings; chosen = the pick (or the user's own reply), rejected = each
-         candidate shown and passed over.
+         strings: the prompt the model continued; chosen = the pick (unless
+         disliked) or the user's own reply, rejected = each candidate shown
+         and passed over, both as sampled.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from rlchat.learner.dialogue import format_turns
 from rlchat.learner.features import FEATURE_NAMES
 from rlchat.learner.records import CHOSEN, REPLIED, Turn
 
@@ -84,25 +84,78 @@ def export_turns(
             yield turn_record(turn)
 
 
-def export_dpo(
-    turns: Iterable[Turn], min_rating: int | None = None, since: dt.date | None = None
+LIKED = 3  # a pick rated below this was disliked: it is no preferred reply
+
+
+def sampled_text(turn: Turn, text: str, sampled: str | None) -> str:
+    """A reply as the model would have sampled it after the prompt: as drawn
+    where it was stored so, else (an own reply, an older turn) with the
+    leading space that GPT-2's plain format puts after `Assistant:`."""
+    if sampled is not None:
+        return sampled
+    plain = (turn.generator or {}).get("format", "gpt2") == "gpt2"
+    return " " + text if plain else text
+
+
+def preference_pairs(
+    turns: Iterable[Turn],
+    min_rating: int | None = None,
+    since: dt.date | None = None,
+    dropped: Counter | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Preference pairs; the prompt is the one the model continued, as stored
-    with the turn (its format's markers and the system prompt included);
-    turns stored before prompts were kept get the dialogue as plain lines."""
-    history: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    """{"prompt", "chosen", "rejected"} pairs, oldest first: the prompt the
+    model continued (as stored with the turn), the pick or the user's own
+    reply over each shown candidate passed over, all as sampled.  A pick
+    rated below 3 (below `min_rating`, if given) is no preference.  What is
+    left out is counted in `dropped`, by reason."""
+    dropped = dropped if dropped is not None else Counter()
     for turn in turns:
-        reply = turn.reply_text()
-        if reply is None:
-            continue  # unanswered: no preference, and nothing joined the dialogue
-        if keep(turn, min_rating, since):
-            prompt = turn.prompt or "\n".join(format_turns(history[turn.session],
-                                                            turn.user_text))
-            for i in turn.shown_ids:
-                rejected = turn.candidates[i].text
-                if i != turn.choice and rejected != reply:
-                    yield {"prompt": prompt, "chosen": reply, "rejected": rejected}
-        history[turn.session].append((turn.user_text, reply))
+        if turn.reply_text() is None:
+            dropped["unanswered turns"] += 1
+            continue
+        if since is not None and dt.datetime.fromtimestamp(turn.created, dt.UTC).date() < since:
+            dropped[f"turns before {since}"] += 1
+            continue
+        if turn.status == CHOSEN and turn.rating is not None:
+            floor = LIKED if min_rating is None else min_rating
+            if turn.rating < floor:
+                dropped[f"picks rated below {floor}"] += 1
+                continue
+        elif turn.status == CHOSEN and min_rating is not None:
+            dropped[f"unrated picks (--min-rating {min_rating})"] += 1
+            continue
+        if not turn.prompt:
+            dropped["turns stored before prompts were kept (0.2)"] += 1
+            continue
+        if turn.status == CHOSEN and turn.choice is not None:
+            pick = turn.candidates[turn.choice]
+            chosen = sampled_text(turn, pick.text, pick.sampled)
+        else:
+            chosen = sampled_text(turn, turn.own_reply or "", None)
+        for i in turn.shown_ids:
+            other = turn.candidates[i]
+            rejected = sampled_text(turn, other.text, other.sampled)
+            if i == turn.choice:
+                continue
+            if rejected.strip() == chosen.strip():
+                dropped["passed-over candidates equal to the reply"] += 1
+                continue
+            yield {"prompt": turn.prompt, "chosen": chosen, "rejected": rejected}
+
+
+def export_dpo(
+    turns: Iterable[Turn], min_rating: int | None = None, since: dt.date | None = None,
+    dropped: Counter | None = None,
+) -> Iterator[dict[str, str]]:
+    """TRL's preference format (see `preference_pairs`)."""
+    return preference_pairs(turns, min_rating, since, dropped)
+
+
+def summary(dropped: Counter) -> str:
+    """What an export or a training set left out, in one line."""
+    if not dropped:
+        return "nothing left out"
+    return "left out: " + ", ".join(f"{n} {why}" for why, n in sorted(dropped.items()))
 
 
 def weekly_stats(turns: Iterable[Turn]) -> dict[str, Any]:

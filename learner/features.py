@@ -31,6 +31,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"hidden_{i}" for i in range(HIDDEN_DIMS)),
 )
 DIM = len(FEATURE_NAMES)
+# The features the generator's numbers make (the rest are read off the text):
+# they change meaning when the model changes (learner/update.py).
+MODEL_COLUMNS = [i for i, name in enumerate(FEATURE_NAMES)
+                 if name in ("logprob", "similarity") or name.startswith("hidden_")]
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _POLITE = frozenset({"please", "thanks", "thank", "sorry", "glad", "welcome", "kindly"})

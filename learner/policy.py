@@ -62,6 +62,8 @@ class QPolicy:
         self.last_seq = 0  # sequence number of the last stored turn applied
         self.session: str | None = None  # session of the last turn applied
         self.pending: np.ndarray | None = None  # phi of the action awaiting its bootstrap
+        self.generator: str | None = None  # the generator whose features it learned
+        self.generator_switches = 0  # times it forgot the model features for a new one
 
     # acting -------------------------------------------------------------
     def scores(self, phi: np.ndarray) -> np.ndarray:
@@ -147,6 +149,18 @@ class QPolicy:
             self._solve()
         self.pending = None
 
+    def forget_columns(self, columns: list[int]) -> None:
+        """Forget what was learned about these features (their weights, and
+        their part of every stored row), keeping the rest: for features that
+        now mean something else."""
+        keep = np.ones(self.dim, dtype=bool)
+        keep[columns] = False
+        self.A = self.A * np.outer(keep, keep)
+        self.b = self.b * keep
+        self.pending = None
+        self.generator_switches += 1
+        self._solve()
+
     def learn(
         self,
         rows: np.ndarray,
@@ -184,6 +198,8 @@ class QPolicy:
             "last_seq": self.last_seq,
             "session": self.session,
             "pending": None if self.pending is None else self.pending.tolist(),
+            "generator": self.generator,
+            "generator_switches": self.generator_switches,
         }
 
     @classmethod
@@ -201,6 +217,8 @@ class QPolicy:
         policy.session = data.get("session")
         pending = data.get("pending")
         policy.pending = None if pending is None else np.array(pending, dtype=np.float64)
+        policy.generator = data.get("generator")
+        policy.generator_switches = int(data.get("generator_switches", 0))
         return policy
 
 

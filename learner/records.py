@@ -20,6 +20,8 @@ class Candidate:
     tokens: int
     hidden: np.ndarray  # pooled last-layer hidden state
     truncated: bool = False  # cut at max_new_tokens, its turn had not ended
+    sampled: str | None = None  # the text as drawn, leading space included
+    token_ids: list[int] | None = None  # the tokens drawn, up to the end of the turn
 
 
 @dataclass
@@ -39,6 +41,8 @@ class StoredCandidate:
     tokens: int
     features: list[float]
     truncated: bool = False
+    sampled: str | None = None  # as drawn, leading space included (None before 0.2)
+    token_ids: list[int] | None = None
 
 
 @dataclass
@@ -117,7 +121,7 @@ def new_turn(
         user_text=text,
         candidates=[
             StoredCandidate(c.text, c.logprob, c.tokens, [float(x) for x in row],
-                            c.truncated)
+                            c.truncated, c.sampled, c.token_ids)
             for c, row in zip(proposal.candidates, phi, strict=True)
         ],
         feature_version=feature_version,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from rlchat.learner.features import FEATURE_VERSION
+from rlchat.learner.features import FEATURE_VERSION, MODEL_COLUMNS
 from rlchat.learner.policy import QPolicy
 from rlchat.learner.records import CHOSEN, REPLIED, Turn
 
@@ -47,7 +47,29 @@ def feedback_rows(
     raise ValueError(f"no feedback in a turn with status {status!r}")
 
 
+def generator_key(turn: Turn) -> str | None:
+    """What the model features of a turn are comparable across: the model's
+    family (a model and the models `rlchat train` made from it) and the
+    prompt format.  None for turns stored before 0.2."""
+    if not turn.generator:
+        return None
+    family = turn.generator.get("family") or turn.generator.get("weights", "")
+    return f"{family}/{turn.generator.get('format', '')}"
+
+
 def start_turn(policy: QPolicy, turn: Turn) -> None:
+    key = generator_key(turn)
+    if key is not None and key != policy.generator:
+        # Another model made these candidates (not a fine-tune of the one the
+        # policy learned on): its log-prob and hidden-state features mean
+        # something else, so what the policy learned of them is dropped; the
+        # text features carry over.  A fine-tune keeps them: its features
+        # stay close, and on benchmarks/train.py keeping them held the
+        # ranking up where dropping them did not.  The first generator a
+        # policy meets (or the one before 0.2 recorded any) changes nothing.
+        if policy.generator is not None:
+            policy.forget_columns(MODEL_COLUMNS)
+        policy.generator = key
     policy.start_turn(turn.session, turn.features())
 
 

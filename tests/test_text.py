@@ -2,7 +2,8 @@
 
 from rlchat.learner.dialogue import (
     cut_reply,
-    format_turns,
+    exchange_block,
+    message_block,
     one_line,
     unique_nonempty,
     valid_unicode,
@@ -11,8 +12,9 @@ from rlchat.tui.literal import literal
 
 
 def test_prompt_has_one_line_per_turn_and_ends_open():
-    lines = format_turns([("hi\nthere", "hello!")], "how\r\nare you?")
-    assert lines == ["User: hi there", "Assistant: hello!", "User: how are you?", "Assistant:"]
+    text = exchange_block("hi\nthere", "hello!") + message_block("how\r\nare you?")
+    assert text.split("\n") == ["User: hi there", "Assistant: hello!", "User: how are you?",
+                                "Assistant:"]
 
 
 def test_prompt_drops_control_characters():

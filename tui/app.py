@@ -242,8 +242,11 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
     def _subtitle(self) -> None:
         version = self.agent.policy_view().version if self.agent else "-"
         source = self.agent.source if self.agent else None
-        shown = [v for k, v in (source.identity if source else {}).items() if k != "model" and v]
-        fmt = f" ({', '.join(shown)})" if shown else ""
+        identity = source.identity if source else {}
+        shown = [identity.get("dtype"), identity.get("format")]
+        if identity.get("lineage"):
+            shown.append(f"trained run {identity['lineage']}")
+        fmt = f" ({', '.join(v for v in shown if v)})" if any(shown) else ""
         self.sub_title = f"{self.settings.model}{fmt} · policy v{version}"
 
     def busy(self, on: bool) -> None:

@@ -19,6 +19,7 @@ from rlchat.learner.settings import KINDS, SPECS, Settings
 from rlchat.storage.paths import DATA_DIR_ENV
 from rlchat.tui.config_file import CONFIG_DIR_ENV, load_settings
 from rlchat.tui.offline import RUNNERS, add_offline_commands
+from rlchat.tui.train_command import add_train_command
 
 
 def _version() -> str:
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a chat model instead: Llama architecture with a ChatML chat template")
     _add_common(init, suppress=True)
     add_offline_commands(sub, _add_common)
+    add_train_command(sub, _add_common)
     return parser
 
 
@@ -220,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run_init_model(args)
     if args.command == "headless":
         return _run_headless(args, parser)
+    if args.command == "train":
+        from rlchat.tui.train_command import run_train
+
+        return run_train(args, _data_dir(args), _settings(args, parser))
     if args.command in RUNNERS:
         return RUNNERS[args.command](args, _data_dir(args))
     return _run_chat(args, parser)

@@ -47,7 +47,8 @@ def add_offline_commands(sub, add_common) -> None:
     export.add_argument("--out", metavar="FILE", type=Path, default=None,
                         help="write here (default: stdout)")
     export.add_argument("--min-rating", metavar="R", type=int, choices=range(1, 6), default=None,
-                        help="only picks rated at least R (own replies are kept)")
+                        help="only picks rated at least R (own replies are kept); without it "
+                        "dpo keeps unrated picks and those rated 3 or more")
     export.add_argument("--since", metavar="DATE", type=dt.date.fromisoformat, default=None,
                         help="only turns from this day on (YYYY-MM-DD, UTC)")
     stats = sub.add_parser("stats", help="turns, sessions, ratings and rewards by week")
@@ -93,6 +94,10 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         policy = replay_logs(store.turns(), config, progress)
         progress.done()
         print(f"replayed {store.count_turns()} turns; {policy.version} learned")
+        if policy.generator_switches:
+            print(f"the generator changed {policy.generator_switches} time(s): at each change "
+                  f"the model features (log-prob, similarity, hidden state) were learned anew, "
+                  f"the text features carried over, as in the live policy")
         if current is not None:
             same = np.array_equal(current.w, policy.w) and current.config == config
             print("equal to the live policy, bit for bit" if same
@@ -171,18 +176,30 @@ def _write_lines(lines, out: Path | None) -> int:
 
 
 def run_export(args: argparse.Namespace, data_dir: Path) -> int:
-    from rlchat.learner.export import export_dpo, export_turns
+    from collections import Counter
+
+    from rlchat.learner.export import export_dpo, export_turns, summary
     from rlchat.learner.records import Turn
 
     store = _reader(data_dir)
+    dropped: Counter = Counter()
     try:
         turns = (Turn.from_dict(t) for t in store.turns())
-        make = export_turns if args.format == "turns" else export_dpo
-        count = _write_lines(make(turns, args.min_rating, args.since), args.out)
+        if args.format == "turns":
+            lines = export_turns(turns, args.min_rating, args.since)
+        else:
+            lines = export_dpo(turns, args.min_rating, args.since, dropped)
+        count = _write_lines(lines, args.out)
+    except OSError as exc:  # a full disk, a folder that is not there
+        print(f"rlchat: could not write {args.out}: {exc.strerror or exc}; nothing was "
+              f"written there", file=sys.stderr)
+        return 1
     finally:
         store.close()
-    print(f"exported {count} {'turns' if args.format == 'turns' else 'pairs'}"
-          + (f" to {args.out}" if args.out else ""), file=sys.stderr)
+    kind = "turns" if args.format == "turns" else "pairs"
+    where = f" to {args.out}" if args.out else ""
+    extra = f"; {summary(dropped)}" if args.format == "dpo" else ""
+    print(f"exported {count} {kind}{where}{extra}", file=sys.stderr)
     return 0
 
 

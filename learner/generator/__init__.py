@@ -7,6 +7,8 @@ lazily, so the command line, replay and export never pay for them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -76,6 +78,9 @@ def _looks_like_path(name: str) -> bool:
 def _from_pretrained(name: str, local_only: bool):
     kwargs = {"local_files_only": local_only, "trust_remote_code": False}
     tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    if not tokenizer("hello world", add_special_tokens=False)["input_ids"]:
+        # A folder without tokenizer files can still give an empty one.
+        raise ValueError("it has no usable tokenizer (tokenizer.json or vocabulary files)")
     model = AutoModelForCausalLM.from_pretrained(
         name, use_safetensors=True, dtype=torch.float32, **kwargs
     )
@@ -91,9 +96,12 @@ def load_model(name: str):
         try:
             return _from_pretrained(str(path), local_only=True)
         except Exception as exc:  # transformers raises many types for a bad folder
+            why = str(exc) if isinstance(exc, ValueError) and "tokenizer" in str(exc) else (
+                type(exc).__name__)
             raise ModelUnavailable(
                 f"{path} does not hold a loadable causal language model with safetensors "
-                f"weights ({type(exc).__name__}); pass --model PATH to a model folder, or {fix}."
+                f"weights and its tokenizer ({why}); pass --model PATH to a model folder, "
+                f"or {fix}."
             ) from exc
     if _looks_like_path(name):
         raise ModelUnavailable(f"There is no model folder at {name}; {fix}.")
@@ -138,6 +146,11 @@ class Generator:
         self.name = name or str(getattr(model.config, "_name_or_path", "") or "")
         self.format = make_format(prompt_format, tokenizer, _eos_ids(tokenizer, model),
                                   self.name)
+        self.weights = weights_fingerprint(model)  # before any change of format
+        lineage = read_lineage(self.name)
+        self.lineage = str(lineage.get("run", ""))
+        # A model rlchat train made belongs to the family of the one it started from.
+        self.family = str(lineage.get("family") or self.weights)
         formatted = apply_dtype(model.eval(), dtype, calibration_ids(tokenizer, model.config))
         self.model, self.prompt_model = formatted.step_model, formatted.prompt_model
         self.dtype = formatted.dtype
@@ -158,8 +171,11 @@ class Generator:
 
     @property
     def identity(self) -> dict[str, str]:
-        """What generated a turn's candidates: stored with every turn."""
-        return {"model": self.name, "format": self.format.name, "dtype": self.dtype}
+        """What generated a turn's candidates, stored with every turn: the
+        model's name or path, a hash of its weights, the prompt and number
+        formats, and the training run that made it (rlchat train), if any."""
+        return {"model": self.name, "weights": self.weights, "family": self.family,
+                "format": self.format.name, "dtype": self.dtype, "lineage": self.lineage}
 
     def _warm_up(self) -> None:
         # The first call pays for kernel selection and allocation; pay it at load.
@@ -222,11 +238,14 @@ class Generator:
         )
         self._prompt_pass = rows.prompt_pass
         self.last_steps, self.last_prompt_run = rows.steps, rows.prompt_tokens_run
-        texts, spans, cut = [], [], []
+        texts, spans, cut, raws = [], [], [], []
         for tokens in rows.tokens:
             reply = self._reply_tokens(tokens)
-            texts.append(self.format.reply_text(
-                self.tokenizer.decode(reply, skip_special_tokens=True)))
+            decoded = self.tokenizer.decode(reply, skip_special_tokens=True)
+            texts.append(self.format.reply_text(decoded))
+            # The text exactly as sampled (a leading space too), where the
+            # reply is all of it; not where it was cut at a turn marker.
+            raws.append(decoded if decoded.strip() == texts[-1] else None)
             spans.append(len(reply))
             # No end of turn within max_new_tokens: the reply was cut there.
             cut.append(len(reply) == len(tokens) == self.max_new_tokens)
@@ -241,6 +260,8 @@ class Generator:
                     hidden=torch.stack(rows.states[row][:end]).mean(dim=0)
                     .numpy().astype(np.float64),
                     truncated=cut[row],
+                    sampled=raws[row],
+                    token_ids=rows.tokens[row][:spans[row]] if raws[row] is not None else None,
                 )
             )
         context = rows.context_state.numpy().astype(np.float64)
@@ -266,6 +287,29 @@ class Generator:
                     on_token(row, delta)
 
         return on_step
+
+
+def weights_fingerprint(model) -> str:
+    """A hash of the model's weights (their float values, in order): the same
+    weights give the same hash whatever folder or hub name they came from."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().data)
+    return digest.hexdigest()
+
+
+LINEAGE = "rlchat_lineage.json"  # written by rlchat train beside the model it made
+
+
+def read_lineage(name: str) -> dict:
+    """The lineage file of a model folder rlchat train wrote ({} for any other)."""
+    path = Path(name).expanduser() / LINEAGE
+    try:
+        lineage = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return lineage if isinstance(lineage, dict) else {}
 
 
 def _eos_ids(tokenizer, model) -> set[int]:

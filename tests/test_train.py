@@ -1,0 +1,218 @@
+"""`rlchat train` and the export it trains on: what the model saw and sampled,
+the generator recorded with every turn, and the policy after a switch."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlchat.learner.agent import open_agent
+from rlchat.learner.export import preference_pairs
+from rlchat.learner.offline import replay_logs
+from rlchat.learner.policy_store import stored_policy
+from rlchat.learner.records import Turn
+from rlchat.learner.settings import Settings
+from rlchat.learner.tiny_model import corpus_lines
+from rlchat.storage import Store
+
+USERS = [line.removeprefix("User:").strip() for line in corpus_lines() if line.startswith("User:")]
+
+
+def chat(model: Path, data: Path, turns: int, seed: int = 0) -> None:
+    """A user who likes questions: picks one when there is one (rated 5), else
+    the shortest reply (rated 3); every fourth pick they regret (rated 2)."""
+    agent = open_agent(Store(data), Settings(model=str(model)), seed=seed)
+    try:
+        for i in range(turns):
+            view = agent.say(USERS[i % len(USERS)])
+            best = max(view.candidates, key=lambda c: ("?" in c.text, -len(c.text)))
+            rating = 2 if i % 4 == 3 else 5 if "?" in best.text else 3
+            agent.choose(view.turn, best.id, rating)
+    finally:
+        agent.store.close()
+
+
+@pytest.fixture(scope="module")
+def logged(tiny_model, tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("train") / "data"
+    chat(tiny_model, data, 30)
+    return data
+
+
+@pytest.fixture
+def copy_of(logged, tmp_path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(logged, data)
+    (data / ".lock").unlink(missing_ok=True)
+    return data
+
+
+def turns_of(data: Path) -> list[Turn]:
+    store = Store(data, readonly=True)
+    try:
+        return [Turn.from_dict(t) for t in store.turns()]
+    finally:
+        store.close()
+
+
+def rlchat(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rlchat.tui.cli", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_pairs_are_what_the_model_saw_and_sampled(logged, tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    turns = turns_of(logged)
+    dropped: Counter = Counter()
+    pairs = list(preference_pairs(turns, dropped=dropped))
+    assert pairs and dropped["picks rated below 3"] > 0  # disliked picks are no preference
+    liked = {t.prompt for t in turns if t.rating and t.rating >= 3}
+    assert {p["prompt"] for p in pairs} <= liked
+    checked = 0
+    for turn in turns:
+        if not turn.rating or turn.rating < 3:
+            continue
+        pick = turn.candidates[turn.choice]
+        assert pick.sampled.startswith(" ")  # the space the model drew after "Assistant:"
+        prompt_ids = tokenizer(turn.prompt, add_special_tokens=False)["input_ids"]
+        both = tokenizer(turn.prompt + pick.sampled, add_special_tokens=False)["input_ids"]
+        alone = tokenizer(pick.sampled, add_special_tokens=False)["input_ids"]
+        # Text gives back the drawn tokens, unless the model drew a spelling
+        # the tokenizer never makes (then no text could).
+        assert both == prompt_ids + pick.token_ids or alone != pick.token_ids
+        checked += both == prompt_ids + pick.token_ids
+    assert checked >= 5
+    # The prompt is the one the generator fitted to its 256-token context.
+    assert all(len(tokenizer(p["prompt"])["input_ids"]) <= 256 - 40 for p in pairs)
+
+
+def test_every_turn_records_its_generator(logged):
+    turn = turns_of(logged)[0]
+    assert set(turn.generator) == {"model", "weights", "family", "format", "dtype", "lineage"}
+    assert turn.generator["family"] == turn.generator["weights"]  # no training behind it
+    assert turn.generator["format"] == "gpt2" and len(turn.generator["weights"]) == 16
+    assert turn.generator["lineage"] == ""  # not made by rlchat train
+
+
+def test_export_says_what_it_left_out(logged, tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    result = rlchat("export", "--format", "dpo", "--out", str(out), "--data-dir", str(logged))
+    assert result.returncode == 0
+    assert "picks rated below 3" in result.stderr
+    # --min-rating works as before: 1 keeps the picks the default leaves out.
+    every = rlchat("export", "--format", "dpo", "--min-rating", "1", "--data-dir", str(logged))
+    assert len(every.stdout.splitlines()) > len(out.read_text().splitlines())
+
+
+def test_train_writes_a_model_the_chat_can_switch_to(copy_of, tiny_model, config_dir):
+    result = rlchat("train", "--data-dir", str(copy_of), "--model", str(tiny_model),
+                    "--steps", "2", "--json", "--use")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # stdout holds the report alone
+    assert "step 2/2" in result.stderr and "loss" in result.stderr
+    path = Path(report["path"])
+    assert path == copy_of / "models" / "1" and report["held_out"] > 0
+    assert 0.0 <= report["held_out_accuracy"] <= 1.0
+    lineage = json.loads((path / "rlchat_lineage.json").read_text())
+    assert lineage["base"] == str(tiny_model) and lineage["method"] == "dpo"
+    assert lineage["data"]["pairs"] == report["pairs"] and "train_loss" in lineage["metrics"]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    assert f'model = "{path}"' in (config_dir / "config.toml").read_text()  # --use, said so
+
+    # The chat on the new model: its turns say so.  It is a fine-tune of the
+    # policy's model (one family): the policy keeps its model features.
+    before = stored_policy(Store(copy_of, readonly=True))
+    agent = open_agent(Store(copy_of), Settings(model=str(path)), seed=1)
+    try:
+        view = agent.say("hello there")
+        agent.choose(view.turn, view.candidates[0].id, 4)
+        assert agent.source.identity["lineage"] == "1"
+        assert agent.source.identity["family"] == lineage["family"] == lineage["base_weights"]
+        assert agent.policy.generator_switches == before.generator_switches == 0
+    finally:
+        agent.store.close()
+
+
+def test_another_model_makes_the_policy_forget_its_model_features(copy_of, tiny_chat_model):
+    agent = open_agent(Store(copy_of), Settings(model=str(tiny_chat_model)), seed=1)
+    try:
+        kept = agent.policy.w.copy()
+        view = agent.say("hello there")
+        assert agent.policy.generator_switches == 1
+        from rlchat.learner.features import FEATURE_NAMES, MODEL_COLUMNS
+
+        text = [i for i in range(len(FEATURE_NAMES)) if i not in MODEL_COLUMNS]
+        assert np.all(agent.policy.w[MODEL_COLUMNS] == 0)  # learned anew
+        assert np.allclose(agent.policy.w[text], kept[text], atol=0.5)  # carried over
+        agent.choose(view.turn, view.candidates[0].id, 4)
+        live = agent.policy
+        turns = list(agent.store.turns())
+    finally:
+        agent.store.close()
+    replayed = replay_logs(turns, live.config)
+    assert np.array_equal(replayed.w, live.w)  # replay applies the same rule, bit for bit
+    assert replayed.generator_switches == 1
+
+
+def test_dry_run_and_kto(copy_of, tiny_model):
+    dry = rlchat("train", "--data-dir", str(copy_of), "--model", str(tiny_model), "--dry-run")
+    assert dry.returncode == 0 and "dry run: nothing trained" in dry.stdout
+    assert not (copy_of / "models").exists()
+    kto = rlchat("train", "--method", "kto", "--data-dir", str(copy_of), "--model",
+                 str(tiny_model), "--steps", "1", "--json")
+    assert kto.returncode == 0, kto.stderr
+    assert json.loads(kto.stdout)["method"] == "kto"
+
+
+def test_bad_input_is_one_line_and_writes_no_model(tmp_path, copy_of, tiny_model):
+    empty = rlchat("train", "--data-dir", str(tmp_path / "none"), "--model", str(tiny_model))
+    assert empty.returncode == 1 and "no turns yet" in empty.stderr
+    assert len(empty.stderr.strip().splitlines()) == 1
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model / name, broken / name)  # weights, no tokenizer
+    no_tokenizer = rlchat("train", "--data-dir", str(copy_of), "--model", str(broken))
+    assert no_tokenizer.returncode == 1 and "--model PATH" in no_tokenizer.stderr
+    assert "Traceback" not in no_tokenizer.stderr
+    assert not (copy_of / "models" / "1").exists()
+
+
+def test_an_interrupted_or_failed_save_leaves_no_model(copy_of, tiny_model, monkeypatch):
+    from rlchat.learner import train as training
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training, "_save_files", full_disk)
+    options = training.TrainOptions(model=str(tiny_model), steps=1)
+    with pytest.raises(OSError):
+        training.train(copy_of, options, lambda message: None)
+    models = copy_of / "models"
+    assert not models.exists() or not list(models.iterdir())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_files", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(copy_of, options, lambda message: None)
+    assert not models.exists() or not list(models.iterdir())
+
+
+def test_without_the_train_extra_it_says_how_to_install(copy_of, tiny_model, monkeypatch):
+    from rlchat.learner import train as training
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # import trl now fails
+    with pytest.raises(training.TrainError, match=r"pip install 'rlchat\[train\]'"):
+        training.train(copy_of, training.TrainOptions(model=str(tiny_model)), print)

@@ -1,0 +1,89 @@
+"""`rlchat train`: fine-tune the generator on the logged preferences (learner/train.py)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from rlchat.learner.settings import Settings
+
+EXIT_FAILED, EXIT_MISSING, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def add_train_command(sub, add_common) -> None:
+    train = sub.add_parser(
+        "train", help="fine-tune the model on the logged preferences (needs rlchat[train])")
+    train.add_argument("--method", choices=("dpo", "kto"), default="dpo",
+                       help="DPO on preference pairs, or KTO on liked/passed-over replies "
+                       "(default: dpo)")
+    kind = train.add_mutually_exclusive_group()
+    kind.add_argument("--lora", dest="lora", action="store_true", default=True,
+                      help="train LoRA adapters and merge them (the default)")
+    kind.add_argument("--full", dest="lora", action="store_false",
+                      help="train every weight (slower, more memory)")
+    train.add_argument("--steps", type=int, default=150, metavar="N",
+                       help="optimizer steps of 8 pairs (default: 150)")
+    train.add_argument("--since", metavar="DATE", type=dt.date.fromisoformat, default=None,
+                       help="only turns from this day on (YYYY-MM-DD, UTC)")
+    train.add_argument("--out", metavar="DIR", type=Path, default=None,
+                       help="write the model here (default: DATA/models/<run>/)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="build the training set and report it; train nothing")
+    train.add_argument("--use", action="store_true",
+                       help="then make the trained model the chat's model (config.toml)")
+    train.add_argument("--json", action="store_true", help="the report as one JSON object")
+    add_common(train, suppress=True)
+
+
+def run_train(args: argparse.Namespace, data_dir: Path, settings: Settings) -> int:
+    from rlchat.learner.train import TrainError, TrainOptions, train
+
+    def say(message: str) -> None:
+        print(f"train: {message}", file=sys.stderr, flush=True)
+
+    if args.steps < 1:
+        print("rlchat: --steps must be at least 1", file=sys.stderr)
+        return EXIT_MISSING
+    options = TrainOptions(model=settings.model, method=args.method, lora=args.lora,
+                           steps=args.steps, since=args.since, out=args.out,
+                           dry_run=args.dry_run, seed=args.seed or 0)
+    try:
+        report = train(data_dir.expanduser(), options, say)
+    except TrainError as exc:
+        print(f"rlchat: {exc}.", file=sys.stderr)
+        return EXIT_MISSING if "pip install" in str(exc) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("rlchat: interrupted; no model was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # a full disk, a folder that cannot be written
+        print(f"rlchat: could not write the model ({exc.strerror or exc}); no model was "
+              f"written.", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # from TRL or torch: one line, the details in the log
+        logging.getLogger(__name__).debug("training failed", exc_info=True)
+        print(f"rlchat: training failed ({type(exc).__name__}: {exc}); no model was written.",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(report))
+    elif report.get("dry_run"):
+        print(f"{report['train_rows']} training rows, {report['held_out']} held out; "
+              f"dry run: nothing trained")
+    else:
+        accuracy = report.get("held_out_accuracy")
+        held = f", held-out preference accuracy {accuracy:.2f}" if accuracy is not None else ""
+        print(f"trained run {report['run']} in {report['train_s']:.0f} s "
+              f"(loss {report['train_loss']:.3f}{held}); start with: "
+              f"rlchat --model {report['path']}")
+    if args.use and not report.get("dry_run"):
+        from rlchat.tui.config_file import load_settings, save_settings
+
+        saved, _ = load_settings()
+        path = save_settings(replace(saved, model=report["path"]))
+        print(f"the chat uses it from its next start ({path})", file=sys.stderr)
+    return 0
