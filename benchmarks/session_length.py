@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlchat.learner.tiny_model import corpus_lines, write_tiny_model  # noqa: E402
+from rlchat.learner.tiny_model import corpus_lines, write_tiny_model
 
 
 def say(message: str) -> None:

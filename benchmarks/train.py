@@ -16,7 +16,7 @@ train` (DPO, LoRA) runs on that log, and:
 - the ranking policy after the switch: top-1 agreement with the user's picks
   over the next 50 turns on the trained model, against the 50 turns before
   and against 50 turns on the base model from the same point (a copy of the
-  log, the same messages and seeds).
+  log, the same messages and seeds); three such continuations, pooled.
 
 Run: .venv/bin/python benchmarks/train.py [--turns 200] [--steps 60] [--taste question|short]
 Ends by printing one JSON object.
@@ -118,11 +118,16 @@ def main() -> None:
     figures["share_base"] = round(base_share, 3)
     figures["share_trained"] = round(trained_share, 3)
     figures["share_ratio"] = round(trained_share / max(base_share, 1e-9), 2)
-    say("[5/5] 50 more turns on the trained model, and on the base model (control)")
-    control_data = work / "control"
-    shutil.copytree(data, control_data, ignore=shutil.ignore_patterns(".lock*", "models"))
-    after = chat(trained, data, 50, likes, args.seed + 1, offset=args.turns)
-    control = chat(str(model), control_data, 50, likes, args.seed + 1, offset=args.turns)
+    say("[5/5] 50 more turns on the trained model, and on the base model (control), "
+        "three times from the same log")
+    after, control = [], []
+    for repeat in range(3):
+        for label, model_path, out in (("trained", trained, after),
+                                        ("control", str(model), control)):
+            copy = work / f"{label}-{repeat}"
+            shutil.copytree(data, copy, ignore=shutil.ignore_patterns(".lock*", "models"))
+            out += chat(model_path, copy, 50, likes, args.seed + 1 + repeat,
+                        offset=args.turns + 50 * repeat)
     figures["top1_last_50_before"] = round(statistics.mean(before[-50:]), 3)
     figures["top1_50_after"] = round(statistics.mean(after), 3)
     figures["top1_50_control_base"] = round(statistics.mean(control), 3)
