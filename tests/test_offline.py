@@ -183,7 +183,9 @@ def test_dpo_pairs_come_only_from_shown_candidates(logged):
     shown_texts = {t.candidates[i].text for t in turns.values() for i in t.shown_ids}
     replies = {t.reply_text() for t in turns.values()}
     for pair in pairs:
-        assert pair["rejected"] in shown_texts and pair["chosen"] in replies
+        # As sampled after "Assistant:": with its leading space.
+        assert pair["chosen"].startswith(" ") and pair["rejected"].startswith(" ")
+        assert pair["rejected"].strip() in shown_texts and pair["chosen"].strip() in replies
         assert pair["chosen"] != pair["rejected"]
         assert pair["prompt"].startswith("User: ") and pair["prompt"].endswith("Assistant:")
     rated = rlchat("export", "--format", "dpo", "--min-rating", "5",
