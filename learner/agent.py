@@ -13,16 +13,22 @@ worker): state changes happen under one lock, generation outside it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from rlchat.learner.agent_sessions import SessionDoor, checked_text, storing
+from rlchat.learner.agent_views import (
+    CandidateSource,
+    Deleted,
+    PolicyView,
+    ShownCandidate,
+    TurnView,
+)
 from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import one_line, valid_unicode
 from rlchat.learner.errors import AgentError, GenerationCancelled
@@ -39,71 +45,20 @@ from rlchat.learner.records import (
     new_turn,
 )
 from rlchat.learner.rewards import RewardConfig, own_reply_feedback, pick_feedback
-from rlchat.learner.sampling import Sampling, TokenCallback
+from rlchat.learner.sampling import TokenCallback
 from rlchat.learner.settings import Settings
 from rlchat.learner.update import finish_turn, learnable, replay, start_turn
 from rlchat.storage import StorageFault, Store
 
+# The views are the agent's vocabulary: importable from here too.
+__all__ = ["Agent", "CandidateSource", "Deleted", "PolicyView", "ShownCandidate", "TurnView",
+           "load_source", "open_agent"]
+
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_CHARS = 20_000
 
 
-class CandidateSource(Protocol):
-    """A generator of candidate replies (the model)."""
-
-    sampling: Sampling
-
-    @property
-    def identity(self) -> dict[str, str]:
-        """What generates: model, prompt format, number format (stored with each turn)."""
-        ...
-
-    def propose(
-        self,
-        history: list[tuple[str, str]],
-        message: str,
-        n: int,
-        *,
-        system: str = "",
-        on_token: TokenCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Proposal: ...
-
-
-@dataclass(frozen=True)
-class ShownCandidate:
-    id: int  # the candidate's index in its turn
-    text: str
-    score: float  # Q(s, a)
-    propensity: float  # logged P(placed first)
-    truncated: bool = False  # cut at the token limit before its turn ended
-
-
-@dataclass(frozen=True)
-class TurnView:
-    session: str
-    turn: str
-    candidates: list[ShownCandidate]  # shown order, the policy's choice first
-
-
-@dataclass(frozen=True)
-class PolicyView:
-    """What the learning screen shows of the policy; a copy, not the policy."""
-
-    version: int
-    config: PolicyConfig
-    weights: tuple[float, ...]
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Deleted:
-    turns: int  # stored turns removed
-    was_open: bool  # it was the session in use: it ended, the next message starts another
-
-
-class Agent:
+class Agent(SessionDoor):
     def __init__(
         self,
         store: Store,
@@ -128,7 +83,7 @@ class Agent:
         self.system: str | None = None  # the open session's system prompt
         self.history: list[tuple[str, str]] = []
         self.open_turn: Turn | None = None
-        with _storing():
+        with storing():
             self._recover(rebuild_curves=curves is None)
             self._configure_policy(self.settings.learner())
 
@@ -192,10 +147,10 @@ class Agent:
         as they are drawn; `cancel` stops the generation
         (GenerationCancelled, nothing stored).
         """
-        text = _checked_text(text, "message")
+        text = checked_text(text, "message")
         if system is not None and not isinstance(system, str):
             raise AgentError("bad_field", "The system prompt must be text.")
-        with self._lock, _storing():
+        with self._lock, storing():
             source = self.source
             if source is None:
                 raise AgentError("no_model", "The model is not loaded yet; wait for it.")
@@ -220,24 +175,11 @@ class Agent:
                 "no_candidates", "The model produced no usable reply; send the message again."
             )
         phi = featurize(text, proposal.context_hidden, proposal.candidates)
-        with self._lock, _storing():
+        with self._lock, storing():
             if epoch != self._epoch:
                 raise AgentError("session_gone", "The session ended while the replies were "
                                  "being generated; send the message again.")
             return self._store_turn(text, proposal, phi)
-
-    def _system(self) -> str:
-        """The system prompt of the open session, or of the next one."""
-        return self.settings.system if self.system is None else self.system
-
-    def set_system(self, system: str) -> None:
-        """The system prompt of the open session from its next turn on (or of
-        the next session, if none is open)."""
-        system = valid_unicode(system) if isinstance(system, str) else ""
-        with self._lock, _storing():
-            self.system = system
-            if self.session is not None:
-                self.store.update_session(self.session, system=system)
 
     def _store_turn(self, text: str, proposal: Proposal, phi: np.ndarray) -> TurnView:
         if self.session is None:
@@ -280,7 +222,7 @@ class Agent:
 
     def choose(self, turn_id: str, candidate_id: int, rating: int | None = None) -> float:
         """The user picked a shown candidate (and maybe rated it); returns its reward."""
-        with self._lock, _storing():
+        with self._lock, storing():
             turn = self._answerable(turn_id)
             if not isinstance(candidate_id, int) or isinstance(candidate_id, bool) or (
                 candidate_id not in turn.shown_ids
@@ -303,9 +245,9 @@ class Agent:
 
     def reply(self, turn_id: str, text: str) -> None:
         """The user wrote their own reply instead of picking a candidate."""
-        with self._lock, _storing():
+        with self._lock, storing():
             turn = self._answerable(turn_id)
-            text = _checked_text(text, "reply")
+            text = checked_text(text, "reply")
             rewards, weights = own_reply_feedback(turn.shown_count, self.rewards)
             self._finish(turn, rewards, weights, status=REPLIED, own_reply=text)
 
@@ -328,67 +270,6 @@ class Agent:
             return warning
 
     # sessions -------------------------------------------------------------
-    def end(self) -> str | None:
-        """End the session (terminal for Q-learning); the next message opens a new one."""
-        with self._lock, _storing():
-            self._close_open_turn()
-            ended = self.session
-            self.session, self.history, self.system = None, [], None
-            self._epoch += 1
-            if ended is not None:
-                self.store.update_session(ended, ended=time.time())
-            return ended
-
-    def sessions(self) -> list[dict[str, Any]]:
-        """Stored sessions, newest first (id, title, started, turns)."""
-        with self._lock:
-            return sorted(self.store.sessions(), key=lambda s: s["seq"], reverse=True)
-
-    def session_messages(self, session_id: str) -> list[tuple[str, str]]:
-        """A stored session as (role, text) lines: "user", "assistant", or "note"
-        for a message that got no reply."""
-        with self._lock:
-            lines = []
-            for turn in self._session_turns(session_id):
-                lines.append(("user", turn.user_text))
-                reply = turn.reply_text()
-                lines.append(("assistant", reply) if reply else ("note", "(no reply chosen)"))
-            return lines
-
-    def resume(self, session_id: str) -> list[tuple[str, str]]:
-        """Continue a stored session: its answered turns become the history.
-        Returns its messages as (role, text) for the transcript."""
-        with self._lock:
-            self._known_session(session_id)
-            self.end()
-            with _storing():
-                self.store.update_session(session_id, ended=None)
-            self.session = session_id
-            self.system = (self.store.get_session(session_id) or {}).get("system") or ""
-            self.history = [(turn.user_text, turn.reply_text() or "")
-                            for turn in self._session_turns(session_id) if turn.reply_text()]
-            return self.session_messages(session_id)
-
-    def rename_session(self, session_id: str, title: str) -> str:
-        """Give a session a new title (one line, at most 80 characters); returns it."""
-        title = one_line(_checked_text(title, "title"))[:80]
-        with self._lock, _storing():
-            self._known_session(session_id)
-            self.store.update_session(session_id, title=title)
-            return title
-
-    def delete_session(self, session_id: str) -> Deleted:
-        """Remove a session's turns.  The session in use ends first: the turn
-        on screen is discarded with it, the model's history is cleared, and the
-        next message starts a new session.  What the policy learned from the
-        turns stays until an offline replay."""
-        with self._lock, _storing():
-            self._known_session(session_id)
-            was_open = session_id == self.session
-            if was_open:
-                self.end()
-            return Deleted(self.store.delete_session(session_id), was_open)
-
     # the policy, read-only ------------------------------------------------
     def policy_view(self) -> PolicyView:
         with self._lock:
@@ -414,7 +295,7 @@ class Agent:
         problems = settings.problems()
         if problems:
             raise AgentError("bad_settings", problems[0][1].capitalize() + ".")
-        with self._lock, _storing():
+        with self._lock, storing():
             reload = settings.needs_reload(self.settings)
             self.settings = settings
             if self.source is not None:
@@ -430,14 +311,6 @@ class Agent:
             self._save_policy()
 
     # internals ------------------------------------------------------------
-    def _known_session(self, session_id: str) -> None:
-        session = self.store.get_session(session_id) if isinstance(session_id, str) else None
-        if session is None or session.get("deleted"):
-            raise AgentError("unknown_session", f"There is no session {session_id!r}.")
-
-    def _session_turns(self, session_id: str) -> Iterator[Turn]:
-        return map(Turn.from_dict, self.store.session_turns(session_id))
-
     def _answerable(self, turn_id: str) -> Turn:
         stored = self.store.get_turn(turn_id) if isinstance(turn_id, str) else None
         if stored is None:
@@ -487,27 +360,6 @@ class Agent:
         except StorageFault as fault:
             log.warning("policy not saved: %s", fault)
             self._warning = AgentError(fault.code, fault.message)
-
-
-@contextlib.contextmanager
-def _storing() -> Iterator[None]:
-    """Storage faults leave as AgentErrors with their code (storage_full, ...)."""
-    try:
-        yield
-    except StorageFault as fault:
-        raise AgentError(fault.code, fault.message) from fault
-
-
-def _checked_text(text: object, what: str) -> str:
-    """Text from a person, refused with a clear message if empty or huge."""
-    if not isinstance(text, str) or not one_line(text):
-        raise AgentError("empty_text", f"The {what} is empty; write something first.")
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise AgentError(
-            "too_long",
-            f"The {what} has {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}.",
-        )
-    return valid_unicode(text)
 
 
 def load_source(settings: Settings, *, seed: int | None = None) -> CandidateSource:
