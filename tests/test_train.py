@@ -63,9 +63,22 @@ def turns_of(data: Path) -> list[Turn]:
         store.close()
 
 
-def rlchat(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rlchat.tui.cli", *args], capture_output=True,
-                          text=True, timeout=600)
+@pytest.fixture
+def rlchat(capsys):
+    """The command line, in this process (each start of one would cost
+    seconds of imports): its exit status, stdout and stderr."""
+    from rlchat.tui.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return run
 
 
 def test_pairs_are_what_the_model_saw_and_sampled(logged, tiny_model):
@@ -104,7 +117,7 @@ def test_every_turn_records_its_generator(logged):
     assert turn.generator["lineage"] == ""  # not made by rlchat train
 
 
-def test_export_says_what_it_left_out(logged, tmp_path):
+def test_export_says_what_it_left_out(logged, tmp_path, rlchat):
     out = tmp_path / "pairs.jsonl"
     result = rlchat("export", "--format", "dpo", "--out", str(out), "--data-dir", str(logged))
     assert result.returncode == 0
@@ -114,7 +127,7 @@ def test_export_says_what_it_left_out(logged, tmp_path):
     assert len(every.stdout.splitlines()) > len(out.read_text().splitlines())
 
 
-def test_train_writes_a_model_the_chat_can_switch_to(copy_of, tiny_model, config_dir):
+def test_train_writes_a_model_the_chat_can_switch_to(copy_of, tiny_model, config_dir, rlchat):
     result = rlchat("train", "--data-dir", str(copy_of), "--model", str(tiny_model),
                     "--steps", "2", "--json", "--use")
     assert result.returncode == 0, result.stderr
@@ -164,7 +177,7 @@ def test_another_model_makes_the_policy_forget_its_model_features(copy_of, tiny_
     assert replayed.generator_switches == 1
 
 
-def test_dry_run_and_kto(copy_of, tiny_model):
+def test_dry_run_and_kto(copy_of, tiny_model, rlchat):
     dry = rlchat("train", "--data-dir", str(copy_of), "--model", str(tiny_model), "--dry-run")
     assert dry.returncode == 0 and "dry run: nothing trained" in dry.stdout
     assert not (copy_of / "models").exists()
@@ -174,7 +187,7 @@ def test_dry_run_and_kto(copy_of, tiny_model):
     assert json.loads(kto.stdout)["method"] == "kto"
 
 
-def test_bad_input_is_one_line_and_writes_no_model(tmp_path, copy_of, tiny_model):
+def test_bad_input_is_one_line_and_writes_no_model(tmp_path, copy_of, tiny_model, rlchat):
     empty = rlchat("train", "--data-dir", str(tmp_path / "none"), "--model", str(tiny_model))
     assert empty.returncode == 1 and "no turns yet" in empty.stderr
     assert len(empty.stderr.strip().splitlines()) == 1
