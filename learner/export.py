@@ -26,10 +26,15 @@ def _iso(timestamp: float | None) -> str | None:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
+def before(turn: Turn, since: dt.date | None) -> bool:
+    """Whether the turn was taken before the day `since` (UTC)."""
+    return since is not None and dt.datetime.fromtimestamp(turn.created, dt.UTC).date() < since
+
+
 def keep(turn: Turn, min_rating: int | None, since: dt.date | None) -> bool:
     """The export filters: created on or after `since` (UTC); picks rated at
     least `min_rating` (own replies carry no rating and are kept)."""
-    if since is not None and dt.datetime.fromtimestamp(turn.created, dt.UTC).date() < since:
+    if before(turn, since):
         return False
     if min_rating is not None:
         if turn.status == REPLIED:
@@ -113,7 +118,7 @@ def preference_pairs(
         if turn.reply_text() is None:
             dropped["unanswered turns"] += 1
             continue
-        if since is not None and dt.datetime.fromtimestamp(turn.created, dt.UTC).date() < since:
+        if before(turn, since):
             dropped[f"turns before {since}"] += 1
             continue
         if turn.status == CHOSEN and turn.rating is not None:

@@ -53,7 +53,6 @@ def save_policy(store: Store, policy: QPolicy, curves: Curves | None, **extra: A
     store.save_policy(snapshot)
 
 
-def stored_policy(store: Store) -> QPolicy | None:
-    """The stored policy if it fits today's features, else None."""
-    snapshot = store.load_policy()
-    return QPolicy.from_dict(snapshot) if fits(snapshot) and snapshot else None
+def stored_policy(snapshot: dict[str, Any] | None) -> QPolicy | None:
+    """The policy in a stored snapshot if it fits today's features, else None."""
+    return QPolicy.from_dict(snapshot) if snapshot and fits(snapshot) else None

@@ -246,26 +246,30 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
     finally:
         shutil.rmtree(common["output_dir"], ignore_errors=True)
     trained = trainer.model
+    reference: list[tuple[float, float]] | None = None
+    if data.held_out:
+        say(f"measuring {len(data.held_out)} held-out pairs")
+    if data.held_out and options.lora:
+        # The base is the adapted model with its adapters off: no second load.
+        with trained.disable_adapter():
+            reference = completion_logps(trained, tokenizer, data.held_out)
     if options.lora:
         trained = trained.merge_and_unload()
     trained.eval()
     metrics = {"train_loss": round(float(result.training_loss), 4)}
     if data.held_out:
-        say(f"measuring {len(data.held_out)} held-out pairs")
-        _, reference = load_model(options.model)
-        metrics.update(held_out_accuracy(trained, reference, tokenizer, data.held_out,
-                                         options.beta))
+        if reference is None:  # a full fine-tune changed the base's own weights
+            reference = completion_logps(load_model(options.model)[1], tokenizer, data.held_out)
+        metrics.update(held_out_accuracy(completion_logps(trained, tokenizer, data.held_out),
+                                         reference, options.beta))
     return trained, tokenizer, base_weights, metrics
 
 
-def held_out_accuracy(model, reference, tokenizer, pairs: list[dict[str, str]],
-                      beta: float) -> dict[str, float]:
-    """How often the implicit DPO reward, beta * (log p_model - log p_reference)
-    of a reply, ranks chosen over rejected (ties count half: 0.5 before any
-    training)."""
+def completion_logps(net, tokenizer, pairs: list[dict[str, str]]) -> list[tuple[float, float]]:
+    """log p(chosen | prompt) and log p(rejected | prompt) of each pair under `net`."""
     import torch
 
-    def logp(net, prompt: str, completion: str) -> float:
+    def logp(prompt: str, completion: str) -> float:
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
@@ -273,16 +277,20 @@ def held_out_accuracy(model, reference, tokenizer, pairs: list[dict[str, str]],
         logprobs = logits.log_softmax(-1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
         return float(logprobs[len(prompt_ids) - 1:].sum())
 
+    return [(logp(p["prompt"], p["chosen"]), logp(p["prompt"], p["rejected"])) for p in pairs]
+
+
+def held_out_accuracy(trained: list[tuple[float, float]], reference: list[tuple[float, float]],
+                      beta: float) -> dict[str, float]:
+    """How often the implicit DPO reward, beta * (log p_trained - log p_reference)
+    of a reply, ranks chosen over rejected (ties count half: 0.5 before any
+    training)."""
     wins, margins = 0.0, []
-    for pair in pairs:
-        chosen = logp(model, pair["prompt"], pair["chosen"]) - logp(
-            reference, pair["prompt"], pair["chosen"])
-        rejected = logp(model, pair["prompt"], pair["rejected"]) - logp(
-            reference, pair["prompt"], pair["rejected"])
-        margin = beta * (chosen - rejected)
+    for (chosen, rejected), (ref_chosen, ref_rejected) in zip(trained, reference, strict=True):
+        margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
         wins += 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
         margins.append(margin)
-    return {"held_out_accuracy": round(wins / len(pairs), 4),
+    return {"held_out_accuracy": round(wins / len(trained), 4),
             "held_out_reward_margin": round(sum(margins) / len(margins), 4)}
 
 

@@ -144,7 +144,7 @@ def test_train_writes_a_model_the_chat_can_switch_to(copy_of, tiny_model, config
 
     # The chat on the new model: its turns say so.  It is a fine-tune of the
     # policy's model (one family): the policy keeps its model features.
-    before = stored_policy(Store(copy_of, readonly=True))
+    before = stored_policy(Store(copy_of, readonly=True).load_policy())
     agent = open_agent(Store(copy_of), Settings(model=str(path)), seed=1)
     try:
         view = agent.say("hello there")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -17,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, LoadingIndicator, Static
 
 from rlchat.learner.errors import AgentError
-from rlchat.learner.settings import Settings
+from rlchat.learner.settings import LEARNER, Settings
 from rlchat.tui.config_file import config_path, save_settings
 from rlchat.tui.model_loading import ModelLoading
 from rlchat.tui.screens.dialogs import AskText
@@ -183,9 +184,7 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         shown = self.settings
         if self.agent is not None:  # show what the learner really uses
             config = self.agent.policy_view().config
-            shown = Settings(**{**shown.__dict__, **{
-                name: getattr(config, name) for name in ("epsilon", "gamma", "forgetting")
-            }})
+            shown = replace(shown, **{name: getattr(config, name) for name in LEARNER})
         self.push_screen(SettingsForm(shown), self.apply_settings)
 
     def apply_settings(self, settings: Settings | None) -> None:

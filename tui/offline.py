@@ -88,7 +88,7 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         return 3
     try:
         live = store.load_policy()
-        current = stored_policy(store)
+        current = stored_policy(live)
         config = _config(args, live)
         progress = Progress("replay", store.count_turns())
         policy = replay_logs(store.turns(), config, progress)
