@@ -14,7 +14,7 @@ from rlchat.learner.evaluate import LoggedStep
 from rlchat.learner.features import DIM
 from rlchat.learner.policy import PolicyConfig, QPolicy
 from rlchat.learner.records import Turn
-from rlchat.learner.update import finish_turn, learnable, replay, start_turn
+from rlchat.learner.update import current, finish_turn, learnable, replay, start_turn
 
 Progress = Callable[[int], None]
 
@@ -23,7 +23,7 @@ def _turns(records: Iterable[dict[str, Any]], progress: Progress | None) -> Iter
     for i, record in enumerate(records, start=1):
         if progress and i % 1000 == 0:
             progress(i)
-        turn = Turn.from_dict(record)
+        turn = current(record)
         if learnable(turn):
             yield turn
 

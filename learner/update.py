@@ -11,9 +11,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from rlchat.learner.features import FEATURE_VERSION, MODEL_COLUMNS
+from rlchat.learner.features import FEATURE_VERSION, MODEL_COLUMNS, refeaturize
 from rlchat.learner.policy import QPolicy
-from rlchat.learner.records import CHOSEN, REPLIED, Turn
+from rlchat.learner.records import CHOSEN, REGENERATED, REJECTED, REPLIED, Turn
 
 
 def feedback_rows(
@@ -24,6 +24,9 @@ def feedback_rows(
     rewards: list[float],
     weights: list[float],
     margin: float,
+    *,
+    ranking: list[list[int]] | None = None,
+    edit_phi: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Regression rows for one answered turn: (rows, targets, weights, chosen phi).
 
@@ -31,18 +34,39 @@ def feedback_rows(
     preferred to: phi(pick) - phi(other) with target `margin`, weighted by how
     likely the other one was read.  Pairs carry what a skip says (worse than
     the pick, in this context) without pretending to know its absolute value.
-    An own reply penalises every shown candidate, each by its read weight.
+    An order of several gives a pair for every two candidates in different
+    groups (a tie: a pair with target 0), each read.  An edit of the pick
+    is a row of its own, with the pick's reward, and preferred to the pick.
+    An own reply, "none of these" or a regenerate penalise every shown
+    candidate, each by its read weight.
     """
     if status == CHOSEN and choice is not None:
         pick = shown.index(choice)
         rows, targets, cs = [phi[choice]], [rewards[pick]], [1.0]
-        for pos, other in enumerate(shown):
-            if pos != pick:
-                rows.append(phi[choice] - phi[other])
-                targets.append(margin)
-                cs.append(weights[pos])
+        if ranking is None:
+            for pos, other in enumerate(shown):
+                if pos != pick:
+                    rows.append(phi[choice] - phi[other])
+                    targets.append(margin)
+                    cs.append(weights[pos])
+        else:
+            for g, group in enumerate(ranking):
+                for i, better in enumerate(group):
+                    for worse in group[i + 1:]:
+                        rows.append(phi[better] - phi[worse])
+                        targets.append(0.0)
+                        cs.append(1.0)
+                    for lower in ranking[g + 1:]:
+                        for worse in lower:
+                            rows.append(phi[better] - phi[worse])
+                            targets.append(margin)
+                            cs.append(1.0)
+        if edit_phi is not None:
+            rows += [edit_phi, edit_phi - phi[choice]]
+            targets += [rewards[pick], margin]
+            cs += [1.0, 1.0]
         return np.array(rows), np.array(targets), np.array(cs), phi[choice]
-    if status == REPLIED:
+    if status in (REPLIED, REJECTED, REGENERATED):
         return phi[shown], np.array(rewards), np.array(weights), None
     raise ValueError(f"no feedback in a turn with status {status!r}")
 
@@ -75,17 +99,26 @@ def start_turn(policy: QPolicy, turn: Turn) -> None:
 
 def finish_turn(policy: QPolicy, turn: Turn) -> None:
     if turn.answered_ok and turn.rewards is not None and turn.weights is not None:
+        edit_phi = None if turn.edit_features is None else np.array(turn.edit_features)
         rows, targets, weights, chosen = feedback_rows(
             turn.features(), turn.shown_ids, turn.status, turn.choice,
             turn.rewards, turn.weights, policy.config.pair_margin,
+            ranking=turn.ranking, edit_phi=edit_phi,
         )
         policy.learn(rows, targets, weights, chosen)
     policy.last_seq = turn.seq
 
 
 def learnable(turn: Turn) -> bool:
-    """Whether this policy can score the turn: features of the current version."""
+    """Whether this policy can score the turn: features of the current version
+    (a turn read through `current` has them where its stored texts allow)."""
     return turn.feature_version == FEATURE_VERSION and bool(turn.candidates)
+
+
+def current(record: dict) -> Turn:
+    """A stored turn, with today's features where it was stored with older
+    ones (features.refeaturize): how replay and recovery read the log."""
+    return refeaturize(Turn.from_dict(record))
 
 
 def replay(policy: QPolicy, turns: Iterable[Turn]) -> int:

@@ -1,0 +1,106 @@
+"""Features v2: the general columns, and v1 logs replayed into v2."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlchat.learner.features import (
+    DIM,
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    V1_NAMES,
+    featurize,
+    refeaturize,
+    text_features,
+)
+from rlchat.learner.policy import QPolicy
+from rlchat.learner.records import Candidate, StoredCandidate, Turn
+from rlchat.learner.update import feedback_rows, learnable, replay
+
+TEXTS = ["Sure, here is a list:\n- eggs\n- milk", "Why not try jazz?", "I love `code` 42!"]
+
+
+def rows(user: str, texts: list[str]) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    cands = [Candidate(t, -2.0, 5, rng.standard_normal(16)) for t in texts]
+    return featurize(user, rng.standard_normal(16), cands)
+
+
+def column(name: str) -> int:
+    return FEATURE_NAMES.index(name)
+
+
+def test_general_columns_read_the_shape_of_the_text():
+    phi = rows("do you like jazz music?", TEXTS)
+    assert phi.shape == (3, DIM) and np.all(np.abs(phi) <= 2.0)
+    assert phi[0, column("list")] == 1.0 and phi[0, column("lines")] == 2 / 3
+    assert phi[1, column("ends_question")] == 1.0 and phi[1, column("shared_first")] == 0.0
+    assert phi[2, column("code")] == 1.0 and phi[2, column("digits")] == 2 / 3
+    assert phi[2, column("ends_exclaim")] == 1.0
+    assert phi[1, column("recall")] == 1 / 3  # "jazz" of "like", "jazz", "music"
+    # Exactly one length band each.
+    bands = [column(f"length_band_{i}") for i in range(5)]
+    assert np.all(phi[:, bands].sum(axis=1) == 1.0)
+
+
+def test_a_word_moves_its_hashed_bucket_the_same_way_in_every_process():
+    _, with_word = text_features("", "the cat sat down", 0.0)
+    _, without = text_features("", "the dog sat down", 0.0)
+    assert with_word != without
+    # crc32, not Python's salted hash: fixed values, whatever PYTHONHASHSEED.
+    _, again = text_features("", "the cat sat down", 0.0)
+    assert with_word == again
+
+
+def v1_turn() -> Turn:
+    phi = rows("tell me a joke", TEXTS)
+    v1 = phi[:, : len(V1_NAMES)]
+    return Turn(
+        session="1", user_text="tell me a joke",
+        candidates=[StoredCandidate(t, -2.0, 5, [float(x) for x in row])
+                    for t, row in zip(TEXTS, v1, strict=True)],
+        feature_version="v1", scores=[0.0] * 3, order=[2, 0, 1], shown_count=3,
+        propensities=[1 / 3] * 3, policy_version=0, created=0.0, status="chosen", choice=0,
+        rating=5, rewards=[1.0, -0.2, -0.2], weights=[1.0, 1.0, 0.7], seq=1, id="1",
+    )
+
+
+def test_a_v1_turn_replays_into_v2_exactly_without_the_model():
+    old = v1_turn()
+    assert not learnable(old)
+    new = refeaturize(old)
+    assert learnable(new) and new.feature_version == FEATURE_VERSION == "v2"
+    # v1's columns as stored, the new ones read off the stored texts: the
+    # same vector a v2 agent would have stored for these candidates.
+    assert np.array_equal(new.features(), rows("tell me a joke", TEXTS))
+    assert old.feature_version == "v1"  # the stored record is left as it was
+    policy = QPolicy(DIM)
+    assert replay(policy, [new]) == 1 and policy.version == 1
+
+
+def test_rank_one_updates_stay_close_to_the_exact_ridge_solution():
+    rng = np.random.default_rng(1)
+    live, exact = QPolicy(40), QPolicy(40)
+    for t in range(100):
+        x = rng.standard_normal((5, 40))
+        y, c = rng.uniform(-1, 1, 5), rng.uniform(0.2, 1, 5)
+        live.learn(x, y, c, None)
+        exact.learn(x, y, c, None)
+        exact._solve()  # what a full inverse a turn gives
+        # The approximation forgets the ridge until the next exact inverse.
+        assert np.allclose(live.w, exact.w, atol=0.05), t
+    assert live.since_exact == 100 % 32
+
+
+def test_feedback_rows_of_an_order_with_a_tie_and_an_edit():
+    phi = np.eye(4)
+    rows_, targets, weights, chosen = feedback_rows(
+        phi, [0, 1, 2, 3], "chosen", 1, [0.5, 1.0, 1.0, -0.2], [1.0] * 4, 0.5,
+        ranking=[[1, 2], [0, 3]], edit_phi=np.full(4, 0.5))
+    pairs = {(tuple(r), t) for r, t in zip(rows_[1:-2], targets[1:-2], strict=True)}
+    assert ((0.0, 1.0, -1.0, 0.0), 0.0) in pairs  # the tie
+    assert ((-1.0, 1.0, 0.0, 0.0), 0.5) in pairs and ((0.0, 0.0, 1.0, -1.0), 0.5) in pairs
+    assert ((1.0, 0.0, 0.0, -1.0), 0.0) in pairs  # the tie below
+    assert len(pairs) == 2 + 4
+    assert np.array_equal(rows_[-1], np.full(4, 0.5) - phi[1]) and targets[-1] == 0.5
+    assert np.array_equal(chosen, phi[1]) and np.all(weights == 1.0)
