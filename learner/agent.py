@@ -17,10 +17,10 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
+from rlchat.learner.agent_answers import AnswerDoor
 from rlchat.learner.agent_sessions import SessionDoor, checked_text, storing
 from rlchat.learner.agent_views import (
     CandidateSource,
@@ -36,18 +36,18 @@ from rlchat.learner.features import FEATURE_NAMES, FEATURE_VERSION, featurize
 from rlchat.learner.policy import PolicyConfig
 from rlchat.learner.policy_store import load_policy, save_policy
 from rlchat.learner.records import (
-    CHOSEN,
     PENDING,
-    REPLIED,
     UNANSWERED,
     Proposal,
     Turn,
     new_turn,
 )
-from rlchat.learner.rewards import RewardConfig, own_reply_feedback, pick_feedback
+from rlchat.learner.rewards import (
+    RewardConfig,
+)
 from rlchat.learner.sampling import TokenCallback
 from rlchat.learner.settings import Settings
-from rlchat.learner.update import finish_turn, learnable, replay, start_turn
+from rlchat.learner.update import current, finish_turn, learnable, replay, start_turn
 from rlchat.storage import StorageFault, Store
 
 # The views are the agent's vocabulary: importable from here too.
@@ -57,8 +57,7 @@ __all__ = ["Agent", "CandidateSource", "Deleted", "PolicyView", "ShownCandidate"
 log = logging.getLogger(__name__)
 
 
-
-class Agent(SessionDoor):
+class Agent(AnswerDoor, SessionDoor):
     def __init__(
         self,
         store: Store,
@@ -105,7 +104,7 @@ class Agent(SessionDoor):
             self.curves = Curves()
         late = []
         for record in self.store.turns(after_seq=min(self.policy.last_seq, self.curves.last_seq)):
-            turn = Turn.from_dict(record)
+            turn = current(record)
             if turn.status == PENDING:
                 turn.status = UNANSWERED
                 self.store.update_turn(turn.id, status=UNANSWERED)
@@ -220,37 +219,6 @@ class Agent(SessionDoor):
             ],
         )
 
-    def choose(self, turn_id: str, candidate_id: int, rating: int | None = None) -> float:
-        """The user picked a shown candidate (and maybe rated it); returns its reward."""
-        with self._lock, storing():
-            turn = self._answerable(turn_id)
-            if not isinstance(candidate_id, int) or isinstance(candidate_id, bool) or (
-                candidate_id not in turn.shown_ids
-            ):
-                raise AgentError(
-                    "bad_id",
-                    f"Candidate id {candidate_id!r} was not shown in turn {turn_id}; "
-                    f"shown ids: {turn.shown_ids}.",
-                )
-            if rating is not None and (
-                not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5
-            ):
-                raise AgentError("bad_rating",
-                                 f"Rating {rating!r} is not a whole number from 1 to 5.")
-            position = turn.shown_ids.index(candidate_id)
-            rewards, weights = pick_feedback(turn.shown_count, position, rating, self.rewards)
-            self._finish(turn, rewards, weights, status=CHOSEN, choice=candidate_id,
-                         rating=rating)
-            return rewards[position]
-
-    def reply(self, turn_id: str, text: str) -> None:
-        """The user wrote their own reply instead of picking a candidate."""
-        with self._lock, storing():
-            turn = self._answerable(turn_id)
-            text = checked_text(text, "reply")
-            rewards, weights = own_reply_feedback(turn.shown_count, self.rewards)
-            self._finish(turn, rewards, weights, status=REPLIED, own_reply=text)
-
     def explain(self, turn_id: str, top: int = 3) -> dict[int, list[tuple[str, float]]]:
         """Why the shown candidates of the open turn are in this order: each
         one's largest feature contributions relative to the mean of those shown."""
@@ -311,36 +279,6 @@ class Agent(SessionDoor):
             self._save_policy()
 
     # internals ------------------------------------------------------------
-    def _answerable(self, turn_id: str) -> Turn:
-        stored = self.store.get_turn(turn_id) if isinstance(turn_id, str) else None
-        if stored is None:
-            raise AgentError("unknown_turn", f"There is no turn {turn_id!r}.")
-        turn = self.open_turn
-        if turn is None or turn.id != turn_id:
-            if stored["status"] in (CHOSEN, REPLIED):
-                raise AgentError("already_answered", f"Turn {turn_id} has already been answered.")
-            raise AgentError(
-                "turn_closed",
-                f"Turn {turn_id} was left unanswered; only the latest turn can be answered.",
-            )
-        return turn
-
-    def _finish(self, turn: Turn, rewards: list[float], weights: list[float],
-                **feedback: Any) -> None:
-        answered = time.time()
-        # Durable before learning: a crash after this line is recovered at
-        # startup; a failed write changes nothing here.
-        self.store.update_turn(turn.id, rewards=rewards, weights=weights, answered=answered,
-                               **{"choice": None, "rating": None, "own_reply": None, **feedback})
-        for name, value in feedback.items():
-            setattr(turn, name, value)
-        turn.rewards, turn.weights, turn.answered = rewards, weights, answered
-        finish_turn(self.policy, turn)
-        self.curves.fold(turn)
-        self.history.append((turn.user_text, turn.reply_text() or ""))
-        self.open_turn = None
-        self._save_policy()
-
     def _close_open_turn(self) -> None:
         turn = self.open_turn
         if turn is None:

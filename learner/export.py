@@ -1,10 +1,11 @@
 """Export formats (public contracts, documented in the README) and log statistics.
 
-- turns: one JSON object per turn, schema "rlchat.turn/2".
+- turns: one JSON object per turn, schema "rlchat.turn/3".
 - dpo:   TRL's preference format, {"prompt", "chosen", "rejected"} as plain
          strings: the prompt the model continued; chosen = the pick (unless
-         disliked) or the user's own reply, rejected = each candidate shown
-         and passed over, both as sampled.
+         disliked), its edit, or the user's own reply, rejected = each
+         candidate shown and passed over, both as sampled; an order of
+         several gives every pair it orders; an edit is chosen over the pick.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from rlchat.learner.features import FEATURE_NAMES
-from rlchat.learner.records import CHOSEN, REPLIED, Turn
+from rlchat.learner.features import NAMES_BY_VERSION
+from rlchat.learner.records import CHOSEN, REGENERATED, REJECTED, REPLIED, Turn
 
-TURN_SCHEMA = "rlchat.turn/2"  # 2 added system, prompt, generator, truncated
+# 2 added system, prompt, generator, truncated; 3 added ranking, edit and the
+# statuses rejected and regenerated
+TURN_SCHEMA = "rlchat.turn/3"
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -57,7 +60,7 @@ def turn_record(turn: Turn) -> dict[str, Any]:
         "prompt": turn.prompt,
         "generator": turn.generator,
         "feature_version": turn.feature_version,
-        "feature_names": list(FEATURE_NAMES),
+        "feature_names": list(NAMES_BY_VERSION.get(turn.feature_version, ())),
         "candidates": [
             {
                 "id": i,
@@ -76,6 +79,8 @@ def turn_record(turn: Turn) -> dict[str, Any]:
         "choice": turn.choice,
         "rating": turn.rating,
         "own_reply": turn.own_reply,
+        "ranking": turn.ranking,
+        "edit": turn.edit,
         "rewards": turn.rewards,
         "policy_version": turn.policy_version,
     }
@@ -109,12 +114,16 @@ def preference_pairs(
     dropped: Counter | None = None,
 ) -> Iterator[dict[str, str]]:
     """{"prompt", "chosen", "rejected"} pairs, oldest first: the prompt the
-    model continued (as stored with the turn), the pick or the user's own
-    reply over each shown candidate passed over, all as sampled.  A pick
+    model continued (as stored with the turn), the pick (or its edit) or the
+    user's own reply over each shown candidate passed over, all as sampled;
+    an order gives every pair it orders, an edit is preferred to the pick.  A pick
     rated below 3 (below `min_rating`, if given) is no preference.  What is
     left out is counted in `dropped`, by reason."""
     dropped = dropped if dropped is not None else Counter()
     for turn in turns:
+        if turn.status in (REJECTED, REGENERATED):
+            dropped["turns answered with new candidates"] += 1
+            continue
         if turn.reply_text() is None:
             dropped["unanswered turns"] += 1
             continue
@@ -132,20 +141,38 @@ def preference_pairs(
         if not turn.prompt:
             dropped["turns stored before prompts were kept (0.2)"] += 1
             continue
-        if turn.status == CHOSEN and turn.choice is not None:
-            pick = turn.candidates[turn.choice]
-            chosen = sampled_text(turn, pick.text, pick.sampled)
-        else:
-            chosen = sampled_text(turn, turn.own_reply or "", None)
-        for i in turn.shown_ids:
-            other = turn.candidates[i]
-            rejected = sampled_text(turn, other.text, other.sampled)
-            if i == turn.choice:
-                continue
+        prompt = turn.prompt
+        for chosen, rejected in _ordered_pairs(turn):
             if rejected.strip() == chosen.strip():
                 dropped["passed-over candidates equal to the reply"] += 1
                 continue
-            yield {"prompt": turn.prompt, "chosen": chosen, "rejected": rejected}
+            yield {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _ordered_pairs(turn: Turn) -> Iterator[tuple[str, str]]:
+    """(better, worse) texts as sampled, for an answered turn with a reply."""
+    def text(i: int) -> str:
+        return sampled_text(turn, turn.candidates[i].text, turn.candidates[i].sampled)
+
+    if turn.status != CHOSEN or turn.choice is None:  # an own reply over every shown
+        own = sampled_text(turn, turn.own_reply or "", None)
+        for i in turn.shown_ids:
+            yield own, text(i)
+        return
+    # The edit takes the pick's place at the top, and is preferred to it.
+    edit = None if turn.edit is None else sampled_text(turn, turn.edit, None)
+
+    def best(i: int) -> str:
+        return edit if edit is not None and i == turn.choice else text(i)
+
+    if edit is not None:
+        yield edit, text(turn.choice)
+    ranking = turn.ranking or [[turn.choice], [i for i in turn.shown_ids if i != turn.choice]]
+    for g, group in enumerate(ranking):
+        for better in group:
+            for lower in ranking[g + 1:]:
+                for worse in lower:
+                    yield best(better), text(worse)
 
 
 def export_dpo(

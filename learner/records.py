@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 
 PENDING, CHOSEN, REPLIED, UNANSWERED = "pending", "chosen", "replied", "unanswered"
+# Closed by asking for new candidates: "none of these", or a plain regenerate.
+REJECTED, REGENERATED = "rejected", "regenerated"
+LEARNED = (CHOSEN, REPLIED, REJECTED, REGENERATED)  # the statuses that carry feedback
 
 
 @dataclass
@@ -67,6 +70,9 @@ class Turn:
     weights: list[float] | None = None  # by shown position: how likely it was read
     answered: float | None = None
     temperature: float | None = None  # exploration temperature when ranked
+    ranking: list[list[int]] | None = None  # an order of the shown ids, best first, ties grouped
+    edit: str | None = None  # the user's edit of the pick: the reply that continued
+    edit_features: list[float] | None = None  # phi of the edit (features.text_row)
     prompt: str | None = None  # the prompt the model continued (None before 0.2)
     system: str = ""  # the session's system prompt when the turn was taken
     generator: dict[str, str] | None = None  # model, format, dtype (None before 0.2)
@@ -79,7 +85,7 @@ class Turn:
 
     @property
     def answered_ok(self) -> bool:
-        return self.status in (CHOSEN, REPLIED)
+        return self.status in LEARNED
 
     def features(self) -> np.ndarray:
         return np.array([c.features for c in self.candidates], dtype=np.float64)
@@ -87,7 +93,7 @@ class Turn:
     def reply_text(self) -> str | None:
         """What continued the conversation: the picked candidate or the user's own reply."""
         if self.status == CHOSEN and self.choice is not None:
-            return self.candidates[self.choice].text
+            return self.edit if self.edit is not None else self.candidates[self.choice].text
         if self.status == REPLIED:
             return self.own_reply
         return None
@@ -106,8 +112,10 @@ class Turn:
         fields["candidates"] = [StoredCandidate(**c) for c in data["candidates"]]
         for key in ("scores", "order", "propensities"):
             fields[key] = list(data[key])
-        for key in ("rewards", "weights"):
+        for key in ("rewards", "weights", "edit_features"):
             fields[key] = list(data[key]) if data.get(key) is not None else None
+        if data.get("ranking") is not None:
+            fields["ranking"] = [list(group) for group in data["ranking"]]
         return cls(**fields)
 
 

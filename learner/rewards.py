@@ -11,6 +11,8 @@ class RewardConfig:
     skip_penalty: float = 0.2  # a candidate shown and passed over
     own_reply_penalty: float = 0.5  # the user wrote their own reply instead
     examine_decay: float = 0.7  # chance of reading position j (0-based) is decay**j
+    none_penalty: float = 0.5  # "none of these": every shown one is worse than wanted
+    regenerate_penalty: float = 0.1  # new candidates asked for without a word: mild
 
 
 def rating_reward(rating: int | None, config: RewardConfig) -> float:
@@ -51,3 +53,27 @@ def own_reply_feedback(shown: int, config: RewardConfig) -> tuple[list[float], l
     rewards = [-config.own_reply_penalty] * shown
     weights = [read_probability(pos, None, config) for pos in range(shown)]
     return rewards, weights
+
+
+def ranking_feedback(
+    shown_ids: list[int], ranking: list[list[int]], rating: int | None, config: RewardConfig
+) -> tuple[list[float], list[float]]:
+    """(rewards, weights) by shown position when the user ordered the shown
+    candidates: the first group (the pick and its ties) gets the rating's
+    reward, the rest count as passed over.  All were read to be ordered."""
+    top = set(ranking[0])
+    rewards = [rating_reward(rating, config) if i in top else -config.skip_penalty
+               for i in shown_ids]
+    return rewards, [1.0] * len(shown_ids)
+
+
+def again_feedback(
+    shown: int, rejected: bool, config: RewardConfig
+) -> tuple[list[float], list[float]]:
+    """(rewards, weights) by shown position when the user asked for new
+    candidates: said "none of these" (all read and found wanting), or just
+    regenerated (a mild negative, by read weight)."""
+    if rejected:
+        return [-config.none_penalty] * shown, [1.0] * shown
+    rewards = [-config.regenerate_penalty] * shown
+    return rewards, [read_probability(pos, None, config) for pos in range(shown)]

@@ -116,12 +116,22 @@ def test_a_new_message_leaves_the_open_turn_unanswered(make_agent):
 
 
 def _play(agent, turns: int, rng: np.random.Generator) -> None:
-    """A mixed stream: picks with and without ratings, own replies, skipped
-    turns and session ends."""
+    """A mixed stream: picks with and without ratings, orders, edits, own
+    replies, regenerates, "none of these", skipped turns and session ends."""
     for t in range(turns):
         view = agent.say(f"message number {t}")
-        action = rng.integers(6)
-        if action == 0:
+        action = t if t < 10 else rng.integers(10)  # every kind at least once
+        if action in (6, 7):  # new candidates, then a pick among them
+            view = agent.regenerate(view.turn, none=action == 7)
+            action = 3
+        ids = [c.id for c in view.candidates]
+        if action == 8:
+            order = [int(i) for i in rng.permutation(ids)]
+            agent.choose(view.turn, order[0], int(rng.integers(1, 6)),
+                         order=[order[0], order[1:3]] if len(order) > 2 else order)
+        elif action == 9:
+            agent.choose(view.turn, ids[-1], 4, edit=f"an edit, number {t}?")
+        elif action == 0:
             agent.reply(view.turn, "I would say it differently")
         elif action == 1:
             continue  # left unanswered by the next message
@@ -134,8 +144,12 @@ def _play(agent, turns: int, rng: np.random.Generator) -> None:
 
 def test_replaying_stored_turns_gives_the_live_weights_bit_for_bit(make_agent):
     agent = make_agent(seed=3)
-    _play(agent, 30, np.random.default_rng(0))
+    _play(agent, 40, np.random.default_rng(0))
     agent.end()  # the last open turn becomes unanswered, as replay will see it
+    statuses = {t["status"] for t in agent.store.turns()}
+    assert {"chosen", "replied", "rejected", "regenerated", "unanswered"} <= statuses
+    assert any(t["ranking"] for t in agent.store.turns())
+    assert any(t["edit"] for t in agent.store.turns())
     fresh = QPolicy(DIM, agent.policy.config)
     replay(fresh, (Turn.from_dict(t) for t in agent.store.turns()))
     assert agent.policy.version > 10
@@ -189,3 +203,62 @@ def test_a_user_who_likes_short_replies_gets_them_ranked_first(make_agent):
     early, late = np.mean(first_is_shortest[:20]), np.mean(first_is_shortest[80:])
     assert late > early, (early, late)
     assert late >= 0.5, (early, late)
+
+
+def test_an_order_of_several_is_stored_whole_and_learned_as_pairs(make_agent):
+    agent = make_agent(seed=4)
+    view = agent.say("tell me a joke")
+    ids = [c.id for c in view.candidates]
+    assert len(ids) == 4
+    for bad, code in (([], "bad_order"), ([ids[0], ids[0]], "bad_order"), ([99], "bad_order"),
+                      ([ids[1], ids[0]], "bad_order"), ([[ids[0]], True], "bad_order")):
+        with pytest.raises(AgentError) as err:
+            agent.choose(view.turn, ids[0], 4, order=bad)  # the pick must come first
+        assert err.value.code == code
+    reward = agent.choose(view.turn, ids[2], 5, order=[[ids[2], ids[0]], ids[3]])
+    stored = Turn.from_dict(agent.store.get_turn(view.turn))
+    # The one left out ranks last; the pick's tie shares its reward.
+    assert stored.ranking == [[ids[2], ids[0]], [ids[3]], [ids[1]]]
+    assert reward == 1.0 and stored.rewards == [1.0, -0.2, 1.0, -0.2]
+    assert stored.weights == [1.0] * 4
+    from rlchat.learner.update import feedback_rows
+    rows, targets, _, _ = feedback_rows(
+        stored.features(), stored.shown_ids, stored.status, stored.choice, stored.rewards,
+        stored.weights, 0.5, ranking=stored.ranking)
+    # The pick's own row, a tie (target 0) and 2 x 2 + 1 ordered pairs.
+    assert len(rows) == 1 + 1 + 5 and sorted(targets[1:]) == [0.0] + [0.5] * 5
+
+
+def test_an_edit_continues_the_conversation_and_beats_the_pick(make_agent):
+    agent = make_agent(seed=5)
+    view = agent.say("hi")
+    pick = view.candidates[1]
+    agent.choose(view.turn, pick.id, 4, edit="Hello! [b]How are you?[/b]")
+    stored = Turn.from_dict(agent.store.get_turn(view.turn))
+    assert agent.history == [("hi", "Hello! [b]How are you?[/b]")]
+    assert stored.reply_text() == stored.edit == "Hello! [b]How are you?[/b]"
+    edit_phi = np.array(stored.edit_features)
+    pick_phi = stored.features()[pick.id]
+    # Text columns read off the edit, the model's columns from the pick.
+    model = [i for i, n in enumerate(FEATURE_NAMES) if n == "similarity" or "hidden" in n]
+    assert np.array_equal(edit_phi[model], pick_phi[model])
+    assert edit_phi[FEATURE_NAMES.index("question")] == 1.0
+    with pytest.raises(AgentError) as err:
+        agent.choose(view.turn, pick.id, edit="again")
+    assert err.value.code == "already_answered"
+
+
+@pytest.mark.parametrize("none", [False, True])
+def test_regenerate_learns_what_was_shown_and_says_the_message_again(make_agent, none):
+    agent = make_agent(seed=6)
+    first = agent.say("what book should I read?")
+    second = agent.regenerate(first.turn, none=none)
+    old = agent.store.get_turn(first.turn)
+    assert old["status"] == ("rejected" if none else "regenerated")
+    assert all(r == (-0.5 if none else -0.1) for r in old["rewards"])
+    assert agent.policy.version == 1 and agent.history == []
+    new = agent.store.get_turn(second.turn)
+    assert new["user_text"] == "what book should I read?" and new["session"] == old["session"]
+    with pytest.raises(AgentError) as err:
+        agent.regenerate(first.turn)
+    assert err.value.code == "already_answered"

@@ -102,6 +102,32 @@ def test_round_trip(headless, data_dir):
     assert store.load_policy()["version"] == 3
 
 
+def test_order_edit_regenerate_and_none(headless, data_dir):
+    child = headless()
+    said = child.send(op="say", text="tell me a joke")
+    again = child.send(op="regenerate", turn=said["turn"])
+    check_say(again)
+    assert again["turn"] != said["turn"] and again["session"] == said["session"]
+    rejected = child.send(op="none", turn=again["turn"])
+    check_say(rejected)
+    ids = [c["id"] for c in rejected["candidates"]]
+    bad = child.send(op="choose", turn=rejected["turn"], order=[ids[0], ids[0]])
+    assert bad["ok"] is False and bad["error"]["code"] == "bad_order"
+    # An order alone: its first id is the pick.
+    chose = child.send(op="choose", turn=rejected["turn"], order=[ids[1], [ids[0], ids[2]]],
+                       rating=5)
+    assert chose == {"ok": True, "reward": 1.0, "policy_version": 3}
+    said = child.send(op="say", text="and another")
+    edited = child.send(op="choose", turn=said["turn"], id=said["candidates"][0]["id"],
+                        edit="my better joke")
+    assert edited["ok"] and edited["policy_version"] == 4
+    assert child.close()[0] == 0
+    turns = list(Store(data_dir).turns())
+    assert [t["status"] for t in turns] == ["regenerated", "rejected", "chosen", "chosen"]
+    assert turns[2]["ranking"][:2] == [[ids[1]], [ids[0], ids[2]]]
+    assert turns[3]["edit"] == "my better joke"
+
+
 def test_every_bad_line_gets_an_error_and_the_process_goes_on(headless):
     child = headless()
     said = child.send(op="say", text="hi")

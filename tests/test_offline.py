@@ -156,7 +156,7 @@ def test_turns_export_schema(logged, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 24
     for line in lines:
-        assert line["schema"] == "rlchat.turn/2"
+        assert line["schema"] == "rlchat.turn/3"
         assert line["generator"]["format"] == "gpt2" and line["prompt"].endswith("Assistant:")
         assert isinstance(line["id"], str) and isinstance(line["session"], str)
         assert line["status"] in {"chosen", "replied", "unanswered"}
@@ -211,3 +211,27 @@ def test_offline_commands_do_not_load_torch(logged):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_dpo_pairs_from_an_order_and_an_edit():
+    from rlchat.learner.export import preference_pairs
+    from rlchat.learner.records import StoredCandidate, Turn
+
+    def turn(**answer) -> Turn:
+        cands = [StoredCandidate(t, -1.0, 2, [0.0], sampled=" " + t) for t in "ABCD"]
+        return Turn(session="1", user_text="hi", candidates=cands, feature_version="v2",
+                    scores=[0.0] * 4, order=[0, 1, 2, 3], shown_count=4,
+                    propensities=[0.25] * 4, policy_version=0, created=1e9,
+                    prompt="User: hi\nAssistant:", rewards=[0.0] * 4, weights=[1.0] * 4,
+                    **answer)
+
+    def pairs(t: Turn) -> set[tuple[str, str]]:
+        return {(p["chosen"], p["rejected"]) for p in preference_pairs([t])}
+
+    ordered = turn(status="chosen", choice=1, rating=5, ranking=[[1], [0, 2], [3]])
+    assert pairs(ordered) == {(" B", " A"), (" B", " C"), (" B", " D"), (" A", " D"),
+                              (" C", " D")}  # no pair for the tie of A and C
+    edited = turn(status="chosen", choice=2, rating=4, edit="better C")
+    assert pairs(edited) == {(" better C", " C"), (" better C", " A"), (" better C", " B"),
+                             (" better C", " D")}
+    assert pairs(turn(status="rejected")) == set()

@@ -11,12 +11,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from rlchat.learner.agent import Agent
+from rlchat.learner.agent import Agent, TurnView
 from rlchat.learner.errors import AgentError
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2 added order and edit to choose, regenerate and none
 
 
 def _field(request: dict[str, Any], name: str, kind: type) -> Any:
@@ -32,14 +32,29 @@ def _field(request: dict[str, Any], name: str, kind: type) -> Any:
 Emit = Callable[[dict[str, Any]], None]
 
 
-def _say(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    on_token = None
+def _streamer(req: dict[str, Any], emit: Emit) -> Callable[[int, str], None] | None:
     if "stream" in req and _field(req, "stream", bool):
         def on_token(row: int, text: str) -> None:
             emit({"event": "token", "id": row, "text": text})
+        return on_token
+    return None
 
+
+def _say(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     system = _field(req, "system", str) if "system" in req else None
-    view = agent.say(_field(req, "text", str), system=system, on_token=on_token)
+    view = agent.say(_field(req, "text", str), system=system, on_token=_streamer(req, emit))
+    return _turn_answer(view)
+
+
+def _again(none: bool) -> Callable[[Agent, dict[str, Any], Emit], dict[str, Any]]:
+    def handler(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        view = agent.regenerate(_field(req, "turn", str), none=none,
+                                on_token=_streamer(req, emit))
+        return _turn_answer(view)
+    return handler
+
+
+def _turn_answer(view: TurnView) -> dict[str, Any]:
     return {
         "ok": True,
         "session": view.session,
@@ -53,8 +68,16 @@ def _say(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
 
 
 def _choose(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    # The agent checks the rating (optional; null is no rating).
-    reward = agent.choose(_field(req, "turn", str), _field(req, "id", int), req.get("rating"))
+    # The agent checks the rating (optional; null is no rating) and the order.
+    order = req.get("order")
+    if "id" not in req and isinstance(order, list) and order:
+        first = order[0][0] if isinstance(order[0], list) and order[0] else order[0]
+        pick = first  # an order alone: its first candidate is the pick
+    else:
+        pick = _field(req, "id", int)
+    edit = _field(req, "edit", str) if req.get("edit") is not None else None
+    reward = agent.choose(_field(req, "turn", str), pick, req.get("rating"),
+                          order=order, edit=edit)
     return {"ok": True, "reward": reward, "policy_version": agent.policy.version}
 
 
@@ -75,6 +98,8 @@ OPS: dict[str, Callable[[Agent, dict[str, Any], Emit], dict[str, Any]]] = {
     "say": _say,
     "choose": _choose,
     "reply": _reply,
+    "regenerate": _again(none=False),
+    "none": _again(none=True),
     "end": _end,
     "stats": _stats,
 }
