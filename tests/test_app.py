@@ -177,7 +177,7 @@ async def test_own_reply_replaces_the_candidates(store):
     assert turn["status"] == "replied" and turn["own_reply"] == "my [own] answer"
 
 
-async def test_regenerate_logs_the_old_turn_as_unanswered(store):
+async def test_regenerate_learns_a_mild_no_to_the_old_turn(store):
     source = ScriptedSource(REPLIES)
     app = scripted_app(store, source=source)
     async with app.run_test(size=SIZE) as pilot:
@@ -189,8 +189,47 @@ async def test_regenerate_logs_the_old_turn_as_unanswered(store):
         assert app.query_one(Transcript).messages() == ["You: hi"]  # not twice
         await pilot.press("1", "3")
         await settle(app, pilot)
-    statuses = [t["status"] for t in store.turns()]
-    assert statuses == ["unanswered", "chosen"]
+    first, second = list(store.turns())
+    assert (first["status"], second["status"]) == ("regenerated", "chosen")
+    assert first["rewards"] and all(r < 0 for r in first["rewards"])
+    assert second["user_text"] == "hi"
+
+
+async def test_none_of_these_then_an_order_then_an_edit(store):
+    source = ScriptedSource(REPLIES)
+    app = scripted_app(store, source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "hi")
+        await pilot.press("n")  # none of these: new candidates for the same message
+        await settle(app, pilot)
+        assert app.flow.phase == CHOOSING
+        shown = [c.id for c in app.flow.view.candidates]
+        await pilot.press("o")
+        assert app.flow.phase is Phase.ORDERING
+        await pilot.press("9", "enter")  # not a reply number: said, nothing lost
+        assert app.flow.phase is Phase.ORDERING and "not a reply number" in status(app)
+        app.query_one(PromptInput).value = ""
+        await pilot.press("2", "space", "1", "=", "3", "enter")
+        assert app.flow.phase == RATING and app.flow.picked.id == shown[1]
+        await pilot.press("4")
+        await settle(app, pilot)
+        assert app.flow.phase == TYPING
+        await send(app, pilot, "again")
+        await pilot.press("down", "m")
+        assert app.flow.phase is Phase.EDITING
+        box = app.query_one(PromptInput)
+        assert box.value == app.flow.picked.text
+        box.value = "an [edited] reply"
+        await pilot.press("enter", "escape")  # accepted, rating skipped
+        await settle(app, pilot)
+        assert app.query_one(Transcript).messages()[-1] == "Assistant: an [edited] reply"
+    rejected, ordered, edited = [t for t in store.turns() if t["status"] != "pending"]
+    assert rejected["status"] == "rejected" and all(r < 0 for r in rejected["rewards"])
+    assert ordered["ranking"][:2] == [[shown[1]], [shown[0], shown[2]]]
+    assert ordered["choice"] == shown[1] and ordered["rating"] == 4
+    assert edited["edit"] == "an [edited] reply" and edited["rating"] is None
+    assert len(edited["edit_features"]) == len(edited["candidates"][0]["features"])
 
 
 async def test_why_lines_show_on_demand(store):

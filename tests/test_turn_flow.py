@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rlchat.learner.agent import ShownCandidate, TurnView
-from rlchat.tui.turn_flow import ALLOWED, FlowError, Phase, TurnFlow
+from rlchat.tui.turn_flow import ALLOWED, FlowError, Phase, TurnFlow, parse_order
 
 VIEW = TurnView("1", "7", [ShownCandidate(i, f"reply {i}", 0.0, 0.25) for i in (3, 0, 2)])
 
@@ -61,8 +61,9 @@ def test_regenerate_keeps_the_message_and_drops_the_candidates():
     flow.send("again")
     flow.generated(VIEW)
     flow.pick(1)
-    assert flow.regenerate() == "again"
+    assert flow.regenerate() == VIEW.turn  # the turn the new candidates replace
     assert flow.phase is Phase.GENERATING and flow.view is None and flow.picked is None
+    assert flow.message == "again"
 
 
 def test_an_answer_that_could_not_be_stored_goes_back_to_the_candidates():
@@ -108,3 +109,43 @@ def test_actions_are_allowed_only_where_they_mean_something():
     flow.pick(1)
     assert flow.allows("skip_rating") and not flow.allows("move")
     assert set(ALLOWED["digit"]) == {Phase.CHOOSING, Phase.RATING}
+
+
+@pytest.mark.parametrize(("text", "groups"), [
+    ("2 1 3", [[2], [1], [3]]), ("213", [[2], [1], [3]]), ("2,1=3", [[2], [1, 3]]),
+    (" 3 = 1 ", [[3, 1]]), ("1", [[1]]),
+])
+def test_an_order_as_typed(text, groups):
+    assert parse_order(text, 3) == groups
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "best first"), ("4 1", "not a reply number"), ("1 1", "twice"), ("=1", "'='"),
+    ("1==2", "'='"), ("1=", "'='"), ("a", "not a reply number"),
+])
+def test_an_order_that_does_not_parse_says_why(text, says):
+    with pytest.raises(ValueError, match=says):
+        parse_order(text, 3)
+
+
+def test_an_order_or_an_edit_goes_on_to_the_rating_and_back():
+    flow = ready()
+    flow.send("hello")
+    flow.generated(VIEW)
+    flow.start_order()
+    assert flow.phase is Phase.ORDERING and flow.allows("submit") and not flow.allows("digit")
+    with pytest.raises(ValueError):
+        flow.submit_order("7")
+    assert flow.phase is Phase.ORDERING  # still typing the order
+    assert flow.submit_order("3 1=2").id == 2 and flow.phase is Phase.RATING
+    assert flow.order == [[2], [3, 0]]
+    assert flow.rate() == ("7", 2)
+    flow.back_to_choosing()  # the answer could not be stored
+    assert flow.order is None
+    flow.start_edit(2)
+    assert flow.phase is Phase.EDITING and flow.picked.id == 0
+    flow.back_to_choosing()
+    assert flow.picked is None and flow.phase is Phase.CHOOSING
+    flow.start_edit(1)
+    flow.submit_edit("mine")
+    assert flow.phase is Phase.RATING and flow.edit == "mine" and flow.rate() == ("7", 3)

@@ -51,11 +51,17 @@ class TurnActions:
         Binding("escape", "skip_rating", "skip rating", id="skip-rating",
                 tooltip="keep the pick without a rating"),
         Binding("escape", "cancel_reply", "back", id="cancel-reply",
-                tooltip="back to the candidates from your own reply"),
+                tooltip="back to the candidates from your own reply, an order or an edit"),
         Binding("e", "own_reply", "own reply", id="own-reply",
                 tooltip="write your own reply instead"),
+        Binding("o", "order", "order", id="order",
+                tooltip="rank several candidates, best first (= ties): 2 1=3"),
+        Binding("m", "edit", "edit", id="edit",
+                tooltip="edit the highlighted candidate, then accept it"),
         Binding("r", "regenerate", "again", id="regenerate",
-                tooltip="sample new candidates for the same message"),
+                tooltip="sample new candidates for the same message (a mild no to these)"),
+        Binding("n", "none", "none", id="none-of-these",
+                tooltip="none of these will do: sample new candidates"),
         Binding("w", "toggle_why", "why", id="why",
                 tooltip="show or hide what sets each candidate apart from the others"),
         Binding("x", "toggle_expand", "all lines", id="expand",
@@ -78,6 +84,14 @@ class TurnActions:
             self.query_one(Transcript).add_message("user", text)
             self.flow.send(text)
             self.start_generation()
+        elif self.flow.phase is Phase.ORDERING:
+            self.submit_order(event.value)
+        elif self.flow.phase is Phase.EDITING:
+            if not event.value.strip():
+                self.set_status("The edit is empty; write the reply or press Esc.", error=True)
+                return
+            self.flow.submit_edit(event.value)
+            self.ask_rating("your edit")
         elif self.flow.phase is Phase.REPLYING:
             turn = self.flow.submit_reply()
             self.refresh_bindings()
@@ -85,7 +99,9 @@ class TurnActions:
             self.run_worker(lambda: self._learn_reply(turn, event.value), thread=True,
                             exclusive=True, group="turn")
 
-    def start_generation(self: RlchatApp) -> None:
+    def start_generation(self: RlchatApp, again: tuple[str, bool] | None = None) -> None:
+        """Generate for the flow's message; `again` = (turn id, none of
+        these) closes that turn first, as regenerated or rejected."""
         self.refresh_bindings()
         box = self.query_one(PromptInput)
         box.disabled = True
@@ -97,7 +113,7 @@ class TurnActions:
         self._tokens.clear()
         self._drain = self.set_interval(1 / 20, self._drain_tokens)
         message = self.flow.message or ""
-        self.run_worker(lambda: self._generate(message, cancel), thread=True,
+        self.run_worker(lambda: self._generate(message, cancel, again), thread=True,
                         exclusive=True, group="turn")
 
     def _on_token(self: RlchatApp, row: int, text: str) -> None:
@@ -112,11 +128,16 @@ class TurnActions:
         if batch:
             self.query_one(CandidatePanel).add_tokens(batch)
 
-    def _generate(self: RlchatApp, text: str, cancel: threading.Event) -> None:
+    def _generate(self: RlchatApp, text: str, cancel: threading.Event,
+                  again: tuple[str, bool] | None) -> None:
         assert self.agent is not None
         background_priority()
         try:
-            view = self.agent.say(text, on_token=self._on_token, cancel=cancel)
+            if again is None:
+                view = self.agent.say(text, on_token=self._on_token, cancel=cancel)
+            else:
+                view = self.agent.regenerate(again[0], none=again[1], on_token=self._on_token,
+                                             cancel=cancel)
             why = self.agent.explain(view.turn)
         except GenerationCancelled:
             self.call_from_thread(self.generation_stopped, "Cancelled.", False)
@@ -154,8 +175,8 @@ class TurnActions:
         self.refresh_bindings()
         box = self.query_one(PromptInput)
         box.disabled = True
-        prompt = (f"Pick a reply: 1-{len(self.flow.view.candidates)} or ↑↓ Enter; "
-                  "e writes your own, r regenerates, w shows why.")
+        prompt = (f"Pick a reply: 1-{len(self.flow.view.candidates)} or ↑↓ Enter; o orders "
+                  "several, m edits, e writes your own, r regenerates, n: none of these.")
         box.placeholder = prompt
         self.set_status(prompt)
 
@@ -175,25 +196,65 @@ class TurnActions:
     def pick(self: RlchatApp, rank: int) -> None:
         if self.flow.pick(rank) is None:
             return
-        self.refresh_bindings()
         self.query_one(CandidatePanel).mark_picked(rank)
-        prompt = f"Rate reply {rank}: press 1-5 stars, or Esc to skip the rating."
-        self.query_one(PromptInput).placeholder = prompt
+        self.ask_rating(f"reply {rank}")
+
+    def ask_rating(self: RlchatApp, what: str) -> None:
+        self.refresh_bindings()
+        box = self.query_one(PromptInput)
+        box.clear()
+        box.disabled = True
+        prompt = f"Rate {what}: press 1-5 stars, or Esc to skip the rating."
+        box.placeholder = prompt
+        self.set_status(prompt)
+
+    def action_order(self: RlchatApp) -> None:
+        self.flow.start_order()
+        n = len(self.flow.view.candidates) if self.flow.view else 0
+        self.write_in_box(f"Order the replies best first, e.g. 2 1=3 (= ties; 1-{n}; "
+                          "left out ranks last). Enter; Esc: back", "")
+
+    def submit_order(self: RlchatApp, text: str) -> None:
+        try:
+            picked = self.flow.submit_order(text)
+        except ValueError as exc:
+            self.set_status(str(exc), error=True)
+            return
+        assert self.flow.view is not None
+        rank = self.flow.view.candidates.index(picked) + 1
+        self.query_one(CandidatePanel).mark_picked(rank)
+        self.ask_rating(f"reply {rank}, first in your order")
+
+    def action_edit(self: RlchatApp) -> None:
+        rank = self.query_one(CandidatePanel).highlighted + 1
+        picked = self.flow.start_edit(rank)
+        self.query_one(CandidatePanel).mark_picked(rank)
+        self.write_in_box("Edit the reply and press Enter to accept it (Esc: back)", picked.text)
+
+    def write_in_box(self: RlchatApp, prompt: str, text: str) -> None:
+        self.refresh_bindings()
+        box = self.query_one(PromptInput)
+        box.disabled = False
+        box.placeholder = prompt
+        box.value = text
+        box.focus()
         self.set_status(prompt)
 
     def action_skip_rating(self: RlchatApp) -> None:
         self.answer(None)
 
     def answer(self: RlchatApp, rating: int | None) -> None:
+        order, edit = self.flow.order, self.flow.edit
         turn, candidate = self.flow.rate()  # no keys count until the policy has learned
         self.refresh_bindings()
-        self.run_worker(lambda: self._learn(turn, candidate, rating), thread=True,
+        self.run_worker(lambda: self._learn(turn, candidate, rating, order, edit), thread=True,
                         exclusive=True, group="turn")
 
-    def _learn(self: RlchatApp, turn: str, candidate: int, rating: int | None) -> None:
+    def _learn(self: RlchatApp, turn: str, candidate: int, rating: int | None,
+               order: list[list[int]] | None, edit: str | None) -> None:
         assert self.agent is not None
         try:
-            reward = self.agent.choose(turn, candidate, rating)
+            reward = self.agent.choose(turn, candidate, rating, order=order, edit=edit)
         except AgentError as exc:
             self.call_from_thread(self.answer_failed, exc.message)
         else:
@@ -202,7 +263,9 @@ class TurnActions:
     def learned(self: RlchatApp, rating: int | None, reward: float) -> None:
         assert self.flow.picked is not None
         stars = "★" * rating + "☆" * (5 - rating) if rating else "no rating"
-        self.after_answer(self.flow.picked.text, f"Learned ({stars}, reward {reward:+.2f})")
+        what = "order, " if self.flow.order else "edit, " if self.flow.edit is not None else ""
+        self.after_answer(self.flow.edit if self.flow.edit is not None else self.flow.picked.text,
+                          f"Learned ({what}{stars}, reward {reward:+.2f})")
 
     def answer_failed(self: RlchatApp, message: str) -> None:
         """Nothing was stored: the candidates stay, to pick again."""
@@ -213,13 +276,8 @@ class TurnActions:
 
     def action_own_reply(self: RlchatApp) -> None:
         self.flow.write_own()
-        self.refresh_bindings()
         self.query_one(CandidatePanel).mark_picked(0)
-        box = self.query_one(PromptInput)
-        box.disabled = False
-        box.placeholder = "Write the reply you wanted and press Enter (Esc: back)"
-        box.clear()
-        box.focus()
+        self.write_in_box("Write the reply you wanted and press Enter (Esc: back)", "")
         self.set_status("Write your own reply; it continues the conversation.")
 
     def action_cancel_reply(self: RlchatApp) -> None:
@@ -255,9 +313,10 @@ class TurnActions:
         self.warn_storage()
 
     def action_regenerate(self: RlchatApp) -> None:
-        # The open turn is logged as unanswered when the new one is said.
-        self.flow.regenerate()
-        self.start_generation()
+        self.start_generation(again=(self.flow.regenerate(), False))
+
+    def action_none(self: RlchatApp) -> None:
+        self.start_generation(again=(self.flow.regenerate(), True))
 
     def action_cancel(self: RlchatApp) -> None:
         self._cancel.set()

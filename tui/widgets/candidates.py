@@ -93,7 +93,8 @@ class CandidatePanel(VerticalScroll):
         self._why = why or {}
         self.highlighted = 0
         self.expanded = False
-        self.border_title = "Candidates (1-9 or ↑↓ Enter to pick · w why · e own reply · r again)"
+        self.border_title = ("Candidates (1-9 or ↑↓ Enter pick · o order · m edit · e own · "
+                             "r again · n none · w why)")
         self._render_ranking()
         self.remove_class("-empty")
 
