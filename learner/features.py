@@ -31,6 +31,10 @@ from rlchat.learner.records import Candidate, Turn
 
 FEATURE_VERSION = "v2"
 HIDDEN_DIMS = 8
+# The hidden-state projection is random, so its columns are mostly noise for
+# any one taste (v1's ablation: they did not earn their place): v2 scales
+# them down, a stronger prior, and they count where the data says so.
+HIDDEN_SCALE = 0.25
 WORD_BUCKETS = 64
 LENGTH_BANDS = (12, 24, 36, 50, 65, 80, 100, 130)  # characters: nine bands
 CHARS = "abcdefghijklmnopqrstuvwxyz0.,?!'\":;-"  # "0" stands for every digit
@@ -66,11 +70,13 @@ _CODE = re.compile(r"`|^(?: {4}|\t)\S", re.MULTILINE)
 # Per occurrence, a word or a character counts this much in its column (at
 # most 2).  Small on purpose: under one ridge penalty a column's scale is its
 # prior, and these 100 columns must not drown the named ones in noise before
-# the data asks for them.  Chosen on benchmarks/tastes.py (random tastes,
-# median ratio over random order 2.0 at scale 1.0 / 0.5, 2.9 at these, with
-# exploration off).
-_WORD_SCALE = 0.12
+# the data asks for them.  Chosen on benchmarks/tastes.py's random tastes:
+# words and characters at 1.0 / 0.5 left the median ratio over random order
+# at 2.0; at these, 2.7-2.9.
+_WORD_SCALE = 0.25
 _CHAR_SCALE = 0.05
+_MARK_SCALE = 0.25  # punctuation marks: few in a reply, and each one tells
+_LETTERS = sum(c.isalnum() for c in CHARS)
 _CHAR_INDEX = {c: i for i, c in enumerate(CHARS)}
 
 
@@ -169,7 +175,8 @@ def _lexical(text: str, cand_words: list[str]) -> list[float]:
     for w in cand_words:
         index, sign = _bucket(w, WORD_BUCKETS)
         buckets[index] += sign
-    return _capped(chars, _CHAR_SCALE) + _capped(buckets, _WORD_SCALE)
+    return (_capped(chars[:_LETTERS], _CHAR_SCALE) + _capped(chars[_LETTERS:], _MARK_SCALE)
+            + _capped(buckets, _WORD_SCALE))
 
 
 def text_features(user_text: str, text: str, logprob: float) -> tuple[list[float], list[float]]:
@@ -201,7 +208,7 @@ def featurize(
         # The difference from the context removes the large shared components
         # of transformer states, leaving what is specific to this reply.
         direction = proj @ _unit(hidden - context)
-        model = [similarity, *(np.clip(direction, -3.0, 3.0) / 3.0)]
+        model = [similarity, *(np.clip(direction, -3.0, 3.0) / 3.0 * HIDDEN_SCALE)]
         rows.append(_row(user_text, cand.text, cand.logprob, [float(x) for x in model]))
     return _clean(np.array(rows, dtype=np.float64).reshape(len(candidates), DIM))
 
@@ -223,14 +230,16 @@ def refeaturize(turn: Turn) -> Turn:
 
     v1 -> v2 is exact without the model: v2 computes v1's columns the same
     way, keeps its model columns (log-prob, similarity, hidden projection) as
-    stored, and reads the new columns off the stored texts."""
+    stored, the projection times HIDDEN_SCALE, and reads the new columns off
+    the stored texts."""
     if turn.feature_version != "v1" or not turn.candidates:
         return turn
     candidates = []
     for cand in turn.candidates:
         if len(cand.features) != len(V1_NAMES):
             return turn
-        model = [float(x) for x in cand.features[_MODEL_SLICE]]
+        stored = cand.features[_MODEL_SLICE]
+        model = [float(stored[0])] + [float(x) * HIDDEN_SCALE for x in stored[1:]]
         named, general = text_features(turn.user_text, cand.text, cand.logprob)
         row = _clean(np.array(named + model + general, dtype=np.float64))
         row[: len(NAMED)] = cand.features[: len(NAMED)]  # v1's named columns, bit for bit

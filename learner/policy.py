@@ -45,8 +45,8 @@ class PolicyConfig:
     gamma: float = 0.5  # discount across the turns of a session
     ridge: float = 1.0
     forgetting: float = 0.995  # lambda, applied once per learned turn
-    temperature_floor: float = 0.02  # softmax temperature of the ranking, at least
-    uncertainty: float = 0.02  # temperature added per unit of the mean posterior sd of Q
+    temperature_floor: float = 0.002  # softmax temperature of the ranking, at least
+    uncertainty: float = 0.005  # temperature added per unit of the mean posterior sd of Q
     epsilon: float = 0.02  # share of uniform exploration: no propensity falls to 0
     pair_margin: float = 0.5  # target of Q(pick) - Q(passed over)
 

@@ -42,7 +42,17 @@ def load_policy(store: Store, config: PolicyConfig | None = None) -> tuple[QPoli
                 Curves.from_dict(curves) if curves else None)
     if snapshot:
         log.warning("stored policy uses other features; starting a new one")
-    return QPolicy(DIM, config or stored_config(snapshot)), None
+    return QPolicy(DIM, config or _settings_of(snapshot)), None
+
+
+def _settings_of(snapshot: dict[str, Any] | None) -> PolicyConfig:
+    """For a new policy in place of one learned on other features: the
+    learner settings a person sets (epsilon, gamma, forgetting) carry over;
+    the rest take today's defaults, which were chosen for today's features."""
+    from rlchat.learner.settings import LEARNER
+
+    stored = stored_config(snapshot)
+    return PolicyConfig(**{name: getattr(stored, name) for name in LEARNER})
 
 
 def save_policy(store: Store, policy: QPolicy, curves: Curves | None, **extra: Any) -> None:

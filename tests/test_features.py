@@ -8,6 +8,8 @@ from rlchat.learner.features import (
     DIM,
     FEATURE_NAMES,
     FEATURE_VERSION,
+    HIDDEN_DIMS,
+    HIDDEN_SCALE,
     V1_NAMES,
     featurize,
     refeaturize,
@@ -54,7 +56,8 @@ def test_a_word_moves_its_hashed_bucket_the_same_way_in_every_process():
 
 def v1_turn() -> Turn:
     phi = rows("tell me a joke", TEXTS)
-    v1 = phi[:, : len(V1_NAMES)]
+    v1 = phi[:, : len(V1_NAMES)].copy()
+    v1[:, -HIDDEN_DIMS:] /= HIDDEN_SCALE  # v1 kept the projection unscaled
     return Turn(
         session="1", user_text="tell me a joke",
         candidates=[StoredCandidate(t, -2.0, 5, [float(x) for x in row])
@@ -70,8 +73,8 @@ def test_a_v1_turn_replays_into_v2_exactly_without_the_model():
     assert not learnable(old)
     new = refeaturize(old)
     assert learnable(new) and new.feature_version == FEATURE_VERSION == "v2"
-    # v1's columns as stored, the new ones read off the stored texts: the
-    # same vector a v2 agent would have stored for these candidates.
+    # v1's columns as stored (the projection scaled), the new ones read off
+    # the stored texts: what a v2 agent would have stored for these candidates.
     assert np.array_equal(new.features(), rows("tell me a joke", TEXTS))
     assert old.feature_version == "v1"  # the stored record is left as it was
     policy = QPolicy(DIM)
@@ -104,3 +107,31 @@ def test_feedback_rows_of_an_order_with_a_tie_and_an_edit():
     assert len(pairs) == 2 + 4
     assert np.array_equal(rows_[-1], np.full(4, 0.5) - phi[1]) and targets[-1] == 0.5
     assert np.array_equal(chosen, phi[1]) and np.all(weights == 1.0)
+
+
+def test_a_v1_data_dir_is_learned_again_on_v2_at_start(tmp_path):
+    from dataclasses import replace
+
+    from rlchat.learner.agent import Agent
+    from rlchat.storage import Store
+
+    store = Store(tmp_path)
+    old = v1_turn()
+    for i in range(3):
+        store.add_turn(replace(old, user_text=f"tell me a joke {i}").to_dict())
+    snapshot = QPolicy(len(V1_NAMES)).to_dict()
+    snapshot["config"].update(gamma=0.3, temperature_floor=0.02)
+    store.save_policy({**snapshot, "features": "v1"})
+    store.close()
+
+    agent = Agent(Store(tmp_path), None, seed=0)
+    assert agent.policy.dim == DIM and agent.policy.version == 3
+    # What a person set carries over; the rest takes today's defaults.
+    assert agent.policy.config.gamma == 0.3 and agent.policy.config.temperature_floor == 0.002
+    fresh = QPolicy(DIM, agent.policy.config)
+    replay(fresh, [refeaturize(Turn.from_dict(t)) for t in agent.store.turns()])
+    assert np.array_equal(fresh.w, agent.policy.w)
+    assert agent.store.load_policy()["features"] == "v2"
+    # The log itself is left as it was written.
+    assert all(t["feature_version"] == "v1" for t in agent.store.turns())
+    agent.store.close()
