@@ -8,7 +8,8 @@ forgetting so that a drifting taste is followed:
     P  = (A + ridge I)^-1,                 w = P b
 
 P is inverted exactly every REFRESH_EVERY turns.  In between, a turn costs
-O(d^2), not O(d^3): P <- P / lambda, then one Sherman-Morrison step per row.
+O(d^2), not O(d^3): P <- P / lambda, then the turn's rows by the Woodbury
+identity (Sherman-Morrison for all of them at once).
 That update forgets the ridge along with the data, so until the next exact
 inverse the penalty is up to lambda^REFRESH_EVERY smaller than stated (0.86
 at the default forgetting); the rows themselves are exact.
@@ -97,7 +98,8 @@ class QPolicy:
 
     def uncertainty(self, phi: np.ndarray) -> np.ndarray:
         """Posterior sd of each row's Q (up to the noise scale): sqrt(phi P phi)."""
-        return np.sqrt(np.maximum(np.einsum("kd,de,ke->k", phi, self.P, phi), 0.0))
+        # A matrix product, not einsum: it runs in BLAS, a tenth of the time.
+        return np.sqrt(np.maximum(((phi @ self.P) * phi).sum(axis=1), 0.0))
 
     def temperature(self, phi: np.ndarray) -> float:
         """Explore more where the policy knows less: a floor plus the mean sd
@@ -206,15 +208,17 @@ class QPolicy:
         self.since_exact = 0
 
     def _rank_one(self, x: np.ndarray, c: np.ndarray, lam: float) -> bool:
-        """P after forgetting and one Sherman-Morrison step per weighted row;
-        False (nothing changed) if it went wrong numerically."""
+        """P after forgetting and the turn's weighted rows, by the Woodbury
+        identity (one m x m solve for m rows: the Sherman-Morrison steps of
+        all rows at once); False (nothing changed) if it went wrong
+        numerically."""
         P = self.P / lam
-        for row, weight in zip(x, c, strict=True):
-            if weight <= 0.0:
-                continue
-            u = np.sqrt(weight) * row
-            Pu = P @ u
-            P = P - np.outer(Pu, Pu) / (1.0 + float(u @ Pu))
+        U = np.sqrt(c[c > 0.0])[:, None] * x[c > 0.0]
+        if len(U):
+            PU = P @ U.T
+            S = np.eye(len(U)) + U @ PU
+            P = P - PU @ np.linalg.solve(S, PU.T)
+            P = (P + P.T) / 2.0  # symmetric to the last bit, so errors cannot build up
         w = P @ self.b
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(P))):
             return False

@@ -88,7 +88,14 @@ class Turn:
         return self.status in LEARNED
 
     def features(self) -> np.ndarray:
-        return np.array([c.features for c in self.candidates], dtype=np.float64)
+        # Built once: live learning and replay ask for it at every step of
+        # the turn.  Records are replaced, not edited (dataclasses.replace),
+        # so the array cannot go stale.
+        cached = self.__dict__.get("_features")
+        if cached is None or len(cached) != len(self.candidates):
+            cached = np.array([c.features for c in self.candidates], dtype=np.float64)
+            self.__dict__["_features"] = cached
+        return cached
 
     def reply_text(self) -> str | None:
         """What continued the conversation: the picked candidate or the user's own reply."""
