@@ -182,9 +182,9 @@ def run_taste(task: tuple[Taste, str, int, int]) -> dict:
             "ceiling": ceiling}
 
 
-def vocabulary(model_dir: str, dtype: str, turns: int) -> list[str]:
-    """Words the model says in 3-30 % of its candidates: a liked word that it
-    never says would be no taste at all."""
+def vocabulary(model_dir: str, dtype: str, turns: int) -> tuple[list[str], str]:
+    """Words the model says in 3-30 % of its candidates (a liked word that it
+    never says would be no taste at all), and the number format in use."""
     from rlchat.learner.features import words
     from rlchat.learner.generator import Generator
 
@@ -196,7 +196,8 @@ def vocabulary(model_dir: str, dtype: str, turns: int) -> list[str]:
         for cand in proposal.candidates:
             seen.update(set(words(cand.text)))
             total += 1
-    return sorted(w for w, n in seen.items() if 0.03 <= n / total <= 0.30 and len(w) > 1)
+    words_said = sorted(w for w, n in seen.items() if 0.03 <= n / total <= 0.30 and len(w) > 1)
+    return words_said, generator.dtype
 
 
 def turns_to_2x(hits: list[bool], chance: list[float]) -> int | None:
@@ -227,7 +228,11 @@ def main() -> None:
     model_dir = tempfile.mkdtemp()
     say("building the tiny model (as `rlchat init-model`)")
     write_tiny_model(model_dir)
-    vocab = vocabulary(model_dir, args.dtype, 30)
+    vocab, dtype = vocabulary(model_dir, args.dtype, 30)
+    import torch
+
+    cpu = torch.backends.cpu.get_cpu_capability()
+    say(f"CPU capability {cpu}; generator format {dtype}")
     tastes = draw_tastes(args.tastes, vocab, args.seed)
     say(f"{len(vocab)} words to draw from; {len(tastes)} tastes x {len(variants)} variants "
         f"x {args.turns} turns on {args.jobs} processes")
@@ -272,7 +277,7 @@ def main() -> None:
 
     figures = {
         "tastes": len(tastes), "turns": args.turns, "window_turns": f"{half + 1}-{args.turns}",
-        "noise": NOISE, "vocabulary": len(vocab),
+        "cpu_capability": cpu, "dtype": dtype, "noise": NOISE, "vocabulary": len(vocab),
         "ceiling_median_ratio": round(statistics.median(ceilings), 3) if ceilings else None,
         **{v: summary(v) for v in variants if all(v in r for r in results.values())},
         "per_taste": per_taste, "total_s": round(time.time() - start, 1),

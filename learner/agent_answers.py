@@ -33,16 +33,20 @@ NO_FEEDBACK = {"choice": None, "rating": None, "own_reply": None, "ranking": Non
 
 
 class AnswerDoor:
-    def choose(self: Agent, turn_id: str, candidate_id: int, rating: int | None = None, *,
-               order: list | None = None, edit: str | None = None) -> float:
+    def choose(self: Agent, turn_id: str, candidate_id: int | None, rating: int | None = None,
+               *, order: list | None = None, edit: str | None = None) -> float:
         """The user picked a shown candidate (and maybe rated it); returns its reward.
 
         `order` ranks the shown candidates, best first, ties grouped in a list
-        (feedback.complete_order); the pick must be in its first group.
+        (feedback.complete_order); the pick must be in its first group, and
+        is its first candidate if `candidate_id` is None.
         `edit` is the user's edit of the pick: it continues the conversation
         and is learned (and exported) as preferred to the pick."""
         with self._lock, storing():
             turn = self._answerable(turn_id)
+            ranking = None if order is None else complete_order(order, turn.shown_ids)
+            if candidate_id is None and ranking is not None:
+                candidate_id = ranking[0][0]
             if not isinstance(candidate_id, int) or isinstance(candidate_id, bool) or (
                 candidate_id not in turn.shown_ids
             ):
@@ -58,11 +62,10 @@ class AnswerDoor:
                                  f"Rating {rating!r} is not a whole number from 1 to 5.")
             position = turn.shown_ids.index(candidate_id)
             extra: dict[str, Any] = {}
-            if order is None:
+            if ranking is None:
                 rewards, weights = pick_feedback(turn.shown_count, position, rating,
                                                  self.rewards)
             else:
-                ranking = complete_order(order, turn.shown_ids)
                 if candidate_id not in ranking[0]:
                     raise AgentError("bad_order", f"The pick {candidate_id} must be first "
                                      "in the order (or tied for first).")

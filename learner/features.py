@@ -70,9 +70,8 @@ _CODE = re.compile(r"`|^(?: {4}|\t)\S", re.MULTILINE)
 # Per occurrence, a word or a character counts this much in its column (at
 # most 2).  Small on purpose: under one ridge penalty a column's scale is its
 # prior, and these 100 columns must not drown the named ones in noise before
-# the data asks for them.  Chosen on benchmarks/tastes.py's random tastes:
-# words and characters at 1.0 / 0.5 left the median ratio over random order
-# at 2.0; at these, 2.7-2.9.
+# the data asks for them.  Chosen on benchmarks/tastes.py's random tastes
+# (its README figures are at these scales).
 _WORD_SCALE = 0.25
 _CHAR_SCALE = 0.05
 _MARK_SCALE = 0.25  # punctuation marks: few in a reply, and each one tells

@@ -194,7 +194,7 @@ class QPolicy:
         self.A = lam * self.A + (x * c[:, None]).T @ x
         self.b = lam * self.b + x.T @ (c * y)
         self.since_exact += 1
-        if self.since_exact >= REFRESH_EVERY or not self._rank_one(x, c, lam):
+        if self.since_exact >= REFRESH_EVERY or not self._update_inverse(x, c, lam):
             self._solve()
         self.pending = None if chosen is None else np.array(chosen, dtype=np.float64)
         self.version += 1
@@ -207,7 +207,7 @@ class QPolicy:
             self.P, self.w = P, w
         self.since_exact = 0
 
-    def _rank_one(self, x: np.ndarray, c: np.ndarray, lam: float) -> bool:
+    def _update_inverse(self, x: np.ndarray, c: np.ndarray, lam: float) -> bool:
         """P after forgetting and the turn's weighted rows, by the Woodbury
         identity (one m x m solve for m rows: the Sherman-Morrison steps of
         all rows at once); False (nothing changed) if it went wrong

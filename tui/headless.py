@@ -70,11 +70,8 @@ def _turn_answer(view: TurnView) -> dict[str, Any]:
 def _choose(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     # The agent checks the rating (optional; null is no rating) and the order.
     order = req.get("order")
-    if "id" not in req and isinstance(order, list) and order:
-        first = order[0][0] if isinstance(order[0], list) and order[0] else order[0]
-        pick = first  # an order alone: its first candidate is the pick
-    else:
-        pick = _field(req, "id", int)
+    # An order alone: the agent takes its first candidate as the pick.
+    pick = _field(req, "id", int) if "id" in req or order is None else None
     edit = _field(req, "edit", str) if req.get("edit") is not None else None
     reward = agent.choose(_field(req, "turn", str), pick, req.get("rating"),
                           order=order, edit=edit)
