@@ -14,6 +14,14 @@ That update forgets the ridge along with the data, so until the next exact
 inverse the penalty is up to lambda^REFRESH_EVERY smaller than stated (0.86
 at the default forgetting); the rows themselves are exact.
 
+Forgetting may differ by column (`column_forgetting`, lambda_j): then the
+certainty fades by column, A + ridge <- D (A + ridge) D with
+D = diag(sqrt(lambda_j)), while the estimate stays where it was (b is reset
+so that P b = w): the Kalman filter's covariance inflation, by column.  With
+one factor for all it is the update above.  A column that forgets fast has
+its weight rest on recent rows; one that does not keeps all its evidence:
+for a taste that drifts in some features and holds in others.
+
 A row x is either a candidate's phi with its reward as target, or the
 difference phi(pick) - phi(passed over) with a margin as target: the pick
 against each candidate it beat (see learner/update.py).  The ridge term is
@@ -62,9 +70,21 @@ class PolicyConfig:
 
 
 class QPolicy:
-    def __init__(self, dim: int, config: PolicyConfig | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        config: PolicyConfig | None = None,
+        column_forgetting: np.ndarray | None = None,
+    ) -> None:
         self.dim = dim
         self.config = config or PolicyConfig()
+        # lambda by column, in place of config.forgetting for all (see above)
+        self.column_forgetting = None
+        if column_forgetting is not None:
+            lam = np.asarray(column_forgetting, dtype=np.float64)
+            if lam.shape != (dim,) or not np.all((lam > 0.0) & (lam <= 1.0)):
+                raise ValueError(f"column_forgetting: {dim} factors in (0, 1] expected")
+            self.column_forgetting = lam
         self.A = np.zeros((dim, dim))
         self.b = np.zeros(dim)
         self.w = np.zeros(dim)
@@ -190,11 +210,20 @@ class QPolicy:
         x = _finite(rows)
         y = np.clip(_finite(targets), -1.0, 1.0)
         c = np.clip(_finite(weights), 0.0, 1.0)
-        lam = self.config.forgetting
-        self.A = lam * self.A + (x * c[:, None]).T @ x
-        self.b = lam * self.b + x.T @ (c * y)
+        lam = (
+            np.full(self.dim, self.config.forgetting)
+            if self.column_forgetting is None else self.column_forgetting
+        )
+        root = np.sqrt(lam)
+        fade = np.outer(root, root)  # what A and P's inverse are multiplied by
+        # The ridge as it stands: it fades with the data until the next exact inverse.
+        ridge = self.config.ridge * lam**self.since_exact
+        scaled = root * self.w
+        held = root * (self.A @ scaled + ridge * scaled)  # b with P' b = w: the estimate held
+        self.A = self.A * fade + (x * c[:, None]).T @ x
+        self.b = held + x.T @ (c * y)
         self.since_exact += 1
-        if self.since_exact >= REFRESH_EVERY or not self._update_inverse(x, c, lam):
+        if self.since_exact >= REFRESH_EVERY or not self._update_inverse(x, c, fade):
             self._solve()
         self.pending = None if chosen is None else np.array(chosen, dtype=np.float64)
         self.version += 1
@@ -207,12 +236,12 @@ class QPolicy:
             self.P, self.w = P, w
         self.since_exact = 0
 
-    def _update_inverse(self, x: np.ndarray, c: np.ndarray, lam: float) -> bool:
+    def _update_inverse(self, x: np.ndarray, c: np.ndarray, fade: np.ndarray) -> bool:
         """P after forgetting and the turn's weighted rows, by the Woodbury
         identity (one m x m solve for m rows: the Sherman-Morrison steps of
         all rows at once); False (nothing changed) if it went wrong
         numerically."""
-        P = self.P / lam
+        P = self.P / fade
         U = np.sqrt(c[c > 0.0])[:, None] * x[c > 0.0]
         if len(U):
             PU = P @ U.T
@@ -246,12 +275,19 @@ class QPolicy:
             "pending": None if self.pending is None else self.pending.tolist(),
             "generator": self.generator,
             "generator_switches": self.generator_switches,
+            "column_forgetting": (
+                None if self.column_forgetting is None else self.column_forgetting.tolist()
+            ),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], config: PolicyConfig | None = None) -> QPolicy:
         """Restore a snapshot; `config` overrides the stored settings."""
-        policy = cls(int(data["dim"]), config or PolicyConfig.from_dict(data["config"]))
+        policy = cls(
+            int(data["dim"]),
+            config or PolicyConfig.from_dict(data["config"]),
+            data.get("column_forgetting"),
+        )
         policy.A = _unpack(data["A"], (policy.dim, policy.dim))
         policy.b = np.array(data["b"], dtype=np.float64)
         # w follows from P and b: the stored w bit for bit.  P is stored

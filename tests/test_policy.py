@@ -1,6 +1,7 @@
 """The Q-learner's maths: exploration, learning, bootstrap, numerical safety."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,41 @@ def test_snapshot_round_trip_is_exact():
     again = QPolicy.from_dict(policy.to_dict())
     assert again.to_dict() == policy.to_dict()
     assert np.array_equal(again.A, policy.A) and np.array_equal(again.pending, policy.pending)
+
+
+def test_forgetting_by_column_follows_a_drift_where_it_forgets_and_keeps_the_rest():
+    """Column 0's taste flips half way; column 1's holds but is seen rarely
+    after the flip.  Forgetting column 0 only follows the flip as well as
+    forgetting everything, and keeps what was learned of column 1."""
+    rng = np.random.default_rng(0)
+    cfg = PolicyConfig(ridge=1.0, forgetting=0.9)
+    by_column = QPolicy(2, cfg, column_forgetting=np.array([0.9, 1.0]))
+    uniform = QPolicy(2, cfg)
+    for t in range(200):
+        sign = 1.0 if t < 100 else -1.0
+        x = np.array([[rng.normal(), rng.normal() if t < 100 else 0.0]])
+        y = np.array([0.5 * sign * x[0, 0] + 0.5 * x[0, 1]])
+        for policy in (by_column, uniform):
+            policy.learn(x, y, np.ones(1), None)
+    assert by_column.w[0] < -0.4 and uniform.w[0] < -0.4  # both followed the flip
+    assert by_column.w[1] > 0.4 > uniform.w[1] + 0.2  # only one remembers column 1
+
+
+def test_forgetting_by_column_equal_factors_match_one_factor_and_survive_a_snapshot():
+    rng = np.random.default_rng(1)
+    one = QPolicy(3, PolicyConfig(forgetting=0.95))
+    by_column = QPolicy(3, PolicyConfig(forgetting=0.5), column_forgetting=np.full(3, 0.95))
+    for _ in range(40):  # past an exact inverse (REFRESH_EVERY)
+        phi = rng.standard_normal((4, 3))
+        y, c = rng.uniform(-1, 1, 4), rng.uniform(0, 1, 4)
+        one.learn(phi, y, c, None)
+        by_column.learn(phi, y, c, None)
+    assert np.allclose(one.w, by_column.w) and np.allclose(one.P, by_column.P)
+    again = QPolicy.from_dict(by_column.to_dict())
+    assert again.to_dict() == by_column.to_dict()
+    assert np.array_equal(again.column_forgetting, by_column.column_forgetting)
+    with pytest.raises(ValueError):
+        QPolicy(3, column_forgetting=np.array([0.9, 0.0, 1.0]))
 
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
