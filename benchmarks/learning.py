@@ -1,6 +1,8 @@
 """How fast the learner picks up a user's taste, against peers and baselines.
 
-1. The peers harness (../shared/peers): the project's QPolicy, through the
+1. The peers harness (a side-by-side harness of learning peers on a simulated
+   stream, kept outside this project; --peers-dir or $RLCHAT_PEERS_DIR names
+   its folder, skipped without one): the project's QPolicy, through the
    harness adapter (benchmarks/peers_plugin.py), side by side with its peers
    on the same simulated stream, seeds and users; the harness's own runner,
    metrics and table.
@@ -13,7 +15,8 @@
    on; gamma > 0 against gamma = 0 on session length and reward.
 4. rank + learn time per turn at the chat's feature dimension.
 
-Run: .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/learning.py
+Run: .venv/bin/pip install -e '.[bench]' &&
+     .venv/bin/python benchmarks/learning.py --peers-dir PATH/TO/peers
      (--quick for a smoke run).  Ends by printing one JSON object.
 """
 
@@ -40,7 +43,6 @@ import numpy as np  # noqa: E402
 _HERE = Path(__file__).resolve().parent
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS_DIR = Path(os.environ.get("RLCHAT_PEERS_DIR", ROOT.parent / "shared" / "peers"))
 PLUGIN = f"plugin:{ROOT / 'benchmarks' / 'peers_plugin.py'}:RlchatPeer"
 
 
@@ -49,11 +51,11 @@ def say(message: str) -> None:
 
 
 # 1. peers harness ------------------------------------------------------------
-def peers_table(turns: int, seeds: int, jobs: int) -> dict:
-    if not (PEERS_DIR / "run.py").exists():
-        say(f"peers harness not found at {PEERS_DIR}; set RLCHAT_PEERS_DIR")
+def peers_table(peers_dir: Path, turns: int, seeds: int, jobs: int) -> dict:
+    if not (peers_dir / "run.py").exists():
+        say(f"[1/4] peers harness skipped: no run.py in {peers_dir} (--peers-dir)")
         return {}
-    sys.path.insert(0, str(PEERS_DIR))
+    sys.path.insert(0, str(peers_dir))
     import run as harness  # the harness's own runner, metrics and table
     from peers import default_peers
 
@@ -235,13 +237,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--no-peers", action="store_true",
-                        help="skip the peers harness (it has no generator)")
+    parser.add_argument("--peers-dir", type=Path,
+                        default=os.environ.get("RLCHAT_PEERS_DIR"),
+                        help="the peers harness's folder (default $RLCHAT_PEERS_DIR); "
+                             "without one the harness is skipped")
     parser.add_argument("--dtype", default="auto", help="the generator's number format")
     args = parser.parse_args()
     q = args.quick
-    figures: dict = {} if args.no_peers else {
-        "peers": peers_table(300 if q else 1000, 2 if q else 5, args.jobs)}
+    if args.peers_dir is None:
+        say("[1/4] peers harness skipped: no --peers-dir (or $RLCHAT_PEERS_DIR)")
+        figures: dict = {}
+    else:
+        figures = {"peers": peers_table(args.peers_dir, 300 if q else 1000, 2 if q else 5,
+                                        args.jobs)}
 
     from rlchat.learner.generator import Generator
     from rlchat.learner.policy import PolicyConfig

@@ -1,4 +1,8 @@
-"""The project's learner behind the peers harness adapter (../shared/peers).
+"""The project's learner behind the peers harness's adapter.
+
+The peers harness (a side-by-side harness of learning peers on a simulated
+chat-ranking stream) lives outside this project; benchmarks/learning.py
+takes its folder as --peers-dir.
 
 Loaded by the harness as `--plugin benchmarks/peers_plugin.py:RlchatPeer`; the
 harness's folder is on sys.path then.  Everything that learns is the

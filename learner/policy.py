@@ -210,18 +210,22 @@ class QPolicy:
         x = _finite(rows)
         y = np.clip(_finite(targets), -1.0, 1.0)
         c = np.clip(_finite(weights), 0.0, 1.0)
-        lam = (
-            np.full(self.dim, self.config.forgetting)
-            if self.column_forgetting is None else self.column_forgetting
-        )
-        root = np.sqrt(lam)
-        fade = np.outer(root, root)  # what A and P's inverse are multiplied by
-        # The ridge as it stands: it fades with the data until the next exact inverse.
-        ridge = self.config.ridge * lam**self.since_exact
-        scaled = root * self.w
-        held = root * (self.A @ scaled + ridge * scaled)  # b with P' b = w: the estimate held
-        self.A = self.A * fade + (x * c[:, None]).T @ x
-        self.b = held + x.T @ (c * y)
+        if self.column_forgetting is None:
+            # One factor: A, b and P's inverse all scale by it (the common
+            # case, and the cheaper one).
+            fade: float | np.ndarray = float(self.config.forgetting)
+            self.A = fade * self.A + (x * c[:, None]).T @ x
+            self.b = fade * self.b + x.T @ (c * y)
+        else:
+            lam = self.column_forgetting
+            root = np.sqrt(lam)
+            fade = np.outer(root, root)  # what A and P's inverse are multiplied by
+            # The ridge as it stands: it fades with the data until the next exact inverse.
+            ridge = self.config.ridge * lam**self.since_exact
+            scaled = root * self.w
+            held = root * (self.A @ scaled + ridge * scaled)  # b with P' b = w: w held
+            self.A = self.A * fade + (x * c[:, None]).T @ x
+            self.b = held + x.T @ (c * y)
         self.since_exact += 1
         if self.since_exact >= REFRESH_EVERY or not self._update_inverse(x, c, fade):
             self._solve()
@@ -236,7 +240,7 @@ class QPolicy:
             self.P, self.w = P, w
         self.since_exact = 0
 
-    def _update_inverse(self, x: np.ndarray, c: np.ndarray, fade: np.ndarray) -> bool:
+    def _update_inverse(self, x: np.ndarray, c: np.ndarray, fade: float | np.ndarray) -> bool:
         """P after forgetting and the turn's weighted rows, by the Woodbury
         identity (one m x m solve for m rows: the Sherman-Morrison steps of
         all rows at once); False (nothing changed) if it went wrong
