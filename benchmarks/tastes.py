@@ -8,7 +8,11 @@ their taste (small noise); the figure is how often the first-ranked
 candidate was that pick, against random order (1 / shown, its expectation).
 
 The ceiling is what ranking by the true taste would score on the same
-turns: the user's noise alone keeps it under 4x (4 shown).
+turns: the user's noise alone keeps it under 4x (4 shown).  The linear fit
+is what today's features can express: a least-squares fit of the true
+utility on the features of every candidate of the other turns (exact
+utilities, far more than feedback tells), ranking each turn of the second
+half.
 
 Each taste runs three ways through the real agent, store and tiny GPT-2
 (built like `rlchat init-model`), same seed and messages:
@@ -150,6 +154,7 @@ def _v1_only(agent_cls: type) -> type:
 def run_taste(task: tuple[Taste, str, int, int]) -> dict:
     """Per turn: (hit, 1 / shown) for one taste and one variant."""
     from rlchat.learner.agent import Agent
+    from rlchat.learner.records import Turn
     from rlchat.learner.settings import Settings
     from rlchat.storage import Store
 
@@ -158,7 +163,7 @@ def run_taste(task: tuple[Taste, str, int, int]) -> dict:
     _GENERATOR.reseed(seed)
     rng = np.random.default_rng([seed, 7])
     agent_cls = _v1_only(Agent) if variant == "v1" else Agent
-    hits, chance, ceiling = [], [], []
+    hits, chance, ceiling, picks = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         agent = agent_cls(Store(tmp), _GENERATOR, Settings(candidates=4, samples=8), seed=seed)
         for t in range(turns):
@@ -169,6 +174,7 @@ def run_taste(task: tuple[Taste, str, int, int]) -> dict:
             pick = int(np.argmax(noisy))
             hits.append(pick == 0)
             ceiling.append(pick == int(np.argmax(u)))  # ranked by the true taste
+            picks.append(pick)
             chance.append(1.0 / len(view.candidates))
             rating = 5 if u[pick] >= u.max() else 3
             ids = [c.id for c in view.candidates]
@@ -177,9 +183,31 @@ def run_taste(task: tuple[Taste, str, int, int]) -> dict:
                          order=order if variant == "v2_rank" else None)
             if t % 5 == 4:
                 agent.end()
+        stored = [Turn.from_dict(record) for record in agent.store.turns()]
         agent.store.close()
+    linear = linear_fit_hits(stored, taste, picks) if variant == "v2" else []
     return {"taste": taste.name, "variant": variant, "hits": hits, "chance": chance,
-            "ceiling": ceiling}
+            "ceiling": ceiling, "linear": linear}
+
+
+def linear_fit_hits(stored: list, taste: Taste, picks: list, folds: int = 5) -> list[bool]:
+    """What the features can express: least squares of the true utility on
+    the features of every candidate (shown or not; exact utilities, far more
+    than any feedback tells), fitted on the other folds of turns; then, for
+    each turn of the second half, whether its first-ranked shown candidate
+    was the pick."""
+    phis = [turn.features() for turn in stored]
+    utilities = [np.array([taste.utility(c.text) for c in turn.candidates]) for turn in stored]
+    half = len(stored) // 2
+    hits = []
+    for fold in range(folds):
+        train = [t for t in range(len(stored)) if t % folds != fold]
+        x = np.vstack([phis[t] - phis[t].mean(axis=0) for t in train])
+        y = np.concatenate([utilities[t] - utilities[t].mean() for t in train])
+        w = np.linalg.solve(x.T @ x + 1e-3 * np.eye(x.shape[1]), x.T @ y)
+        hits += [(t, int(np.argmax(phis[t][stored[t].shown_ids] @ w)) == picks[t])
+                 for t in range(half, len(stored)) if t % folds == fold]
+    return [hit for _, hit in sorted(hits)]
 
 
 def vocabulary(model_dir: str, dtype: str, turns: int) -> tuple[list[str], str]:
@@ -258,10 +286,14 @@ def main() -> None:
             if v == "v2":  # what a policy that knew the taste would score
                 ceiling = np.mean(res["ceiling"][half:]) / np.mean(late_chance)
                 row["ceiling_ratio"] = round(float(ceiling), 3)
+                linear = np.mean(res["linear"]) / np.mean(late_chance)
+                row["linear_fit_ratio"] = round(float(linear), 3)
         per_taste[name] = row
         say(f"  {name:40s} {row}")
 
     ceilings = [row["ceiling_ratio"] for row in per_taste.values() if "ceiling_ratio" in row]
+    linear_fits = [row["linear_fit_ratio"] for row in per_taste.values()
+                   if "linear_fit_ratio" in row]
 
     def summary(v: str) -> dict:
         ratios = [row[f"{v}_ratio"] for row in per_taste.values()]
@@ -279,6 +311,8 @@ def main() -> None:
         "tastes": len(tastes), "turns": args.turns, "window_turns": f"{half + 1}-{args.turns}",
         "cpu_capability": cpu, "dtype": dtype, "noise": NOISE, "vocabulary": len(vocab),
         "ceiling_median_ratio": round(statistics.median(ceilings), 3) if ceilings else None,
+        "linear_fit_median_ratio": (
+            round(statistics.median(linear_fits), 3) if linear_fits else None),
         **{v: summary(v) for v in variants if all(v in r for r in results.values())},
         "per_taste": per_taste, "total_s": round(time.time() - start, 1),
     }
