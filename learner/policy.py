@@ -154,8 +154,11 @@ class QPolicy:
         weights = probs.copy()
         order = []
         while remaining:
-            p = weights[remaining] / weights[remaining].sum()
-            pick = remaining[int(rng.choice(len(remaining), p=p))]
+            total = weights[remaining].sum()
+            if total > 0.0:
+                pick = remaining[int(rng.choice(len(remaining), p=weights[remaining] / total))]
+            else:  # without a uniform share (epsilon 0) the rest can all round to 0
+                pick = max(remaining, key=lambda i: scores[i])
             order.append(pick)
             remaining.remove(pick)
         return order, probs, scores

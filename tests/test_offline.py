@@ -150,6 +150,22 @@ def test_replay_saves_a_new_version_equal_to_the_live_policy(logged):
     assert "differs from the live policy" in other
 
 
+@pytest.mark.parametrize("option", [("--ridge", "0"), ("--gamma", "1"), ("--forgetting", "nan"),
+                                    ("--epsilon", "2"), ("--uncertainty", "x")])
+def test_learner_options_out_of_range_are_refused_before_any_work(logged, option):
+    before = snapshot(logged)
+    run = rlchat("replay", *option, "--data-dir", str(logged), check=False)
+    assert run.returncode == 2 and f"argument {option[0]}:" in run.stderr
+    assert "Traceback" not in run.stderr and snapshot(logged) == before
+
+
+def test_evaluate_a_greedy_target(logged):
+    """epsilon 0 (no exploration) is a target worth evaluating."""
+    evaluation = json.loads(rlchat("evaluate", "--json", "--epsilon", "0", "--bootstrap", "20",
+                                   "--data-dir", str(logged)).stdout)
+    assert evaluation["n"] == 20 and np.isfinite(evaluation["estimates"]["dr"]["value"])
+
+
 def test_turns_export_schema(logged, tmp_path):
     out = tmp_path / "turns.jsonl"
     rlchat("export", "--format", "turns", "--out", str(out), "--data-dir", str(logged))

@@ -20,6 +20,16 @@ def test_propensities_are_a_distribution_with_a_floor():
     assert probs.argmax() == 0 and scores.tolist() == [10.0, 0.0, 0.0]
 
 
+def test_no_exploration_share_still_orders_every_candidate():
+    """With epsilon 0 the softmax of far-apart scores rounds to exactly 0:
+    the order still holds every candidate, the rest by Q."""
+    policy = QPolicy(2, PolicyConfig(epsilon=0.0, temperature_floor=0.002, uncertainty=0.0))
+    policy.w = np.array([100.0, 1.0])
+    phi = np.array([[1.0, 0.0], [0.0, 3.0], [0.0, 1.0], [0.0, 2.0]])
+    order, probs, _ = policy.rank(phi, np.random.default_rng(0))
+    assert order == [0, 1, 3, 2] and probs[0] == 1.0
+
+
 def test_first_place_follows_logged_propensities():
     policy = QPolicy(2, PolicyConfig(temperature_floor=0.5, epsilon=0.0))
     policy.w = np.array([0.5, 0.0])

@@ -15,21 +15,47 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-LEARNER_OPTIONS = {  # option -> (PolicyConfig field, help)
-    "--gamma": ("gamma", "discount across the turns of a session"),
-    "--ridge": ("ridge", "ridge penalty of the least-squares fit"),
-    "--forgetting": ("forgetting", "forgetting factor per learned turn (1 = none)"),
-    "--temperature-floor": ("temperature_floor", "lowest softmax temperature of the ranking"),
-    "--uncertainty": ("uncertainty", "temperature added per unit of posterior sd"),
-    "--epsilon": ("epsilon", "share of uniform exploration"),
-    "--pair-margin": ("pair_margin", "target of Q(pick) - Q(passed over)"),
+INF = float("inf")
+LEARNER_OPTIONS = {  # option -> (PolicyConfig field, help, lowest, highest, ends excluded)
+    "--gamma": ("gamma", "discount across the turns of a session", 0.0, 1.0, "]"),
+    "--ridge": ("ridge", "ridge penalty of the least-squares fit", 0.0, INF, "["),
+    "--forgetting": ("forgetting", "forgetting factor per learned turn (1 = none)",
+                     0.5, 1.0, ""),
+    "--temperature-floor": ("temperature_floor", "lowest softmax temperature of the ranking",
+                            0.0, INF, ""),
+    "--uncertainty": ("uncertainty", "temperature added per unit of posterior sd",
+                      0.0, INF, ""),
+    "--epsilon": ("epsilon", "share of uniform exploration", 0.0, 1.0, ""),
+    "--pair-margin": ("pair_margin", "target of Q(pick) - Q(passed over)", 0.0, INF, ""),
 }
+
+
+def _number_in(low: float, high: float, excluded: str):
+    """An argparse type: a finite number from low to high; "[" / "]" in
+    `excluded` leave out that end."""
+    opening = "(" if "[" in excluded else "["
+    closing = ")" if "]" in excluded or high == INF else "]"
+    interval = f"{opening}{low:g}, {high:g}{closing}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        too_low = value <= low if "[" in excluded else value < low
+        too_high = value >= high if "]" in excluded else value > high
+        if value != value or value in (INF, -INF) or too_low or too_high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+
+    return parse
 
 
 def add_learner_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("learner options (default: the live policy's settings)")
-    for option, (_, text) in LEARNER_OPTIONS.items():
-        group.add_argument(option, type=float, metavar="X", default=None, help=text)
+    for option, (_, text, low, high, excluded) in LEARNER_OPTIONS.items():
+        group.add_argument(option, type=_number_in(low, high, excluded), metavar="X",
+                           default=None, help=text)
 
 
 def add_offline_commands(sub, add_common) -> None:
@@ -67,7 +93,7 @@ def _config(args: argparse.Namespace, snapshot: dict | None):
     from rlchat.learner.policy_store import stored_config
 
     config = stored_config(snapshot)
-    overrides = {name: getattr(args, name) for name, _ in LEARNER_OPTIONS.values()
+    overrides = {name: getattr(args, name) for name, *_ in LEARNER_OPTIONS.values()
                  if getattr(args, name, None) is not None}
     return replace(config, **overrides)
 
