@@ -330,4 +330,9 @@ def _unpack(value: str | list, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
-    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    """The values as float64, anything non-finite as 0 (read-only use: the
+    usual all-finite input comes back as it is, without nan_to_num's copy)."""
+    array = np.asarray(values, dtype=np.float64)
+    if np.isfinite(array).all():
+        return array
+    return np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
