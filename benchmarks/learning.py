@@ -43,7 +43,10 @@ import numpy as np  # noqa: E402
 _HERE = Path(__file__).resolve().parent
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGIN = f"plugin:{ROOT / 'benchmarks' / 'peers_plugin.py'}:RlchatPeer"
+# The harness seeds each learner from its key: a key relative to the project
+# root (the harness's own runner, run from there, has the same) keeps the
+# figures the same wherever the checkout lives.
+PLUGIN = "plugin:benchmarks/peers_plugin.py:RlchatPeer"
 
 
 def say(message: str) -> None:
@@ -56,6 +59,7 @@ def peers_table(peers_dir: Path, turns: int, seeds: int, jobs: int) -> dict:
         say(f"[1/4] peers harness skipped: no run.py in {peers_dir} (--peers-dir)")
         return {}
     sys.path.insert(0, str(peers_dir))
+    os.chdir(ROOT)  # where PLUGIN's path starts
     import run as harness  # the harness's own runner, metrics and table
     from peers import default_peers
 
