@@ -10,42 +10,50 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-
-INF = float("inf")
-LEARNER_OPTIONS = {  # option -> (PolicyConfig field, help, lowest, highest, ends excluded)
-    "--gamma": ("gamma", "discount across the turns of a session", 0.0, 1.0, "]"),
-    "--ridge": ("ridge", "ridge penalty of the least-squares fit", 0.0, INF, "["),
-    "--forgetting": ("forgetting", "forgetting factor per learned turn (1 = none)",
-                     0.5, 1.0, ""),
-    "--temperature-floor": ("temperature_floor", "lowest softmax temperature of the ranking",
-                            0.0, INF, ""),
-    "--uncertainty": ("uncertainty", "temperature added per unit of posterior sd",
-                      0.0, INF, ""),
-    "--epsilon": ("epsilon", "share of uniform exploration", 0.0, 1.0, ""),
-    "--pair-margin": ("pair_margin", "target of Q(pick) - Q(passed over)", 0.0, INF, ""),
-}
+from typing import Any
 
 
-def _number_in(low: float, high: float, excluded: str):
-    """An argparse type: a finite number from low to high; "[" / "]" in
-    `excluded` leave out that end."""
-    opening = "(" if "[" in excluded else "["
-    closing = ")" if "]" in excluded or high == INF else "]"
-    interval = f"{opening}{low:g}, {high:g}{closing}"
+def _learner_options() -> dict:
+    """option -> (PolicyConfig field, the range and help as a settings Spec).
+    gamma and forgetting are the chat's own settings, with their ranges;
+    epsilon may be 0 here (a greedy target is worth evaluating)."""
+    from rlchat.learner.settings import SPECS, Spec
+
+    def spec(help_text: str, **limits: Any) -> Spec:
+        return Spec(label="", help=help_text, **limits)
+
+    return {
+        "--gamma": ("gamma", SPECS["gamma"]),
+        "--ridge": ("ridge", spec("ridge penalty of the least-squares fit", low=0,
+                                  low_open=True)),
+        "--forgetting": ("forgetting", SPECS["forgetting"]),
+        "--temperature-floor": ("temperature_floor",
+                                spec("lowest softmax temperature of the ranking", low=0)),
+        "--uncertainty": ("uncertainty", spec("temperature added per unit of posterior sd",
+                                              low=0)),
+        "--epsilon": ("epsilon", spec("share of uniform exploration", low=0, high=1)),
+        "--pair-margin": ("pair_margin", spec("target of Q(pick) - Q(passed over)", low=0)),
+    }
+
+
+LEARNER_OPTIONS = _learner_options()
+
+
+def _number_in(spec: Any):
+    """An argparse type: a finite number that the Spec admits."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        too_low = value <= low if "[" in excluded else value < low
-        too_high = value >= high if "]" in excluded else value > high
-        if value != value or value in (INF, -INF) or too_low or too_high:
-            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        if not math.isfinite(value) or not spec.admits(value):
+            raise argparse.ArgumentTypeError(f"{text}: must be {spec.range_text()}")
         return value
 
     return parse
@@ -53,9 +61,9 @@ def _number_in(low: float, high: float, excluded: str):
 
 def add_learner_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("learner options (default: the live policy's settings)")
-    for option, (_, text, low, high, excluded) in LEARNER_OPTIONS.items():
-        group.add_argument(option, type=_number_in(low, high, excluded), metavar="X",
-                           default=None, help=text)
+    for option, (_, spec) in LEARNER_OPTIONS.items():
+        group.add_argument(option, type=_number_in(spec), metavar="X", default=None,
+                           help=f"{spec.help} ({spec.range_text()})")
 
 
 def add_offline_commands(sub, add_common) -> None:
@@ -93,7 +101,7 @@ def _config(args: argparse.Namespace, snapshot: dict | None):
     from rlchat.learner.policy_store import stored_config
 
     config = stored_config(snapshot)
-    overrides = {name: getattr(args, name) for name, *_ in LEARNER_OPTIONS.values()
+    overrides = {name: getattr(args, name) for name, _ in LEARNER_OPTIONS.values()
                  if getattr(args, name, None) is not None}
     return replace(config, **overrides)
 
