@@ -81,6 +81,5 @@ class RlchatPeer(Learner):
         self.policy.start_turn(f"turn-{rec.t}", phi)
         shown = [int(i) for i in rec.order[:SHOWN]]
         rewards, weights = pick_feedback(SHOWN, rec.picked_pos, rec.rating, self.rewards)
-        rows, targets, cs, chosen = feedback_rows(
-            phi, shown, "chosen", int(rec.picked), rewards, weights, self.config.pair_margin)
-        self.policy.learn(rows, targets, cs, chosen)
+        feedback = feedback_rows(phi, shown, "chosen", int(rec.picked), rewards, weights)
+        self.policy.learn(*feedback[:4], preferences=feedback.preferences)

@@ -22,10 +22,17 @@ one factor for all it is the update above.  A column that forgets fast has
 its weight rest on recent rows; one that does not keeps all its evidence:
 for a taste that drifts in some features and holds in others.
 
-A row x is either a candidate's phi with its reward as target, or the
-difference phi(pick) - phi(passed over) with a margin as target: the pick
-against each candidate it beat (see learner/update.py).  The ridge term is
-not forgotten, so the problem stays well posed however long the stream.
+A row x is either a candidate's phi with its reward as target, or a
+preference: the difference phi(pick) - phi(passed over), the pick against
+each candidate it beat (see learner/update.py).  A preference says which is
+better, not by how much, so it is not given a target: it is a probit
+observation, P(pick preferred) = Phi(Q difference / pair_margin), and enters
+as the one Gaussian row (target, weight) that leaves the posterior of its Q
+difference with the same mean and variance as the probit would (assumed
+density filtering, as in TrueSkill), computed once, when it is learned.  A
+preference the policy already holds with room to spare weighs next to
+nothing; one it gets wrong weighs the most.  The ridge term is not
+forgotten, so the problem stays well posed however long the stream.
 
 The target y of the candidate that continued the conversation becomes
 r + gamma * max_a' Q(s', a') once the next turn's candidates are known.  That
@@ -40,6 +47,7 @@ No I/O and no globals: deterministic given its inputs and the rng passed to
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -57,7 +65,7 @@ class PolicyConfig:
     temperature_floor: float = 0.002  # softmax temperature of the ranking, at least
     uncertainty: float = 0.005  # temperature added per unit of the mean posterior sd of Q
     epsilon: float = 0.02  # share of uniform exploration: no propensity falls to 0
-    pair_margin: float = 0.5  # target of Q(pick) - Q(passed over)
+    pair_margin: float = 0.1  # probit scale of a preference: the Q difference of a sure one
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
@@ -207,12 +215,17 @@ class QPolicy:
         targets: np.ndarray,
         weights: np.ndarray,
         chosen: np.ndarray | None,
+        preferences: np.ndarray | None = None,
     ) -> None:
-        """One turn of feedback: regression rows with their targets and weights."""
+        """One turn of feedback: regression rows with their targets and
+        weights; `preferences` marks the rows that are preferences (their
+        targets are not read)."""
         # Targets are clipped and anything non-finite counts as nothing learned.
         x = _finite(rows)
         y = np.clip(_finite(targets), -1.0, 1.0)
         c = np.clip(_finite(weights), 0.0, 1.0)
+        if preferences is not None and np.any(preferences):
+            y, c = self._as_observations(x, y, c, np.asarray(preferences, dtype=bool))
         if self.column_forgetting is None:
             # One factor: A, b and P's inverse all scale by it (the common
             # case, and the cheaper one).
@@ -234,6 +247,20 @@ class QPolicy:
             self._solve()
         self.pending = None if chosen is None else np.array(chosen, dtype=np.float64)
         self.version += 1
+
+    def _as_observations(
+        self, x: np.ndarray, y: np.ndarray, c: np.ndarray, preferences: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Targets and weights with the preferences as their Gaussian rows,
+        all from the posterior before this turn."""
+        rows = x[preferences]
+        mean = rows @ self.w
+        var = ((rows @ self.P) * rows).sum(axis=1)
+        target, precision = probit_observation(mean, var, self.config.pair_margin)
+        y, c = y.copy(), c.copy()
+        y[preferences] = target
+        c[preferences] = c[preferences] * precision  # a read weight tempers the likelihood
+        return y, c
 
     def _solve(self) -> None:
         """P and w exactly, from A, b and the ridge."""
@@ -327,6 +354,29 @@ def _unpack(value: str | list, shape: tuple[int, int]) -> np.ndarray:
     if isinstance(value, str):  # _pack's form
         return np.frombuffer(base64.b64decode(value), dtype="<f8").reshape(shape).copy()
     return np.array(value, dtype=np.float64).reshape(shape)  # a list (before 0.3)
+
+
+def probit_observation(
+    mean: np.ndarray, var: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(target, precision) of the Gaussian observation of f ~ N(mean, var)
+    that leaves f with the mean and variance that the probit likelihood
+    Phi(f / scale) (f > 0 was seen, through noise) would leave it."""
+    total = np.maximum(scale * scale + var, 1e-12)
+    z = mean / np.sqrt(total)
+    # pdf(z) / cdf(z); past -30 the cdf underflows, and the ratio is -z there.
+    ratio = np.array([
+        -zi if zi < -30.0 else
+        math.exp(-0.5 * zi * zi) / (math.sqrt(0.5 * math.pi) * math.erfc(-zi / math.sqrt(2.0)))
+        for zi in z.tolist()
+    ])
+    alpha = ratio / np.sqrt(total)  # the mean moves by var * alpha
+    beta = alpha * (alpha + mean / total)  # the variance shrinks by var^2 * beta
+    informative = beta > 1e-12  # else (a preference held by far) it tells next to nothing
+    safe = np.where(informative, beta, 1.0)
+    precision = np.where(informative, beta / np.maximum(1.0 - var * beta, 1e-12), 0.0)
+    target = np.where(informative, mean + alpha / safe, mean)
+    return target, precision
 
 
 def _finite(values: np.ndarray) -> np.ndarray:

@@ -8,12 +8,21 @@ Same calls, same order, same floats: the same weights, bit for bit.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
 from rlchat.learner.features import FEATURE_VERSION, MODEL_COLUMNS, refeaturize
 from rlchat.learner.policy import QPolicy
 from rlchat.learner.records import CHOSEN, REGENERATED, REJECTED, REPLIED, Turn
+
+
+class Feedback(NamedTuple):
+    rows: np.ndarray
+    targets: np.ndarray  # read for the rows that are not preferences
+    weights: np.ndarray
+    chosen: np.ndarray | None  # phi of the candidate that continued the conversation
+    preferences: np.ndarray  # the rows that say "the first is better than the second"
 
 
 def feedback_rows(
@@ -23,51 +32,53 @@ def feedback_rows(
     choice: int | None,
     rewards: list[float],
     weights: list[float],
-    margin: float,
     *,
     ranking: list[list[int]] | None = None,
     edit_phi: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Regression rows for one answered turn: (rows, targets, weights, chosen phi).
+) -> Feedback:
+    """Regression rows for one answered turn.
 
-    A pick gives its own reward as a target, and one row per candidate it was
-    preferred to: phi(pick) - phi(other) with target `margin`, weighted by how
-    likely the other one was read.  Pairs carry what a skip says (worse than
-    the pick, in this context) without pretending to know its absolute value.
-    An order of several gives a pair for every two candidates in different
-    groups (a tie: a pair with target 0), each read.  An edit of the pick
-    is a row of its own, with the pick's reward, and preferred to the pick.
-    An own reply, "none of these" or a regenerate penalise every shown
-    candidate, each by its read weight.
+    A pick gives its own reward as a target, and one preference per
+    candidate it was preferred to: phi(pick) - phi(other), weighted by how
+    likely the other one was read.  A preference carries what a skip says
+    (worse than the pick, in this context) without pretending to know its
+    absolute value, or by how much (learner/policy.py: a probit observation).
+    An order of several gives a preference for every two candidates in
+    different groups, and a tie a row with target 0, all read.  An edit of
+    the pick is a row of its own, with the pick's reward, and preferred to
+    the pick.  An own reply, "none of these" or a regenerate penalise every
+    shown candidate, each by its read weight.
     """
     if status == CHOSEN and choice is not None:
         pick = shown.index(choice)
-        rows, targets, cs = [phi[choice]], [rewards[pick]], [1.0]
+        rows, targets, cs, prefer = [phi[choice]], [rewards[pick]], [1.0], [False]
+
+        def add(row: np.ndarray, target: float, weight: float, preference: bool) -> None:
+            rows.append(row)
+            targets.append(target)
+            cs.append(weight)
+            prefer.append(preference)
+
         if ranking is None:
             for pos, other in enumerate(shown):
                 if pos != pick:
-                    rows.append(phi[choice] - phi[other])
-                    targets.append(margin)
-                    cs.append(weights[pos])
+                    add(phi[choice] - phi[other], 0.0, weights[pos], True)
         else:
             for g, group in enumerate(ranking):
                 for i, better in enumerate(group):
                     for worse in group[i + 1:]:
-                        rows.append(phi[better] - phi[worse])
-                        targets.append(0.0)
-                        cs.append(1.0)
+                        add(phi[better] - phi[worse], 0.0, 1.0, False)  # a tie
                     for lower in ranking[g + 1:]:
                         for worse in lower:
-                            rows.append(phi[better] - phi[worse])
-                            targets.append(margin)
-                            cs.append(1.0)
+                            add(phi[better] - phi[worse], 0.0, 1.0, True)
         if edit_phi is not None:
-            rows += [edit_phi, edit_phi - phi[choice]]
-            targets += [rewards[pick], margin]
-            cs += [1.0, 1.0]
-        return np.array(rows), np.array(targets), np.array(cs), phi[choice]
+            add(edit_phi, rewards[pick], 1.0, False)
+            add(edit_phi - phi[choice], 0.0, 1.0, True)
+        return Feedback(np.array(rows), np.array(targets), np.array(cs), phi[choice],
+                        np.array(prefer))
     if status in (REPLIED, REJECTED, REGENERATED):
-        return phi[shown], np.array(rewards), np.array(weights), None
+        return Feedback(phi[shown], np.array(rewards), np.array(weights), None,
+                        np.zeros(len(shown), dtype=bool))
     raise ValueError(f"no feedback in a turn with status {status!r}")
 
 
@@ -100,12 +111,11 @@ def start_turn(policy: QPolicy, turn: Turn) -> None:
 def finish_turn(policy: QPolicy, turn: Turn) -> None:
     if turn.answered_ok and turn.rewards is not None and turn.weights is not None:
         edit_phi = None if turn.edit_features is None else np.array(turn.edit_features)
-        rows, targets, weights, chosen = feedback_rows(
+        feedback = feedback_rows(
             turn.features(), turn.shown_ids, turn.status, turn.choice,
-            turn.rewards, turn.weights, policy.config.pair_margin,
-            ranking=turn.ranking, edit_phi=edit_phi,
+            turn.rewards, turn.weights, ranking=turn.ranking, edit_phi=edit_phi,
         )
-        policy.learn(rows, targets, weights, chosen)
+        policy.learn(*feedback[:4], preferences=feedback.preferences)
     policy.last_seq = turn.seq
 
 

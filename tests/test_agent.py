@@ -222,11 +222,12 @@ def test_an_order_of_several_is_stored_whole_and_learned_as_pairs(make_agent):
     assert reward == 1.0 and stored.rewards == [1.0, -0.2, 1.0, -0.2]
     assert stored.weights == [1.0] * 4
     from rlchat.learner.update import feedback_rows
-    rows, targets, _, _ = feedback_rows(
+    feedback = feedback_rows(
         stored.features(), stored.shown_ids, stored.status, stored.choice, stored.rewards,
-        stored.weights, 0.5, ranking=stored.ranking)
-    # The pick's own row, a tie (target 0) and 2 x 2 + 1 ordered pairs.
-    assert len(rows) == 1 + 1 + 5 and sorted(targets[1:]) == [0.0] + [0.5] * 5
+        stored.weights, ranking=stored.ranking)
+    # The pick's own row, a tie (target 0) and 2 x 2 + 1 preferences.
+    assert len(feedback.rows) == 1 + 1 + 5
+    assert feedback.preferences.tolist().count(True) == 5 and not feedback.preferences[0]
 
 
 def test_an_edit_continues_the_conversation_and_beats_the_pick(make_agent):

@@ -97,16 +97,18 @@ def test_rank_one_updates_stay_close_to_the_exact_ridge_solution():
 
 def test_feedback_rows_of_an_order_with_a_tie_and_an_edit():
     phi = np.eye(4)
-    rows_, targets, weights, chosen = feedback_rows(
-        phi, [0, 1, 2, 3], "chosen", 1, [0.5, 1.0, 1.0, -0.2], [1.0] * 4, 0.5,
+    rows_, targets, weights, chosen, preferences = feedback_rows(
+        phi, [0, 1, 2, 3], "chosen", 1, [0.5, 1.0, 1.0, -0.2], [1.0] * 4,
         ranking=[[1, 2], [0, 3]], edit_phi=np.full(4, 0.5))
-    pairs = {(tuple(r), t) for r, t in zip(rows_[1:-2], targets[1:-2], strict=True)}
-    assert ((0.0, 1.0, -1.0, 0.0), 0.0) in pairs  # the tie
-    assert ((-1.0, 1.0, 0.0, 0.0), 0.5) in pairs and ((0.0, 0.0, 1.0, -1.0), 0.5) in pairs
-    assert ((1.0, 0.0, 0.0, -1.0), 0.0) in pairs  # the tie below
+    pairs = {(tuple(r), bool(p)) for r, p in zip(rows_[1:-2], preferences[1:-2], strict=True)}
+    assert ((0.0, 1.0, -1.0, 0.0), False) in pairs  # the tie: a row with target 0
+    assert ((-1.0, 1.0, 0.0, 0.0), True) in pairs and ((0.0, 0.0, 1.0, -1.0), True) in pairs
+    assert ((1.0, 0.0, 0.0, -1.0), False) in pairs  # the tie below
     assert len(pairs) == 2 + 4
-    assert np.array_equal(rows_[-1], np.full(4, 0.5) - phi[1]) and targets[-1] == 0.5
+    assert np.array_equal(rows_[-2], np.full(4, 0.5)) and targets[-2] == 1.0
+    assert np.array_equal(rows_[-1], np.full(4, 0.5) - phi[1]) and preferences[-1]
     assert np.array_equal(chosen, phi[1]) and np.all(weights == 1.0)
+    assert not preferences[0] and np.all(targets[~preferences][1:-1] == 0.0)
 
 
 def test_a_v1_data_dir_is_learned_again_on_v2_at_start(tmp_path):

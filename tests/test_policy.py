@@ -173,15 +173,52 @@ def test_feedback_rows_pit_the_pick_against_each_candidate_it_beat():
     phi = np.arange(12.0).reshape(4, 3)
     shown = [2, 0, 3]
     rewards, weights = pick_feedback(3, 1, 4, RewardConfig())
-    rows, targets, cs, chosen = feedback_rows(phi, shown, "chosen", 0, rewards, weights, 0.5)
+    rows, targets, cs, chosen, prefer = feedback_rows(phi, shown, "chosen", 0, rewards, weights)
     assert np.array_equal(rows[0], phi[0]) and targets[0] == 0.5 and cs[0] == 1.0
     assert np.array_equal(rows[1], phi[0] - phi[2]) and np.array_equal(rows[2], phi[0] - phi[3])
-    assert targets[1:].tolist() == [0.5, 0.5]
+    assert prefer.tolist() == [False, True, True]
     assert cs[1] == 1.0 and cs[2] == weights[2] < 1.0  # read above the pick; maybe below
     assert np.array_equal(chosen, phi[0])
     rewards, weights = own_reply_feedback(3, RewardConfig())
-    rows, targets, cs, chosen = feedback_rows(phi, shown, "replied", None, rewards, weights, 0.5)
+    rows, targets, cs, chosen, prefer = feedback_rows(phi, shown, "replied", None, rewards,
+                                                      weights)
     assert np.array_equal(rows, phi[shown]) and chosen is None and all(targets < 0)
+    assert not prefer.any()
+
+
+def test_a_preference_is_the_gaussian_row_that_matches_the_probit_posterior():
+    from math import erfc, sqrt
+
+    from rlchat.learner.policy import probit_observation
+
+    # f ~ N(mean, var), likelihood Phi(f / scale): the posterior's moments by quadrature.
+    mean, var, scale = np.array([-0.3, 0.0, 0.4, 3.0]), np.array([0.2, 0.5, 0.1, 0.05]), 0.3
+    target, precision = probit_observation(mean, var, scale)
+    for m, v, t, p in zip(mean, var, target, precision, strict=True):
+        f = np.linspace(m - 10 * sqrt(v), m + 10 * sqrt(v), 20001)
+        post = np.exp(-0.5 * (f - m) ** 2 / v) * np.array(
+            [0.5 * erfc(-x / scale / sqrt(2)) for x in f])
+        post /= post.sum()
+        exact_mean = float((f * post).sum())
+        exact_var = float(((f - exact_mean) ** 2 * post).sum())
+        # The Gaussian row (target t, precision p) combined with N(m, v):
+        row_var = 1.0 / (1.0 / v + p)
+        assert row_var == pytest.approx(exact_var, rel=1e-3)
+        assert row_var * (m / v + p * t) == pytest.approx(exact_mean, abs=1e-4)
+    # Held by far, a preference weighs next to nothing; violated, it weighs the most.
+    assert precision[3] < 1e-3 < precision[2] < precision[0]
+
+
+def test_a_violated_preference_moves_the_weights_more_than_a_held_one():
+    held, violated = QPolicy(2), QPolicy(2)
+    for policy in (held, violated):
+        policy.learn(np.array([[1.0, 0.0]]), np.array([1.0]), np.ones(1), None)
+    before = held.w.copy()
+    row = np.array([[1.0, -1.0]])  # the first column's side is preferred: already so
+    held.learn(row, np.zeros(1), np.ones(1), None, preferences=np.array([True]))
+    violated.learn(-row, np.zeros(1), np.ones(1), None, preferences=np.array([True]))
+    assert np.abs(held.w - before).sum() < np.abs(violated.w - before).sum()
+    assert held.w[0] > before[0] and violated.w[0] < before[0]
 
 
 def test_uncertainty_shrinks_with_data_and_so_does_the_temperature():

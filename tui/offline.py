@@ -37,7 +37,8 @@ def _learner_options() -> dict:
         "--uncertainty": ("uncertainty", spec("temperature added per unit of posterior sd",
                                               low=0)),
         "--epsilon": ("epsilon", spec("share of uniform exploration", low=0, high=1)),
-        "--pair-margin": ("pair_margin", spec("target of Q(pick) - Q(passed over)", low=0)),
+        "--pair-margin": ("pair_margin", spec("probit scale of a preference (a Q difference)",
+                                              low=0)),
     }
 
 
