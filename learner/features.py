@@ -10,9 +10,10 @@ Three kinds of columns:
   someone thought of;
 - general ones, so that the policy can learn a taste nobody named: the
   length in bands, the shape of the text (digits, capitals, lists, code,
-  how it ends), what it shares with the user's message, and the words, word
-  pairs, first and last word and character trigrams of the reply, hashed
-  into fixed buckets;
+  how it ends), what it shares with the user's message, how often each
+  character occurs, and the words of the reply: the commonest English
+  words each in a column of its own, every other word hashed into a few
+  shared ones;
 - the model's numbers (log-probability, similarity to the context and a
   fixed projection of the hidden state), the same as in v1.
 """
@@ -29,13 +30,33 @@ import numpy as np
 
 from rlchat.learner.records import Candidate, Turn
 
-FEATURE_VERSION = "v2"
+FEATURE_VERSION = "v3"
 HIDDEN_DIMS = 8
 # The hidden-state projection is random, so its columns are mostly noise for
 # any one taste (v1's ablation: they did not earn their place): v2 scales
 # them down, a stronger prior, and they count where the data says so.
 HIDDEN_SCALE = 0.25
-WORD_BUCKETS = 64
+# A word's own column, for the words replies are made of: the 100 commonest
+# lemmas of English (the Oxford English Corpus list), with the forms of
+# "be", "have" and "do".  General English, not any one model's or user's.
+# Hashed words share columns, and a shared column can only learn what its
+# words have in common: v2 hashed every word into 64 columns, and an exact
+# least-squares fit of the random tastes of benchmarks/tastes.py on its
+# features ranked 2.88x random where these columns rank 3.3x (cached tiny
+# model replies, 400 turns).
+COMMON_WORDS = (
+    "the", "be", "is", "are", "was", "were", "am", "been", "to", "of", "and", "a", "in",
+    "that", "have", "has", "had", "i", "it", "for", "not", "on", "with", "he", "as", "you",
+    "do", "does", "did", "at", "this", "but", "his", "by", "from", "they", "we", "say",
+    "her", "she", "or", "an", "will", "my", "one", "all", "would", "there", "their", "what",
+    "so", "up", "out", "if", "about", "who", "get", "which", "go", "me", "when", "make",
+    "can", "like", "time", "no", "just", "him", "know", "take", "people", "into", "year",
+    "your", "good", "some", "could", "them", "see", "other", "than", "then", "now", "look",
+    "only", "come", "its", "over", "think", "also", "back", "after", "use", "two", "how",
+    "our", "work", "first", "well", "way", "even", "new", "want", "because", "any", "these",
+    "give", "day", "most", "us",
+)
+WORD_BUCKETS = 16  # for every other word
 LENGTH_BANDS = (12, 24, 36, 50, 65, 80, 100, 130)  # characters: nine bands
 CHARS = "abcdefghijklmnopqrstuvwxyz0.,?!'\":;-"  # "0" stands for every digit
 
@@ -48,14 +69,17 @@ SHAPE = (
     "quote", "ends_period", "ends_question", "ends_exclaim",
 )
 SHARED = ("recall", "shared_pairs", "shared_first")
-HASHED = (*(f"char_{c}" for c in CHARS), *(f"word_{i}" for i in range(WORD_BUCKETS)))
+CHAR_NAMES = tuple(f"char_{c}" for c in CHARS)
+WORDS = (*(f"word_{w}" for w in COMMON_WORDS), *(f"word_hashed_{i}" for i in range(WORD_BUCKETS)))
 
-FEATURE_NAMES: tuple[str, ...] = (*NAMED, *MODEL, *SHAPE, *SHARED, *HASHED)
+FEATURE_NAMES: tuple[str, ...] = (*NAMED, *MODEL, *SHAPE, *SHARED, *CHAR_NAMES, *WORDS)
 DIM = len(FEATURE_NAMES)
-# v1's columns are v2's first 18, in the same order: a v1 turn's model
-# columns carry over as stored (learner/update.py).
+# Each version's columns begin with v1's 18, in the same order: an older
+# turn's model columns carry over as stored (`refeaturize`).
 V1_NAMES: tuple[str, ...] = (*NAMED, *MODEL)
-NAMES_BY_VERSION = {"v1": V1_NAMES, FEATURE_VERSION: FEATURE_NAMES}
+V2_NAMES: tuple[str, ...] = (
+    *NAMED, *MODEL, *SHAPE, *SHARED, *CHAR_NAMES, *(f"word_{i}" for i in range(64)))
+NAMES_BY_VERSION = {"v1": V1_NAMES, "v2": V2_NAMES, FEATURE_VERSION: FEATURE_NAMES}
 # The features the generator's numbers make (the rest are read off the text):
 # they change meaning when the model changes (learner/update.py).
 MODEL_COLUMNS = [i for i, name in enumerate(FEATURE_NAMES)
@@ -69,14 +93,17 @@ _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s", re.MULTILINE)
 _CODE = re.compile(r"`|^(?: {4}|\t)\S", re.MULTILINE)
 # Per occurrence, a word or a character counts this much in its column (at
 # most 2).  Small on purpose: under one ridge penalty a column's scale is its
-# prior, and these 100 columns must not drown the named ones in noise before
+# prior, and these 160 columns must not drown the named ones in noise before
 # the data asks for them.  Chosen on benchmarks/tastes.py's random tastes
-# (its README figures are at these scales).
-_WORD_SCALE = 0.25
+# (its README figures are at these scales); for v3's 126 word columns, on a
+# quicker loop of the same tastes (cached replies, 3 seeds): a word at 0.05
+# ranked 2.71x random, 0.1 2.81x, 0.25 2.59x.
+_WORD_SCALE = 0.1
 _CHAR_SCALE = 0.05
 _MARK_SCALE = 0.25  # punctuation marks: few in a reply, and each one tells
 _LETTERS = sum(c.isalnum() for c in CHARS)
 _CHAR_INDEX = {c: i for i, c in enumerate(CHARS)}
+_WORD_INDEX = {w: i for i, w in enumerate(COMMON_WORDS)}
 
 
 def words(text: str) -> list[str]:
@@ -163,19 +190,24 @@ def _shared(user_words: list[str], cand_words: list[str]) -> list[float]:
 
 
 def _lexical(text: str, cand_words: list[str]) -> list[float]:
-    """How often each character occurs, and each word, hashed with a sign
-    into WORD_BUCKETS columns (a collision adds noise, not a bias)."""
+    """How often each character occurs, and each word: a common one in its
+    own column, any other hashed with a sign into WORD_BUCKETS columns (a
+    collision adds noise, not a bias)."""
     chars = [0.0] * len(CHARS)
     for ch in text.lower():
         index = _CHAR_INDEX.get("0" if ch.isdigit() else ch)
         if index is not None:
             chars[index] += 1.0
-    buckets = [0.0] * WORD_BUCKETS
+    counts = [0.0] * (len(COMMON_WORDS) + WORD_BUCKETS)
     for w in cand_words:
-        index, sign = _bucket(w, WORD_BUCKETS)
-        buckets[index] += sign
+        own = _WORD_INDEX.get(w)
+        if own is not None:
+            counts[own] += 1.0
+        else:
+            index, sign = _bucket(w, WORD_BUCKETS)
+            counts[len(COMMON_WORDS) + index] += sign
     return (_capped(chars[:_LETTERS], _CHAR_SCALE) + _capped(chars[_LETTERS:], _MARK_SCALE)
-            + _capped(buckets, _WORD_SCALE))
+            + _capped(counts, _WORD_SCALE))
 
 
 def text_features(user_text: str, text: str, logprob: float) -> tuple[list[float], list[float]]:
@@ -227,23 +259,29 @@ def refeaturize(turn: Turn) -> Turn:
     """The turn with its candidates' features in today's version, where the
     stored texts allow it; otherwise unchanged (and not learnable).
 
-    v1 -> v2 is exact without the model: v2 computes v1's columns the same
-    way, keeps its model columns (log-prob, similarity, hidden projection) as
-    stored, the projection times HIDDEN_SCALE, and reads the new columns off
-    the stored texts."""
-    if turn.feature_version != "v1" or not turn.candidates:
+    v1 and v2 -> v3 is exact without the model: every version computes v1's
+    columns the same way, and today's keeps an older turn's model columns
+    (log-prob, similarity, hidden projection) as stored (v1's projection
+    times HIDDEN_SCALE) and reads the rest off the stored texts."""
+    old = NAMES_BY_VERSION.get(turn.feature_version)
+    if turn.feature_version == FEATURE_VERSION or old is None or not turn.candidates:
         return turn
     candidates = []
     for cand in turn.candidates:
-        if len(cand.features) != len(V1_NAMES):
+        if len(cand.features) != len(old):
             return turn
         stored = cand.features[_MODEL_SLICE]
-        model = [float(stored[0])] + [float(x) * HIDDEN_SCALE for x in stored[1:]]
+        scale = HIDDEN_SCALE if turn.feature_version == "v1" else 1.0
+        model = [float(stored[0])] + [float(x) * scale for x in stored[1:]]
         named, general = text_features(turn.user_text, cand.text, cand.logprob)
         row = _clean(np.array(named + model + general, dtype=np.float64))
-        row[: len(NAMED)] = cand.features[: len(NAMED)]  # v1's named columns, bit for bit
+        row[: len(NAMED)] = cand.features[: len(NAMED)]  # the named columns, bit for bit
         candidates.append(replace(cand, features=[float(x) for x in row]))
-    return replace(turn, candidates=candidates, feature_version=FEATURE_VERSION)
+    edit_features = turn.edit_features
+    if edit_features is not None and turn.edit is not None:  # its model columns as stored
+        edit_features = text_row(turn.user_text, turn.edit, edit_features)
+    return replace(turn, candidates=candidates, feature_version=FEATURE_VERSION,
+                   edit_features=edit_features)
 
 
 def _clean(phi: np.ndarray) -> np.ndarray:

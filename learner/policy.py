@@ -153,22 +153,18 @@ class QPolicy:
         """(order of all candidates, P(placed first) by candidate, Q by candidate).
 
         The order is drawn Plackett-Luce style from the exploration
-        distribution, so order[0] is a sample whose probability is logged.
+        distribution, so order[0] is a sample whose probability is logged:
+        sorted by log-probability plus Gumbel noise, which draws each next
+        place in proportion to the probabilities of those left (one draw for
+        all places, not one per place).
         """
         phi = _finite(phi)
         scores = self.scores(phi)
         probs = self.first_probabilities(scores, self.temperature(phi))
-        remaining = list(range(len(scores)))
-        weights = probs.copy()
-        order = []
-        while remaining:
-            total = weights[remaining].sum()
-            if total > 0.0:
-                pick = remaining[int(rng.choice(len(remaining), p=weights[remaining] / total))]
-            else:  # without a uniform share (epsilon 0) the rest can all round to 0
-                pick = max(remaining, key=lambda i: scores[i])
-            order.append(pick)
-            remaining.remove(pick)
+        with np.errstate(divide="ignore"):  # a probability rounded to 0 goes last
+            keys = np.log(probs) + rng.gumbel(size=len(probs))
+        # Those rounded to 0 (possible without a uniform share, epsilon 0) by Q.
+        order = [int(i) for i in np.lexsort((-scores, -keys))]
         return order, probs, scores
 
     # learning -----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Features v2: the general columns, and v1 logs replayed into v2."""
+"""Features v3: the general columns, and v1 and v2 logs replayed into v3."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from rlchat.learner.features import (
     HIDDEN_DIMS,
     HIDDEN_SCALE,
     V1_NAMES,
+    V2_NAMES,
     featurize,
     refeaturize,
     text_features,
+    text_row,
 )
 from rlchat.learner.policy import QPolicy
 from rlchat.learner.records import Candidate, StoredCandidate, Turn
@@ -45,6 +47,17 @@ def test_general_columns_read_the_shape_of_the_text():
     assert np.all(phi[:, bands].sum(axis=1) == 1.0)
 
 
+def test_a_common_word_has_a_column_of_its_own():
+    phi = rows("", ["the cat and the dog", "a cat and a dog", "the the the the the"])
+    the, a, an = column("word_the"), column("word_a"), column("word_an")
+    assert phi[0, the] == 2 * phi[2, the] / 5 > 0 and phi[1, the] == 0.0
+    assert phi[1, a] > 0 and phi[0, a] == 0.0 and not phi[:, an].any()
+    hashed = [column(f"word_hashed_{i}") for i in range(16)]
+    # "cat" and "dog" share the hashed columns; the common words are not in them.
+    assert np.array_equal(phi[0, hashed], phi[1, hashed]) and phi[0, hashed].any()
+    assert not phi[2, hashed].any()
+
+
 def test_a_word_moves_its_hashed_bucket_the_same_way_in_every_process():
     _, with_word = text_features("", "the cat sat down", 0.0)
     _, without = text_features("", "the dog sat down", 0.0)
@@ -68,15 +81,37 @@ def v1_turn() -> Turn:
     )
 
 
-def test_a_v1_turn_replays_into_v2_exactly_without_the_model():
+def test_a_v1_turn_replays_into_v3_exactly_without_the_model():
     old = v1_turn()
     assert not learnable(old)
     new = refeaturize(old)
-    assert learnable(new) and new.feature_version == FEATURE_VERSION == "v2"
+    assert learnable(new) and new.feature_version == FEATURE_VERSION == "v3"
     # v1's columns as stored (the projection scaled), the new ones read off
-    # the stored texts: what a v2 agent would have stored for these candidates.
+    # the stored texts: what a v3 agent would have stored for these candidates.
     assert np.array_equal(new.features(), rows("tell me a joke", TEXTS))
     assert old.feature_version == "v1"  # the stored record is left as it was
+    policy = QPolicy(DIM)
+    assert replay(policy, [new]) == 1 and policy.version == 1
+
+
+def test_a_v2_turn_and_its_edit_replay_into_v3_exactly_without_the_model():
+    from dataclasses import replace
+
+    today = rows("tell me a joke", TEXTS)
+    # v2 had the same columns up to the words, then 64 hashed word columns.
+    words_from = len(V2_NAMES) - 64
+    v2 = np.hstack([today[:, :words_from], np.full((3, 64), 0.25)])
+    edit = "Sure, here is a list: eggs, milk and bread"
+    old = replace(v1_turn(), feature_version="v2", edit=edit,
+                  edit_features=[float(x) for x in v2[0]],
+                  candidates=[replace(c, features=[float(x) for x in row])
+                              for c, row in zip(v1_turn().candidates, v2, strict=True)])
+    assert not learnable(old)
+    new = refeaturize(old)
+    assert learnable(new) and np.array_equal(new.features(), today)
+    # The edit: its text columns read again, its model columns as stored.
+    assert new.edit_features == text_row("tell me a joke", edit, [float(x) for x in today[0]])
+    assert len(new.edit_features) == DIM
     policy = QPolicy(DIM)
     assert replay(policy, [new]) == 1 and policy.version == 1
 
@@ -133,7 +168,7 @@ def test_a_v1_data_dir_is_learned_again_on_v2_at_start(tmp_path):
     fresh = QPolicy(DIM, agent.policy.config)
     replay(fresh, [refeaturize(Turn.from_dict(t)) for t in agent.store.turns()])
     assert np.array_equal(fresh.w, agent.policy.w)
-    assert agent.store.load_policy()["features"] == "v2"
+    assert agent.store.load_policy()["features"] == FEATURE_VERSION
     # The log itself is left as it was written.
     assert all(t["feature_version"] == "v1" for t in agent.store.turns())
     agent.store.close()
