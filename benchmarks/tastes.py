@@ -16,9 +16,9 @@ half.
 
 Each taste runs three ways through the real agent, store and tiny GPT-2
 (built like `rlchat init-model`), same seed and messages:
-  - v2:        today's features, a pick and a rating per turn;
-  - v1:        the same with the columns v2 added held at zero (v1's features);
-  - v2_rank:   today's features, the user orders all shown candidates.
+  - current:       today's features, a pick and a rating per turn;
+  - v1:            the same with the columns added since v1 held at zero;
+  - current_rank:  today's features, the user orders all shown candidates.
 
 Run: .venv/bin/python benchmarks/tastes.py [--tastes 24] [--turns 100] [--quick]
 Ends by printing one JSON object.
@@ -51,7 +51,7 @@ MESSAGES = [
     "I am tired today", "what is the weather like?", "give me a tip for sleeping better",
 ]
 KINDS = ("word_liked", "word_disliked", "chars", "length_band", "topic", "punctuation")
-VARIANTS = ("v2", "v1", "v2_rank")
+VARIANTS = ("current", "v1", "current_rank")
 NOISE = 0.05
 WINDOW = 20  # turns, for "how many turns to reach 2x"
 
@@ -137,7 +137,7 @@ def _init(model_dir: str, dtype: str) -> None:
 
 
 def _v1_only(agent_cls: type) -> type:
-    """The agent with the columns v2 added held at zero: v1's features."""
+    """The agent with the columns added since v1 held at zero: v1's features."""
     from rlchat.learner.features import FEATURE_NAMES, V1_NAMES
 
     added = [i for i, name in enumerate(FEATURE_NAMES) if name not in V1_NAMES]
@@ -180,12 +180,12 @@ def run_taste(task: tuple[Taste, str, int, int]) -> dict:
             ids = [c.id for c in view.candidates]
             order = [ids[i] for i in np.argsort(-noisy, kind="stable")]
             agent.choose(view.turn, ids[pick], rating,
-                         order=order if variant == "v2_rank" else None)
+                         order=order if variant == "current_rank" else None)
             if t % 5 == 4:
                 agent.end()
         stored = [Turn.from_dict(record) for record in agent.store.turns()]
         agent.store.close()
-    linear = linear_fit_hits(stored, taste, picks) if variant == "v2" else []
+    linear = linear_fit_hits(stored, taste, picks) if variant == "current" else []
     return {"taste": taste.name, "variant": variant, "hits": hits, "chance": chance,
             "ceiling": ceiling, "linear": linear}
 
@@ -283,7 +283,7 @@ def main() -> None:
             late_hits, late_chance = res["hits"][half:], res["chance"][half:]
             row[f"{v}_ratio"] = round(float(np.mean(late_hits) / np.mean(late_chance)), 3)
             row[f"{v}_turns_to_2x"] = turns_to_2x(res["hits"], res["chance"])
-            if v == "v2":  # what a policy that knew the taste would score
+            if v == "current":  # what a policy that knew the taste would score
                 ceiling = np.mean(res["ceiling"][half:]) / np.mean(late_chance)
                 row["ceiling_ratio"] = round(float(ceiling), 3)
                 linear = np.mean(res["linear"]) / np.mean(late_chance)
@@ -316,10 +316,10 @@ def main() -> None:
         **{v: summary(v) for v in variants if all(v in r for r in results.values())},
         "per_taste": per_taste, "total_s": round(time.time() - start, 1),
     }
-    v2 = figures.get("v2")
-    if v2:
-        figures["bars"] = {"share_ge_2x_ge_0_9": v2["share_ge_2x"] >= 0.9,
-                           "median_ge_3x": v2["median_ratio"] >= 3.0}
+    current = figures.get("current")
+    if current:
+        figures["bars"] = {"share_ge_2x_ge_0_9": current["share_ge_2x"] >= 0.9,
+                           "median_ge_3x": current["median_ratio"] >= 3.0}
     print(json.dumps(figures))
 
 
