@@ -88,4 +88,5 @@ class RlchatPeer(Learner):
         shown = [int(i) for i in rec.order[:SHOWN]]
         rewards, weights = pick_feedback(SHOWN, rec.picked_pos, rec.rating, self.rewards)
         feedback = feedback_rows(phi, shown, "chosen", int(rec.picked), rewards, weights)
-        self.policy.learn(*feedback[:4], preferences=feedback.preferences)
+        self.policy.learn(feedback.rows, feedback.targets, feedback.weights, feedback.chosen,
+                          feedback.preferences)

@@ -42,8 +42,8 @@ HIDDEN_SCALE = 0.25
 # Hashed words share columns, and a shared column can only learn what its
 # words have in common: v2 hashed every word into 64 columns, and an exact
 # least-squares fit of the random tastes of benchmarks/tastes.py on its
-# features ranked 2.88x random where these columns rank 3.3x (cached tiny
-# model replies, 400 turns).
+# features ranked 2.88x random where v3's rank 3.16x (cached tiny model
+# replies, 400 turns).
 COMMON_WORDS = (
     "the", "be", "is", "are", "was", "were", "am", "been", "to", "of", "and", "a", "in",
     "that", "have", "has", "had", "i", "it", "for", "not", "on", "with", "he", "as", "you",
@@ -93,7 +93,7 @@ _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s", re.MULTILINE)
 _CODE = re.compile(r"`|^(?: {4}|\t)\S", re.MULTILINE)
 # Per occurrence, a word or a character counts this much in its column (at
 # most 2).  Small on purpose: under one ridge penalty a column's scale is its
-# prior, and these 160 columns must not drown the named ones in noise before
+# prior, and these 163 columns must not drown the named ones in noise before
 # the data asks for them.  Chosen on benchmarks/tastes.py's random tastes
 # (its README figures are at these scales); for v3's 126 word columns, on a
 # quicker loop of the same tastes (cached replies, 3 seeds): a word at 0.05
@@ -266,12 +266,12 @@ def refeaturize(turn: Turn) -> Turn:
     old = NAMES_BY_VERSION.get(turn.feature_version)
     if turn.feature_version == FEATURE_VERSION or old is None or not turn.candidates:
         return turn
+    scale = HIDDEN_SCALE if turn.feature_version == "v1" else 1.0  # v1 stored it unscaled
     candidates = []
     for cand in turn.candidates:
         if len(cand.features) != len(old):
             return turn
         stored = cand.features[_MODEL_SLICE]
-        scale = HIDDEN_SCALE if turn.feature_version == "v1" else 1.0
         model = [float(stored[0])] + [float(x) * scale for x in stored[1:]]
         named, general = text_features(turn.user_text, cand.text, cand.logprob)
         row = _clean(np.array(named + model + general, dtype=np.float64))

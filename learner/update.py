@@ -115,7 +115,8 @@ def finish_turn(policy: QPolicy, turn: Turn) -> None:
             turn.features(), turn.shown_ids, turn.status, turn.choice,
             turn.rewards, turn.weights, ranking=turn.ranking, edit_phi=edit_phi,
         )
-        policy.learn(*feedback[:4], preferences=feedback.preferences)
+        policy.learn(feedback.rows, feedback.targets, feedback.weights, feedback.chosen,
+                     feedback.preferences)
     policy.last_seq = turn.seq
 
 
