@@ -5,17 +5,17 @@ least-squares problem over every feedback row seen so far, with exponential
 forgetting so that a drifting taste is followed:
 
     A <- lambda A + sum_i c_i x_i x_i^T,   b <- lambda b + sum_i c_i y_i x_i
-    P  = (A + ridge I)^-1,                 w = P b
+    P  = (A + diag(alpha))^-1,             w = P b
 
 P is inverted exactly every REFRESH_EVERY turns.  In between, a turn costs
 O(d^2), not O(d^3): P <- P / lambda, then the turn's rows by the Woodbury
 identity (Sherman-Morrison for all of them at once).
-That update forgets the ridge along with the data, so until the next exact
-inverse the penalty is up to lambda^REFRESH_EVERY smaller than stated (0.86
-at the default forgetting); the rows themselves are exact.
+That update forgets the prior alpha along with the data, so until the next
+exact inverse the penalty is up to lambda^REFRESH_EVERY smaller than stated
+(0.96 at the default forgetting); the rows themselves are exact.
 
 Forgetting may differ by column (`column_forgetting`, lambda_j): then the
-certainty fades by column, A + ridge <- D (A + ridge) D with
+certainty fades by column, A + alpha <- D (A + alpha) D with
 D = diag(sqrt(lambda_j)), while the estimate stays where it was (b is reset
 so that P b = w): the Kalman filter's covariance inflation, by column.  With
 one factor for all it is the update above.  A column that forgets fast has
@@ -31,8 +31,19 @@ as the one Gaussian row (target, weight) that leaves the posterior of its Q
 difference with the same mean and variance as the probit would (assumed
 density filtering, as in TrueSkill), computed once, when it is learned.  A
 preference the policy already holds with room to spare weighs next to
-nothing; one it gets wrong weighs the most.  The ridge term is not
+nothing; one it gets wrong weighs the most.  The prior is not
 forgotten, so the problem stays well posed however long the stream.
+
+The ridge is a prior, and not one for all columns: at each exact inverse
+every column's prior precision alpha_j is fitted to the data so far
+(automatic relevance determination: RELEVANCE_STEPS steps of MacKay's
+update, from the posterior at hand): alpha_j = (gamma_j + a) / (w_j^2 + a / ridge),
+where gamma_j = 1 - alpha_j P_jj is how much the data has determined w_j and
+a = RELEVANCE_STRENGTH pseudo-observations tie it to the ridge.  A column a
+taste lives in is then let grow and the rest are shrunk harder: the weight
+of a one-letter taste goes to that letter's column rather than being spread
+over the many columns that grow with length.  `relevance` off keeps the one
+ridge for all.
 
 The target y of the candidate that continued the conversation becomes
 r + gamma * max_a' Q(s', a') once the next turn's candidates are known.  That
@@ -53,19 +64,29 @@ from typing import Any
 
 import numpy as np
 
-# Turns between exact inverses of the regularised Gram matrix (see above).
-REFRESH_EVERY = 32
+# Turns between exact inverses of the regularised Gram matrix, each with a
+# new fit of the columns' priors (see above): often enough that the priors
+# follow the first turns of a taste; the turns in between stay O(d^2).
+REFRESH_EVERY = 8
+# Pseudo-observations of the ridge in each column's prior (see above): with
+# none a column that the data has not determined yet could be shrunk to
+# nothing; with many every column keeps the ridge.
+RELEVANCE_STRENGTH = 1.0
+# MacKay steps (each an exact inverse) per refresh: the priors move a step
+# at a time, and a few per refresh let them keep up with the first turns.
+RELEVANCE_STEPS = 4
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     gamma: float = 0.5  # discount across the turns of a session
-    ridge: float = 1.0
+    ridge: float = 4.0  # prior precision of a weight (where relevance starts from)
     forgetting: float = 0.995  # lambda, applied once per learned turn
     temperature_floor: float = 0.002  # softmax temperature of the ranking, at least
     uncertainty: float = 0.005  # temperature added per unit of the mean posterior sd of Q
     epsilon: float = 0.02  # share of uniform exploration: no propensity falls to 0
     pair_margin: float = 0.1  # probit scale of a preference: the Q difference of a sure one
+    relevance: bool = True  # each column's prior fitted to the data (see above)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
@@ -74,6 +95,8 @@ class PolicyConfig:
         data = dict(data)
         if "temperature" in data:  # the name before 0.2
             data.setdefault("temperature_floor", data.pop("temperature"))
+        if data:  # learned before relevance existed: it goes on as it was
+            data.setdefault("relevance", False)  # learned, so a replay gives its weights
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -96,7 +119,8 @@ class QPolicy:
         self.A = np.zeros((dim, dim))
         self.b = np.zeros(dim)
         self.w = np.zeros(dim)
-        self.P = np.eye(dim) / self.config.ridge  # (A + ridge I)^-1, see REFRESH_EVERY
+        self.prior = np.full(dim, float(self.config.ridge))  # alpha_j (see above)
+        self.P = np.eye(dim) / self.config.ridge  # (A + diag(prior))^-1, see REFRESH_EVERY
         self.since_exact = 0  # turns learned since P was last inverted exactly
         self.version = 0  # turns learned
         self.last_seq = 0  # sequence number of the last stored turn applied
@@ -201,9 +225,10 @@ class QPolicy:
         keep[columns] = False
         self.A = self.A * np.outer(keep, keep)
         self.b = self.b * keep
+        self.prior = np.where(keep, self.prior, self.config.ridge)
         self.pending = None
         self.generator_switches += 1
-        self._solve()
+        self._solve(refit_prior=False)
 
     def learn(
         self,
@@ -232,8 +257,8 @@ class QPolicy:
             lam = self.column_forgetting
             root = np.sqrt(lam)
             fade = np.outer(root, root)  # what A and P's inverse are multiplied by
-            # The ridge as it stands: it fades with the data until the next exact inverse.
-            ridge = self.config.ridge * lam**self.since_exact
+            # The prior as it stands: it fades with the data until the next exact inverse.
+            ridge = self.prior * lam**self.since_exact
             scaled = root * self.w
             held = root * (self.A @ scaled + ridge * scaled)  # b with P' b = w: w held
             self.A = self.A * fade + (x * c[:, None]).T @ x
@@ -258,13 +283,34 @@ class QPolicy:
         c[preferences] = c[preferences] * precision  # a read weight tempers the likelihood
         return y, c
 
-    def _solve(self) -> None:
-        """P and w exactly, from A, b and the ridge."""
-        P = np.linalg.inv(self.A + self.config.ridge * np.eye(self.dim))
+    def _solve(self, refit_prior: bool = True) -> None:
+        """P and w exactly, from A, b and the prior (first fitted to the
+        posterior, RELEVANCE_STEPS times, if relevance is on and there is data)."""
+        steps = RELEVANCE_STEPS if refit_prior and self.config.relevance and self.version > 0 else 0
+        for _ in range(steps):
+            self.prior = self._relevance()
+            self._invert()
+        if not steps:
+            self._invert()
+
+    def _invert(self) -> None:
+        P = np.linalg.inv(self.A + np.diag(self.prior))
         w = P @ self.b
         if np.all(np.isfinite(w)) and np.all(np.isfinite(P)):
             self.P, self.w = P, w
         self.since_exact = 0
+
+    def _relevance(self) -> np.ndarray:
+        """Every column's prior precision, by MacKay's update from the
+        current posterior (see the module's docstring)."""
+        fade = self.column_forgetting
+        if fade is None:
+            fade = self.config.forgetting
+        current = self.prior * fade**self.since_exact  # the prior in P, faded with the data
+        determined = np.clip(1.0 - current * np.diag(self.P), 0.0, 1.0)
+        a, ridge = RELEVANCE_STRENGTH, self.config.ridge
+        prior = (determined + a) / (self.w**2 + a / ridge)
+        return prior if np.all(np.isfinite(prior)) else self.prior
 
     def _update_inverse(self, x: np.ndarray, c: np.ndarray, fade: float | np.ndarray) -> bool:
         """P after forgetting and the turn's weighted rows, by the Woodbury
@@ -298,6 +344,7 @@ class QPolicy:
             "b": self.b.tolist(),
             "w": self.w.tolist(),
             "P": _pack(self.P),
+            "prior": self.prior.tolist(),
             "since_exact": self.since_exact,
             "version": self.version,
             "last_seq": self.last_seq,
@@ -325,11 +372,13 @@ class QPolicy:
         # with another ridge, it is inverted again.
         stored = PolicyConfig.from_dict(data["config"])
         if "P" in data and stored.ridge == policy.config.ridge:
+            if "prior" in data:  # else stored before relevance: the ridge for all
+                policy.prior = np.array(data["prior"], dtype=np.float64)
             policy.P = _unpack(data["P"], (policy.dim, policy.dim))
             policy.since_exact = int(data.get("since_exact", 0))
             policy._weights()
         elif np.any(policy.A) or np.any(policy.b):
-            policy._solve()
+            policy._solve(refit_prior=False)  # the new ridge for all, refitted from there
         policy.version = int(data["version"])
         policy.last_seq = int(data["last_seq"])
         policy.session = data.get("session")

@@ -17,7 +17,7 @@ from rlchat.learner.features import (
     text_features,
     text_row,
 )
-from rlchat.learner.policy import QPolicy
+from rlchat.learner.policy import REFRESH_EVERY, PolicyConfig, QPolicy
 from rlchat.learner.records import Candidate, StoredCandidate, Turn
 from rlchat.learner.update import feedback_rows, learnable, replay
 
@@ -118,7 +118,8 @@ def test_a_v2_turn_and_its_edit_replay_into_v3_exactly_without_the_model():
 
 def test_rank_one_updates_stay_close_to_the_exact_ridge_solution():
     rng = np.random.default_rng(1)
-    live, exact = QPolicy(40), QPolicy(40)
+    one_ridge = PolicyConfig(relevance=False)  # a refit of the prior every turn is another fit
+    live, exact = QPolicy(40, one_ridge), QPolicy(40, one_ridge)
     for t in range(100):
         x = rng.standard_normal((5, 40))
         y, c = rng.uniform(-1, 1, 5), rng.uniform(0.2, 1, 5)
@@ -127,7 +128,7 @@ def test_rank_one_updates_stay_close_to_the_exact_ridge_solution():
         exact._solve()  # what a full inverse a turn gives
         # The approximation forgets the ridge until the next exact inverse.
         assert np.allclose(live.w, exact.w, atol=0.05), t
-    assert live.since_exact == 100 % 32
+    assert live.since_exact == 100 % REFRESH_EVERY
 
 
 def test_feedback_rows_of_an_order_with_a_tie_and_an_edit():

@@ -96,7 +96,7 @@ def test_forgetting_by_column_follows_a_drift_where_it_forgets_and_keeps_the_res
     after the flip.  Forgetting column 0 only follows the flip as well as
     forgetting everything, and keeps what was learned of column 1."""
     rng = np.random.default_rng(0)
-    cfg = PolicyConfig(ridge=1.0, forgetting=0.9)
+    cfg = PolicyConfig(ridge=1.0, forgetting=0.9, relevance=False)
     by_column = QPolicy(2, cfg, column_forgetting=np.array([0.9, 1.0]))
     uniform = QPolicy(2, cfg)
     for t in range(200):
@@ -229,3 +229,57 @@ def test_uncertainty_shrinks_with_data_and_so_does_the_temperature():
         policy.learn(phi, np.array([1.0, 0.0]), np.ones(2), None)
     assert policy.temperature(phi) < before / 3
     assert policy.temperature(phi) >= 0.01
+
+
+def _taste_in_one_column(policy: QPolicy, turns: int, seed: int = 0) -> None:
+    """Preferences by column 0 alone, among 20 columns that all grow with a
+    shared 'length' (as letter counts do): a taste that lives in one column."""
+    rng = np.random.default_rng(seed)
+    for _ in range(turns):
+        length = rng.uniform(0.5, 2.0, 4)
+        phi = length[:, None] * rng.uniform(0.5, 1.5, (4, 20)) * 0.2
+        best = int(np.argmax(phi[:, 0] + rng.normal(0, 0.01, 4)))
+        rows = np.array([phi[best] - phi[i] for i in range(4) if i != best])
+        policy.learn(rows, np.zeros(3), np.ones(3), None, preferences=np.ones(3, dtype=bool))
+
+
+def test_relevance_lets_the_column_a_taste_lives_in_grow_and_shrinks_the_rest():
+    fitted = QPolicy(20, PolicyConfig(relevance=True))
+    one_ridge = QPolicy(20, PolicyConfig(relevance=False))
+    for policy in (fitted, one_ridge):
+        _taste_in_one_column(policy, 64)
+    ridge = fitted.config.ridge
+    assert fitted.prior[0] < ridge < np.median(fitted.prior[1:])
+    assert np.all(one_ridge.prior == ridge)
+
+    def share(policy: QPolicy) -> float:
+        return abs(policy.w[0]) / np.abs(policy.w).sum()
+
+    assert share(fitted) > share(one_ridge) + 0.05
+
+
+def test_fitted_prior_survives_a_snapshot_and_an_older_one_keeps_the_ridge():
+    policy = QPolicy(20)
+    _taste_in_one_column(policy, 20)  # past an exact inverse, short of the next
+    assert policy.since_exact > 0 and not np.all(policy.prior == policy.config.ridge)
+    again = QPolicy.from_dict(policy.to_dict())
+    assert again.to_dict() == policy.to_dict()
+    for replica in (policy, again):  # and they go on the same, refit included
+        _taste_in_one_column(replica, 10, seed=1)
+    assert np.array_equal(again.w, policy.w) and np.array_equal(again.prior, policy.prior)
+    # A snapshot stored before relevance existed goes on as it was learned.
+    older = policy.to_dict()
+    del older["prior"]
+    older["config"] = {k: v for k, v in older["config"].items() if k != "relevance"}
+    restored = QPolicy.from_dict(older)
+    assert restored.config.relevance is False
+    assert np.all(restored.prior == restored.config.ridge)
+
+
+def test_forgotten_columns_go_back_to_the_ridge():
+    policy = QPolicy(20)
+    _taste_in_one_column(policy, 40)
+    assert policy.prior[0] != policy.config.ridge
+    policy.forget_columns([0, 1])
+    assert policy.prior[0] == policy.prior[1] == policy.config.ridge
+    assert policy.w[0] == 0.0

@@ -29,8 +29,8 @@ def _learner_options() -> dict:
 
     return {
         "--gamma": ("gamma", SPECS["gamma"]),
-        "--ridge": ("ridge", spec("ridge penalty of the least-squares fit", low=0,
-                                  low_open=True)),
+        "--ridge": ("ridge", spec("prior precision of a weight, where relevance starts",
+                                  low=0, low_open=True)),
         "--forgetting": ("forgetting", SPECS["forgetting"]),
         "--temperature-floor": ("temperature_floor",
                                 spec("lowest softmax temperature of the ranking", low=0)),
@@ -65,6 +65,9 @@ def add_learner_options(parser: argparse.ArgumentParser) -> None:
     for option, (_, spec) in LEARNER_OPTIONS.items():
         group.add_argument(option, type=_number_in(spec), metavar="X", default=None,
                            help=f"{spec.help} ({spec.range_text()})")
+    group.add_argument("--relevance", choices=("on", "off"), default=None,
+                       help="fit each feature's prior to the data (automatic relevance "
+                       "determination); a policy learned before it existed has it off")
 
 
 def add_offline_commands(sub, add_common) -> None:
@@ -102,8 +105,10 @@ def _config(args: argparse.Namespace, snapshot: dict | None):
     from rlchat.learner.policy_store import stored_config
 
     config = stored_config(snapshot)
-    overrides = {name: getattr(args, name) for name, _ in LEARNER_OPTIONS.values()
-                 if getattr(args, name, None) is not None}
+    overrides: dict[str, Any] = {name: getattr(args, name) for name, _ in LEARNER_OPTIONS.values()
+                                 if getattr(args, name, None) is not None}
+    if getattr(args, "relevance", None) is not None:
+        overrides["relevance"] = args.relevance == "on"
     return replace(config, **overrides)
 
 
