@@ -28,14 +28,15 @@ from rlchat.learner.update import feedback_rows
 # scaled up to the size of the embedding columns' effect.
 OUTER_SCALE = 0.125
 INTER_SCALE = 10.0
-# Settings for this feature map (276 columns, not the chat's 141): ridge
+# Settings for this feature map (276 columns, not the chat's 203): ridge
 # chosen on seeds 0-4 in 0.1; the uncertainty (0.3: the sd of Q relative to
 # the candidates' mean) on seeds 100-109.  The probit scale of a preference
 # on seeds 100-119 (best@1 t201-1000, post-drift top-1): 0.1 .525 .617; 0.5
 # .579 .651; 1 .599 .656; 4 .625 .643; 8 .639 .651; 16 .638 .653 (a pair as
 # a least-squares target of 0.5, before: .632 .649).  Q here is on the scale
 # of this stream's utilities, not the chat's rewards.  The report runs
-# seeds 0-9.
+# seeds 0-9.  The ridge was chosen with one prior for all columns; with
+# relevance (the default) it is where each column's prior starts.
 HARNESS_CONFIG = PolicyConfig(ridge=5.0, uncertainty=0.003, epsilon=0.01,
                               temperature_floor=0.01, pair_margin=8.0)
 # Forgetting by block (QPolicy's column_forgetting): the taste in the reply

@@ -92,9 +92,10 @@ _PUNCT = frozenset(".,;:!?-\"'()")
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s", re.MULTILINE)
 _CODE = re.compile(r"`|^(?: {4}|\t)\S", re.MULTILINE)
 # Per occurrence, a word or a character counts this much in its column (at
-# most 2).  Small on purpose: under one ridge penalty a column's scale is its
-# prior, and these 163 columns must not drown the named ones in noise before
-# the data asks for them.  Chosen on benchmarks/tastes.py's random tastes
+# most 2).  Small on purpose: under the ridge every column's prior starts
+# from, a column's scale is its prior, and these 163 columns must not
+# drown the named ones in noise before the data asks for them.  Chosen on
+# benchmarks/tastes.py's random tastes
 # (its README figures are at these scales); for v3's 126 word columns, on a
 # quicker loop of the same tastes (cached replies, 3 seeds): a word at 0.05
 # ranked 2.71x random, 0.1 2.81x, 0.25 2.59x.

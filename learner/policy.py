@@ -306,7 +306,10 @@ class QPolicy:
         fade = self.column_forgetting
         if fade is None:
             fade = self.config.forgetting
-        current = self.prior * fade**self.since_exact  # the prior in P, faded with the data
+        # The prior in P, faded with the data.  At a refresh P has not taken
+        # in the turn being learned yet: the first step reads the posterior
+        # before it (faded one turn more than it was; 0.5 % at the default).
+        current = self.prior * fade**self.since_exact
         determined = np.clip(1.0 - current * np.diag(self.P), 0.0, 1.0)
         a, ridge = RELEVANCE_STRENGTH, self.config.ridge
         prior = (determined + a) / (self.w**2 + a / ridge)
