@@ -13,6 +13,7 @@ worker): state changes happen under one lock, generation outside it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ from rlchat.learner.agent_views import (
 )
 from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import one_line, valid_unicode
-from rlchat.learner.errors import AgentError, GenerationCancelled
+from rlchat.learner.errors import AgentError
 from rlchat.learner.features import FEATURE_NAMES, FEATURE_VERSION, featurize
 from rlchat.learner.policy import PolicyConfig
 from rlchat.learner.policy_store import load_policy, save_policy
@@ -164,7 +165,7 @@ class Agent(AnswerDoor, SessionDoor):
         try:
             proposal = source.propose(history, text, samples, system=persona,
                                       on_token=on_token, cancel=cancel)
-        except GenerationCancelled:
+        except AgentError:  # a cancel, or a server's fault: its own code and sentence
             raise
         except Exception as exc:
             log.exception("generation failed")
@@ -301,7 +302,21 @@ class Agent(AnswerDoor, SessionDoor):
 
 
 def load_source(settings: Settings, *, seed: int | None = None) -> CandidateSource:
-    """Load the model these settings name; raises ModelUnavailable."""
+    """Load the model these settings name; raises ModelUnavailable.
+
+    With a base URL the model is served: the source connects and probes the
+    server, and a server that does not answer yet is no failure here (its
+    `problem` says why; every turn tries again), so the app still opens."""
+    if settings.base_url:
+        from rlchat.learner.remote import RemoteGenerator  # no torch
+
+        remote = RemoteGenerator(
+            settings.base_url, settings.model, api_key_env=settings.api_key_env,
+            timeout=settings.request_timeout, sampling=settings.sampling(), seed=seed,
+            prompt_format=settings.prompt_format, max_new_tokens=settings.max_new_tokens)
+        with contextlib.suppress(AgentError):
+            remote.connect()
+        return remote
     from rlchat.learner.generator import Generator  # torch and transformers load here
 
     return Generator.load(settings.model, seed=seed, dtype=settings.dtype,

@@ -134,7 +134,8 @@ def _capped(values: list[float], scale: float) -> list[float]:
     return [max(-2.0, min(2.0, v * scale)) for v in values]
 
 
-def _named(user_words: set[str], text: str, cand_words: list[str], logprob: float) -> list[float]:
+def _named(user_words: set[str], text: str, cand_words: list[str],
+           logprob: float | None) -> list[float]:
     n = len(cand_words)
     length = math.log1p(len(text)) / math.log1p(200.0)  # 200 chars -> 1
     repetition = 1.0 - len(set(cand_words)) / n if n else 0.0
@@ -144,7 +145,8 @@ def _named(user_words: set[str], text: str, cand_words: list[str], logprob: floa
     return [
         1.0,
         min(length, 2.0) * 2.0 - 1.0,
-        float(np.clip((logprob + 4.0) / 4.0, -2.0, 2.0)),
+        # Absent (0) where the generator gave no log-probs: never invented.
+        0.0 if logprob is None else float(np.clip((logprob + 4.0) / 4.0, -2.0, 2.0)),
         repetition,
         overlap,
         1.0 if "?" in text else 0.0,
@@ -211,7 +213,8 @@ def _lexical(text: str, cand_words: list[str]) -> list[float]:
             + _capped(counts, _WORD_SCALE))
 
 
-def text_features(user_text: str, text: str, logprob: float) -> tuple[list[float], list[float]]:
+def text_features(user_text: str, text: str,
+                  logprob: float | None) -> tuple[list[float], list[float]]:
     """The columns read off the text (no hidden state): the named ones, and
     the general ones that follow the model columns."""
     user_words = words(user_text)
@@ -221,15 +224,22 @@ def text_features(user_text: str, text: str, logprob: float) -> tuple[list[float
     return named, general
 
 
-def _row(user_text: str, text: str, logprob: float, model: list[float]) -> list[float]:
+def _row(user_text: str, text: str, logprob: float | None, model: list[float]) -> list[float]:
     named, general = text_features(user_text, text, logprob)
     return named + model + general
 
 
 def featurize(
-    user_text: str, context_hidden: np.ndarray, candidates: list[Candidate]
+    user_text: str, context_hidden: np.ndarray | None, candidates: list[Candidate]
 ) -> np.ndarray:
-    """phi for every candidate, shape (len(candidates), DIM), float64."""
+    """phi for every candidate, shape (len(candidates), DIM), float64.
+
+    Without hidden states (a served model) the model columns are 0: a
+    column that is 0 in every row is never learned, so it stays absent."""
+    if context_hidden is None or any(c.hidden is None for c in candidates):
+        absent = [0.0] * len(MODEL)
+        rows = [_row(user_text, c.text, c.logprob, absent) for c in candidates]
+        return _clean(np.array(rows, dtype=np.float64).reshape(len(candidates), DIM))
     rows = []
     context = np.asarray(context_hidden, dtype=np.float64)
     ctx_unit = _unit(context)

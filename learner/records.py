@@ -19,9 +19,9 @@ class Candidate:
     """One sampled reply and the raw signals the generator measured for it."""
 
     text: str
-    logprob: float  # mean token log-probability under the model
+    logprob: float | None  # mean token log-probability under the model (None: not known)
     tokens: int
-    hidden: np.ndarray  # pooled last-layer hidden state
+    hidden: np.ndarray | None  # pooled last-layer hidden state (None: a served model)
     truncated: bool = False  # cut at max_new_tokens, its turn had not ended
     sampled: str | None = None  # the text as drawn, leading space included
     token_ids: list[int] | None = None  # the tokens drawn, up to the end of the turn
@@ -32,15 +32,17 @@ class Proposal:
     """What the generator returns for one user message."""
 
     candidates: list[Candidate]
-    context_hidden: np.ndarray  # pooled hidden state of the prompt
+    context_hidden: np.ndarray | None  # pooled hidden state of the prompt (None: served)
     prompt: str = ""  # the prompt as the model saw it (special tokens included)
     generator: dict[str, str] | None = None  # model, format, dtype
+    # The chat messages sent to a server that cannot render its prompt (else None).
+    messages: list[dict[str, str]] | None = None
 
 
 @dataclass
 class StoredCandidate:
     text: str
-    logprob: float
+    logprob: float | None  # None where the generator gave no log-probs
     tokens: int
     features: list[float]
     truncated: bool = False
@@ -76,6 +78,8 @@ class Turn:
     prompt: str | None = None  # the prompt the model continued (None before 0.2)
     system: str = ""  # the session's system prompt when the turn was taken
     generator: dict[str, str] | None = None  # model, format, dtype (None before 0.2)
+    # The messages a served model was sent, where its rendered prompt is not known.
+    messages: list[dict[str, str]] | None = None
     seq: int = 0
     id: str = ""
 
@@ -149,4 +153,5 @@ def new_turn(
         prompt=proposal.prompt or None,
         system=system,
         generator=proposal.generator,
+        messages=proposal.messages,
     )

@@ -60,8 +60,23 @@ MAX_SAMPLES = 32
 @dataclass(frozen=True)
 class Settings:
     model: str = _setting(
-        "gpt2", label="Model", help="Hugging Face model name or local folder",
+        "gpt2", label="Model",
+        help="Hugging Face model name or local folder; with --base-url, the model id on the server",
         option=True, metavar="NAME_OR_PATH", reload=True)
+    base_url: str = _setting(
+        "", label="Server base URL",
+        help="an OpenAI-compatible server (vLLM, SGLang, llama-server, Ollama, a hosted API), "
+        "e.g. http://127.0.0.1:8080/v1; unset: the model runs here",
+        option=True, metavar="URL", reload=True, empty_ok=True)
+    api_key_env: str = _setting(
+        "", label="API key variable",
+        help="the environment variable that holds the server's API key (the key itself is "
+        "never stored); unset: no key is sent",
+        option=True, metavar="NAME", reload=True, empty_ok=True)
+    request_timeout: float = _setting(
+        60.0, label="Request timeout",
+        help="seconds a request to the server may take, retries while it is busy included",
+        low=0, high=3600, low_open=True, option=True, metavar="SECONDS", reload=True)
     candidates: int = _setting(
         4, label="Candidates K", help="candidates shown per turn", low=1, high=9,
         option=True, metavar="K")

@@ -174,5 +174,8 @@ def write_tiny_chat_model(
     say(f"saving to {out}")
     tokenizer.save_pretrained(out)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    # A chat model is meant to be sampled: servers that follow the generation
+    # config (transformers serve) would otherwise decode greedily.
+    model.generation_config.do_sample = True
     model.save_pretrained(out)
     return out

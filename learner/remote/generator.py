@@ -1,0 +1,337 @@
+"""Candidate replies from a model an OpenAI-compatible server serves.
+
+vLLM, SGLang, llama.cpp's llama-server, Ollama, `transformers serve` and
+hosted APIs all speak this API; what each can do is probed when rlchat
+connects (capabilities.py), never assumed.  Where one request returns n
+choices, all samples come in it; elsewhere n requests run side by side.
+Chat models get the chat endpoint with messages; base models the
+completions endpoint in the `gpt2` format.  The dialogue is fitted to the
+server's context length with the same block eviction as the local model.
+
+No hidden state comes from a server, so those feature columns stay empty;
+log-probs are used where the server returns them and are absent otherwise.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from rlchat.learner.context_window import ContextWindow
+from rlchat.learner.dialogue import (
+    cut_reply,
+    exchange_block,
+    message_block,
+    one_line,
+    unique_nonempty,
+)
+from rlchat.learner.errors import BACKEND_ERROR, BackendError, GenerationCancelled
+from rlchat.learner.prompt_format import DEFAULT_MAX_NEW_TOKENS
+from rlchat.learner.records import Candidate, Proposal
+from rlchat.learner.remote.capabilities import (
+    CHAT,
+    COMPLETIONS,
+    PATHS,
+    Capabilities,
+    probe,
+    refusal,
+)
+from rlchat.learner.remote.client import Refused, ServerClient
+from rlchat.learner.remote.streaming import Draw, stream_draws
+from rlchat.learner.sampling import Sampling, TokenCallback
+
+MAX_CONCURRENT = 8  # requests at once where the server gives one choice per request
+MESSAGE_OVERHEAD = 8  # tokens a chat template adds around one message, at most
+ASSUMED_CONTEXT = 4096  # where the server does not tell its context length
+_CONTEXT_ERROR = re.compile(r"context|too long|exceed|maximum.*length|n_ctx", re.IGNORECASE)
+# How llama.cpp and vLLM name the context size in that refusal.
+_CONTEXT_SIZE = re.compile(r"(?:context size|context length is)\D{0,8}(\d+)", re.IGNORECASE)
+FORMAT_OF = {CHAT: "chat-template", COMPLETIONS: "gpt2"}
+
+
+class _Counts:
+    """A prompt format for the context window whose blocks stand for token
+    counts: a block of k tokens is k placeholders.  The window's eviction
+    only needs lengths, so the served model's dialogue is fitted by the very
+    rule the local model's is."""
+
+    multi_line = True
+    stop_ids: frozenset[int] = frozenset()
+
+    def __init__(self, count, endpoint: str) -> None:
+        self.count = count
+        self.name = FORMAT_OF[endpoint]
+        self.chat = endpoint == CHAT
+
+    def _text(self, text: str) -> list[int]:
+        return [0] * (self.count(text) + (MESSAGE_OVERHEAD if self.chat else 0))
+
+    def head(self, system: str) -> list[int]:
+        if not system:
+            return []
+        return self._text(system) if self.chat else [0] * self.count(one_line(system) + "\n")
+
+    def exchange(self, user: str, reply: str) -> list[int]:
+        if self.chat:
+            return self._text(user) + self._text(reply)
+        return [0] * self.count(exchange_block(user, reply))
+
+    def message(self, message: str) -> list[int]:
+        return self._text(message) if self.chat else [0] * self.count(message_block(message))
+
+    def reply_text(self, decoded: str) -> str:
+        return decoded.strip() if self.chat else cut_reply(decoded)
+
+
+class RemoteGenerator:
+    """A CandidateSource backed by a served model."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "",
+        timeout: float = 60.0,
+        sampling: Sampling | None = None,
+        seed: int | None = None,
+        prompt_format: str = "auto",
+        max_new_tokens: int | None = None,
+    ) -> None:
+        self.client = ServerClient(base_url, api_key_env=api_key_env, timeout=timeout)
+        self.model = model
+        self.prompt_format = prompt_format
+        self.sampling = sampling or Sampling()
+        self.seed = seed
+        self._max_new_tokens = max_new_tokens
+        self._calls = 0
+        self._lock = threading.Lock()
+        self.capabilities: Capabilities | None = None
+        self.problem: BackendError | None = None  # why the last connect failed
+        self._window: ContextWindow | None = None
+        self._token_cache: dict[str, int] = {}
+        self.last_requests = 0  # sampling requests of the latest propose
+
+    # connecting -----------------------------------------------------------
+    def connect(self) -> Capabilities:
+        """Probe the server once it answers; BackendError while it cannot serve."""
+        with self._lock:
+            if self.capabilities is not None:
+                return self.capabilities
+            try:
+                caps = probe(self.client, self.model, self.prompt_format)
+            except BackendError as exc:
+                self.problem = exc
+                raise
+            self.capabilities, self.problem = caps, None
+            fmt = _Counts(self._count, caps.endpoint)
+            budget = (caps.context or ASSUMED_CONTEXT) - self.max_new_tokens
+            self._window = ContextWindow(fmt, budget)  # type: ignore[arg-type]
+            return caps
+
+    @property
+    def max_new_tokens(self) -> int:
+        fmt = FORMAT_OF[self.capabilities.endpoint] if self.capabilities else "chat-template"
+        return self._max_new_tokens or DEFAULT_MAX_NEW_TOKENS[fmt]
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What generated a turn: the server, the model id, what the server
+        reports of its build and weights, and the format.  The family (what
+        the model features are comparable across) is the model id with the
+        served weights: another server's model is another family."""
+        caps = self.capabilities
+        weights = caps.weights if caps else ""
+        return {"model": self.model, "weights": weights,
+                "family": f"remote:{self.model}:{weights}",
+                "format": FORMAT_OF[caps.endpoint] if caps else "", "dtype": "",
+                "lineage": "", "server": self.client.base_url,
+                "build": caps.build if caps else "", "host": self.client.host}
+
+    def reseed(self, seed: int | None) -> None:
+        self.seed, self._calls = seed, 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    # tokens ---------------------------------------------------------------
+    def _count(self, text: str) -> int:
+        """Tokens of a text: the server's count where it has /tokenize, else
+        its UTF-8 bytes (a byte-level or byte-fallback tokenizer never makes
+        more tokens than bytes)."""
+        cached = self._token_cache.get(text)
+        if cached is not None:
+            return cached
+        caps = self.capabilities
+        count = len(text.encode("utf-8"))
+        if caps is not None and caps.tokenize and text:
+            try:
+                answer = self.client.call("POST", "/tokenize",
+                                          {caps.tokenize: text, "model": self.model}, root=True)
+                tokens = answer.get("tokens") if isinstance(answer, dict) else None
+                count = len(tokens) if isinstance(tokens, list) else count
+            except (Refused, BackendError):
+                pass
+        if len(self._token_cache) > 4096:
+            self._token_cache.clear()
+        self._token_cache[text] = count
+        return count
+
+    # one turn -------------------------------------------------------------
+    def propose(
+        self,
+        history: list[tuple[str, str]],
+        message: str,
+        n: int,
+        *,
+        system: str = "",
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Proposal:
+        caps = self.connect()
+        assert self._window is not None
+        seed = self._next_seed()
+        for attempt in range(2):
+            sent = len(self._window.prompt(history, message, system))
+            kept = history[self._window.start:]
+            body = self._body(caps, kept, message, system)
+            try:
+                draws = self._draw(caps, body, n, seed, on_token, cancel)
+                break
+            except Refused as exc:
+                if attempt == 0 and exc.status in (400, 413, 422) \
+                        and _CONTEXT_ERROR.search(exc.message):
+                    # The server counts more tokens than we did: leave more out,
+                    # down to the size it names, else half of what it refused.
+                    told = _CONTEXT_SIZE.search(exc.message)
+                    budget = (int(told.group(1)) - self.max_new_tokens if told
+                              else sent // 2)
+                    self._window.budget = max(8, min(self._window.budget, budget))
+                    continue
+                raise refusal(self.client, exc, self.model, caps.models) from exc
+        return self._proposal(caps, draws, body)
+
+    def _next_seed(self) -> int:
+        with self._lock:
+            self._calls += 1
+            if self.seed is None:
+                return random.getrandbits(31)
+            return (self.seed * 1_000_003 + self._calls) % (2**31)
+
+    def _messages(self, kept: list[tuple[str, str]], message: str,
+                  system: str) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": system}] if system else []
+        for user, reply in kept:
+            messages += [{"role": "user", "content": user},
+                         {"role": "assistant", "content": reply}]
+        return messages + [{"role": "user", "content": message}]
+
+    def _body(self, caps: Capabilities, kept: list[tuple[str, str]], message: str,
+              system: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model, "max_tokens": self.max_new_tokens,
+            "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
+        }
+        if caps.extra_samplers:
+            body.update(top_k=self.sampling.top_k, min_p=0.0)
+        if caps.endpoint == CHAT:
+            body["messages"] = self._messages(kept, message, system)
+            if caps.logprobs:
+                body.update(logprobs=True, top_logprobs=1)
+        else:
+            head = one_line(system) + "\n" if one_line(system) else ""
+            body["prompt"] = head + "".join(exchange_block(u, r) for u, r in kept) \
+                + message_block(message)
+            body["stop"] = ["\n"]  # the plain format's turn ends at the line break
+            if caps.logprobs:
+                body["logprobs"] = 1
+        return body
+
+    def _draw(self, caps: Capabilities, body: dict[str, Any], n: int, seed: int,
+              on_token: TokenCallback | None, cancel: threading.Event | None) -> list[Draw]:
+        path = PATHS[caps.endpoint]
+        if caps.n_choices:
+            self.last_requests = 1
+            return stream_draws(self.client, path, {**body, "n": n, "seed": seed}, n,
+                                on_token=on_token, cancel=cancel)
+        self.last_requests = n
+        stop = threading.Event()  # the user's cancel, or a sibling's failure
+        watcher = threading.Thread(target=_follow, args=(cancel, stop), daemon=True)
+        watcher.start()
+
+        def one(row: int) -> Draw:
+            return stream_draws(self.client, path, {**body, "seed": seed + row}, 1,
+                                first_row=row, on_token=on_token, cancel=stop)[0]
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(n, MAX_CONCURRENT)) as pool:
+                futures = [pool.submit(one, row) for row in range(n)]
+                draws, failure = [], None
+                for future in futures:
+                    try:
+                        draws.append(future.result())
+                    except Exception as exc:  # the first real failure is the one to report
+                        stop.set()
+                        if failure is None or isinstance(failure, GenerationCancelled):
+                            failure = exc
+                        draws.append(Draw())
+        finally:
+            stop.set()
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled("cancelled", "Cancelled.")
+        if failure is not None:
+            raise failure
+        return draws
+
+    def _proposal(self, caps: Capabilities, draws: list[Draw],
+                  body: dict[str, Any]) -> Proposal:
+        fmt = self._window.format if self._window else None
+        texts = [fmt.reply_text(d.text) if fmt else d.text.strip() for d in draws]
+        candidates = [
+            Candidate(
+                text=texts[row],
+                logprob=(sum(draws[row].logprobs) / len(draws[row].logprobs)
+                         if draws[row].logprobs else None),
+                tokens=draws[row].tokens,
+                hidden=None,
+                truncated=draws[row].finish == "length",
+                sampled=draws[row].text if draws[row].text.strip() == texts[row] else None,
+            )
+            for row in unique_nonempty(texts)
+        ]
+        if not candidates and not any(d.finish for d in draws):
+            raise BackendError(BACKEND_ERROR, f"The server at {self.client.host} answered "
+                               "without any choices; try again.")
+        messages = body.get("messages")
+        prompt = body.get("prompt") or (self._render(caps, messages) if messages else None)
+        return Proposal(candidates=candidates, context_hidden=None, prompt=prompt or "",
+                        generator=self.identity,
+                        messages=None if prompt else messages)
+
+    def _render(self, caps: Capabilities, messages: list[dict[str, str]]) -> str | None:
+        """The prompt as the server's template renders it, where it can."""
+        try:
+            if caps.render == "apply-template":
+                answer = self.client.call("POST", "/apply-template", {"messages": messages},
+                                          root=True)
+                return answer.get("prompt") if isinstance(answer, dict) else None
+            if caps.render == "tokenize-messages":
+                tokens = self.client.call("POST", "/tokenize", {
+                    "model": self.model, "messages": messages, "add_generation_prompt": True,
+                }, root=True).get("tokens")
+                answer = self.client.call("POST", "/detokenize",
+                                          {"model": self.model, "tokens": tokens}, root=True)
+                return answer.get("prompt") if isinstance(answer, dict) else None
+        except (Refused, BackendError, AttributeError):
+            return None
+        return None
+
+
+def _follow(cancel: threading.Event | None, stop: threading.Event) -> None:
+    """Pass the user's cancel on to `stop` until the draws are over."""
+    while not stop.wait(0.05):
+        if cancel is not None and cancel.is_set():
+            stop.set()

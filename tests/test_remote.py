@@ -1,0 +1,242 @@
+"""Candidates from real OpenAI-compatible servers: llama.cpp's llama-server
+(n choices and log-probs in one request) and `transformers serve` (neither),
+both serving the tiny chat model on 127.0.0.1, and their faults."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlchat.learner.agent import Agent, load_source
+from rlchat.learner.errors import AgentError, GenerationCancelled
+from rlchat.learner.features import FEATURE_NAMES, MODEL_COLUMNS
+from rlchat.learner.policy import QPolicy
+from rlchat.learner.remote import RemoteGenerator
+from rlchat.learner.settings import Settings
+from rlchat.learner.update import current, replay
+from rlchat.storage import Store
+from tests.servers import free_port, llama_dir, llama_server, to_gguf, transformers_server
+
+needs_llama = pytest.mark.skipif(
+    llama_dir() is None and not os.environ.get("CI"),
+    reason="llama-server is not built here (.ci/llama-server.sh builds it)")
+HIDDEN = [i for i, name in enumerate(FEATURE_NAMES) if name.startswith("hidden_")]
+LOGPROB = FEATURE_NAMES.index("logprob")
+
+
+@pytest.fixture(scope="module")
+def gguf(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if llama_dir() is None:
+        pytest.fail("llama-server is required in CI: .ci/llama-server.sh builds it")
+    return to_gguf(tiny_chat_model, tmp_path_factory.mktemp("gguf") / "tiny-chat.gguf")
+
+
+@pytest.fixture(scope="module")
+def llama(gguf: Path, tmp_path_factory: pytest.TempPathFactory):
+    server = llama_server(gguf, tmp_path_factory.mktemp("llama") / "server.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tserve(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    server = transformers_server(tiny_chat_model, tmp_path_factory.mktemp("ts") / "serve.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def settings_for(server, model: str = "tinychat", **kw) -> Settings:
+    return Settings(model=model, base_url=server.base_url, candidates=4, samples=8, **kw)
+
+
+def open_remote(data_dir: Path, settings: Settings, seed: int = 1) -> Agent:
+    return Agent(Store(data_dir), load_source(settings, seed=seed), settings, seed=seed)
+
+
+@needs_llama
+def test_llama_server_probe_measures_n_logprobs_context_and_rendering(llama):
+    remote = RemoteGenerator(llama.base_url, "tinychat")
+    caps = remote.connect()
+    assert caps.endpoint == "chat" and caps.n_choices and caps.logprobs
+    assert caps.context == 4096 // 8  # per slot
+    assert caps.tokenize == "content" and caps.render == "apply-template"
+    assert caps.extra_samplers and caps.build.startswith("llama.cpp")
+    assert "tinychat" in caps.models
+    remote.close()
+
+
+@needs_llama
+def test_llama_server_turns_one_request_logprobs_rendered_prompt(llama, data_dir):
+    agent = open_remote(data_dir, settings_for(llama))
+    rows: set[int] = set()
+    for turn in range(3):
+        view = agent.say(f"Hello number {turn}", on_token=lambda row, _t: rows.add(row))
+        assert agent.source.last_requests == 1  # 8 candidates, one sampling request
+        agent.choose(view.turn, view.candidates[-1].id, 4)
+    assert len(rows) > 1  # the choices streamed side by side, each on its row
+    agent.end()
+    turns = [current(r) for r in agent.store.turns()]
+    for turn in turns:
+        assert turn.prompt.startswith("<|im_start|>user\n") and turn.messages is None
+        assert turn.prompt.endswith("<|im_start|>assistant\n")
+        assert all(c.logprob is not None and c.logprob < 0 for c in turn.candidates)
+        phi = turn.features()
+        assert np.all(phi[:, HIDDEN] == 0) and np.any(phi[:, LOGPROB] != 0)
+        assert turn.generator["server"] == llama.base_url
+        assert turn.generator["format"] == "chat-template"
+        assert turn.generator["family"].startswith("remote:tinychat:")
+    assert "Hello number 0" in turns[1].prompt  # the dialogue so far goes with the message
+    # Replaying the stored turns gives the live policy, bit for bit.
+    replayed = QPolicy(len(FEATURE_NAMES), agent.policy.config)
+    replay(replayed, turns)
+    assert np.array_equal(replayed.w, agent.policy.w)
+    agent.store.close()
+
+
+@needs_llama
+def test_switching_local_to_remote_forgets_the_model_columns(llama, make_agent):
+    agent = make_agent(seed=3)
+    for i in range(3):
+        view = agent.say(f"local message {i}")
+        agent.choose(view.turn, view.candidates[0].id, 5)
+    assert np.any(agent.policy.w[MODEL_COLUMNS] != 0)
+    settings = settings_for(llama)
+    agent.end()
+    agent.attach(load_source(settings, seed=3))
+    view = agent.say("now served")
+    assert np.all(agent.policy.w[MODEL_COLUMNS] == 0)  # forgotten at the switch
+    agent.choose(view.turn, view.candidates[0].id, 5)
+    replayed = QPolicy(len(FEATURE_NAMES), agent.policy.config)
+    replay(replayed, [current(r) for r in agent.store.turns()])
+    assert np.array_equal(replayed.w, agent.policy.w)
+
+
+def test_transformers_serve_one_request_per_candidate_no_logprobs(tserve, data_dir):
+    model = str(tserve.command[2])
+    agent = open_remote(data_dir, settings_for(tserve, model=model))
+    caps = agent.source.capabilities
+    assert caps is not None and not caps.n_choices and not caps.logprobs
+    assert not caps.extra_samplers  # it refuses top_k and min_p, so they are not sent
+    for turn in range(2):
+        view = agent.say(f"What is for dinner {turn}?", system="Be brief.")
+        assert agent.source.last_requests == 8
+        assert len(view.candidates) > 1  # the 8 requests drew different replies
+        agent.choose(view.turn, view.candidates[0].id, 3)
+    turns = [current(r) for r in agent.store.turns()]
+    for turn in turns:
+        assert all(c.logprob is None for c in turn.candidates)
+        assert np.all(turn.features()[:, LOGPROB] == 0)  # absent, not invented
+        assert turn.prompt is None  # the server cannot render it: the messages are kept
+        assert turn.messages[0] == {"role": "system", "content": "Be brief."}
+        assert turn.messages[-1]["role"] == "user"
+    assert turns[1].messages[1]["content"] == "What is for dinner 0?"
+    agent.store.close()
+
+
+@needs_llama
+def test_server_down_at_start_then_up(gguf, data_dir, tmp_path):
+    port = free_port()
+    server = llama_server(gguf, tmp_path / "late.log", port=port)
+    settings = settings_for(server)
+    agent = open_remote(data_dir, settings)  # opens without the server
+    assert agent.source.problem is not None
+    assert agent.source.problem.code == "backend_unreachable"
+    with pytest.raises(AgentError) as caught:
+        agent.say("anyone there?")
+    assert caught.value.code == "backend_unreachable"
+    assert "--base-url" in caught.value.message and "\n" not in caught.value.message
+    assert agent.store.count_turns() == 0
+    server.start()
+    try:
+        view = agent.say("anyone there?")  # the retry is just sending again
+        assert view.candidates
+    finally:
+        server.stop()
+        agent.store.close()
+
+
+@needs_llama
+def test_wrong_model_names_the_served_ones(llama):
+    remote = RemoteGenerator(llama.base_url, "gpt-5")
+    with pytest.raises(AgentError) as caught:
+        remote.connect()
+    assert caught.value.code == "backend_model"
+    assert "'gpt-5'" in caught.value.message and "tinychat" in caught.value.message
+
+
+@needs_llama
+def test_wrong_key_names_its_variable_and_is_never_stored(gguf, data_dir, tmp_path,
+                                                          monkeypatch):
+    server = llama_server(gguf, tmp_path / "key.log", extra=("--api-key", "s3cret-right"))
+    server.start()
+    try:
+        monkeypatch.setenv("RLCHAT_TEST_KEY", "s3cret-wrong")
+        remote = RemoteGenerator(server.base_url, "tinychat", api_key_env="RLCHAT_TEST_KEY")
+        with pytest.raises(AgentError) as caught:
+            remote.connect()
+        assert caught.value.code == "backend_auth"
+        assert "RLCHAT_TEST_KEY" in caught.value.message
+        assert "s3cret" not in caught.value.message
+        monkeypatch.setenv("RLCHAT_TEST_KEY", "s3cret-right")
+        agent = open_remote(data_dir, settings_for(server, api_key_env="RLCHAT_TEST_KEY"))
+        view = agent.say("with the right key")
+        agent.choose(view.turn, view.candidates[0].id, 4)
+        agent.end()
+        agent.store.close()
+        for path in data_dir.rglob("*"):
+            if path.is_file():
+                assert b"s3cret" not in path.read_bytes(), path
+    finally:
+        server.stop()
+
+
+@needs_llama
+def test_server_killed_mid_stream_loses_nothing(gguf, data_dir, tmp_path):
+    server = llama_server(gguf, tmp_path / "kill.log").start()
+    agent = open_remote(data_dir, settings_for(server))
+    view = agent.say("first")
+    agent.choose(view.turn, view.candidates[0].id, 5)
+    version = agent.policy.version
+
+    def kill_on_first_token(row: int, text: str) -> None:
+        server.kill()
+
+    with pytest.raises(AgentError) as caught:
+        agent.say("second", on_token=kill_on_first_token)
+    assert caught.value.code == "backend_unreachable"
+    assert agent.store.count_turns() == 1 and agent.policy.version == version
+    agent.store.close()
+
+
+@needs_llama
+def test_cancel_closes_the_stream_and_the_next_message_works(llama, data_dir):
+    agent = open_remote(data_dir, settings_for(llama, max_new_tokens=400))
+    cancel = threading.Event()
+    with pytest.raises(GenerationCancelled):
+        agent.say("tell me a long story", on_token=lambda r, t: cancel.set(), cancel=cancel)
+    assert agent.store.count_turns() == 0
+    view = agent.say("short one then")
+    assert view.candidates
+    agent.store.close()
+
+
+@needs_llama
+def test_prompt_over_the_context_evicts_more_and_retries(gguf, data_dir, tmp_path):
+    server = llama_server(gguf, tmp_path / "ctx.log", parallel=1, context=256).start()
+    try:
+        agent = open_remote(data_dir, settings_for(server, max_new_tokens=16))
+        remote = agent.source
+        remote._window.budget = 10_000  # as if the server's context had been overstated
+        for i in range(6):
+            view = agent.say(f"message {i} " + "words " * 20)
+            agent.choose(view.turn, view.candidates[0].id, 3)
+        assert remote._window.budget < 256  # the server's refusal taught it the real size
+        assert remote._window.start > 0  # old exchanges left the prompt
+        agent.store.close()
+    finally:
+        server.stop()
