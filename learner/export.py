@@ -1,11 +1,14 @@
 """Export formats (public contracts, documented in the README) and log statistics.
 
-- turns: one JSON object per turn, schema "rlchat.turn/3".
+- turns: one JSON object per turn, schema "rlchat.turn/4".
 - dpo:   TRL's preference format, {"prompt", "chosen", "rejected"} as plain
          strings: the prompt the model continued; chosen = the pick (unless
          disliked), its edit, or the user's own reply, rejected = each
          candidate shown and passed over, both as sampled; an order of
          several gives every pair it orders; an edit is chosen over the pick.
+         A served model's turn whose rendered prompt is not known comes in
+         TRL's conversational form: prompt = the messages sent, chosen and
+         rejected = one assistant message each.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from rlchat.learner.features import NAMES_BY_VERSION
 from rlchat.learner.records import CHOSEN, REGENERATED, REJECTED, REPLIED, Turn
 
 # 2 added system, prompt, generator, truncated; 3 added ranking, edit and the
-# statuses rejected and regenerated
-TURN_SCHEMA = "rlchat.turn/3"
+# statuses rejected and regenerated; 4 added messages (a served model's prompt
+# as sent) and a null logprob where the server gave none
+TURN_SCHEMA = "rlchat.turn/4"
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -58,6 +62,7 @@ def turn_record(turn: Turn) -> dict[str, Any]:
         "user_text": turn.user_text,
         "system": turn.system,
         "prompt": turn.prompt,
+        "messages": turn.messages,
         "generator": turn.generator,
         "feature_version": turn.feature_version,
         "feature_names": list(NAMES_BY_VERSION.get(turn.feature_version, ())),
@@ -112,7 +117,7 @@ def preference_pairs(
     min_rating: int | None = None,
     since: dt.date | None = None,
     dropped: Counter | None = None,
-) -> Iterator[dict[str, str]]:
+) -> Iterator[dict[str, Any]]:
     """{"prompt", "chosen", "rejected"} pairs, oldest first: the prompt the
     model continued (as stored with the turn), the pick (or its edit) or the
     user's own reply over each shown candidate passed over, all as sampled;
@@ -138,15 +143,19 @@ def preference_pairs(
         elif turn.status == CHOSEN and min_rating is not None:
             dropped[f"unrated picks (--min-rating {min_rating})"] += 1
             continue
-        if not turn.prompt:
+        if not turn.prompt and not turn.messages:
             dropped["turns stored before prompts were kept (0.2)"] += 1
             continue
-        prompt = turn.prompt
         for chosen, rejected in _ordered_pairs(turn):
             if rejected.strip() == chosen.strip():
                 dropped["passed-over candidates equal to the reply"] += 1
                 continue
-            yield {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+            if turn.prompt:
+                yield {"prompt": turn.prompt, "chosen": chosen, "rejected": rejected}
+            else:  # a served model's prompt that the server could not render
+                yield {"prompt": [dict(m) for m in turn.messages or ()],
+                       "chosen": [{"role": "assistant", "content": chosen}],
+                       "rejected": [{"role": "assistant", "content": rejected}]}
 
 
 def _ordered_pairs(turn: Turn) -> Iterator[tuple[str, str]]:

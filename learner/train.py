@@ -26,7 +26,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class TrainOptions:
     model: str  # the base: a name or a folder
     method: str = "dpo"
     lora: bool = True
+    adapter: bool = False  # LoRA left unmerged: a PEFT adapter folder (vLLM --lora-modules)
     steps: int = 150
     since: dt.date | None = None
     out: Path | None = None  # default: DATA/models/<run>/
@@ -86,17 +87,35 @@ def build_dataset(turns: Iterable[Turn], method: str, since: dt.date | None) -> 
     train, held_out = pairs[: len(pairs) - held], pairs[len(pairs) - held:]
     rows: list[dict[str, Any]] = train
     if method == "kto":
-        seen: set[tuple[str, str, bool]] = set()
+        seen: set[tuple[str, str, bool]] = set()  # JSON: a served turn's prompt is a list
         rows = []
         for pair in train:
             for completion, label in ((pair["chosen"], True), (pair["rejected"], False)):
-                key = (pair["prompt"], completion, label)
+                key = (json.dumps(pair["prompt"]), json.dumps(completion), label)
                 if key not in seen:
                     seen.add(key)
                     rows.append({"prompt": pair["prompt"], "completion": completion,
                                  "label": label})
     return Dataset(rows, held_out, len(pairs), len(turns), dropped,
                    times[0] if times else None, times[-1] if times else None)
+
+
+def rendered(data: Dataset, tokenizer) -> Dataset:
+    """The dataset with every conversational row (a served model's turn whose
+    prompt the server could not render) put in plain strings by the local
+    model's own chat template, as the other rows are."""
+    def plain(row: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(row["prompt"], str):
+            return row
+        out = dict(row, prompt=tokenizer.apply_chat_template(
+            row["prompt"], tokenize=False, add_generation_prompt=True))
+        for key in ("chosen", "rejected", "completion"):
+            if isinstance(row.get(key), list):
+                out[key] = "".join(m.get("content", "") for m in row[key])
+        return out
+
+    return replace(data, train=[plain(r) for r in data.train],
+                   held_out=[plain(r) for r in data.held_out])
 
 
 def _require_trl() -> None:
@@ -130,6 +149,11 @@ def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, An
         store.close()
     if not turns:
         raise TrainError("the log holds no turns yet; chat first, then train")
+    served = any((t.generator or {}).get("server") for t in turns)
+    if served and not options.dry_run and not Path(options.model).expanduser().is_dir():
+        raise TrainError(f"these turns come from a served model, and training needs its "
+                         f"weights on this machine: pass --model PATH to the folder of the "
+                         f"model the server serves (not {options.model!r})")
     data = build_dataset(turns, options.method, options.since)
     say(f"{data.pairs} preference pairs from {data.turns} turns "
         f"({len(data.held_out)} newest held out); {summary(data.dropped)}")
@@ -166,7 +190,10 @@ def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, An
         "metrics": metrics, "created": _iso(time.time()),
     }
     _save(model, tokenizer, lineage, target, say)
-    return {**report, "run": run, "path": str(target)}
+    done = {**report, "run": run, "path": str(target)}
+    if options.adapter:
+        done["adapter"] = True  # a PEFT adapter folder; the base stays as it was
+    return done
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -193,6 +220,7 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
         raise TrainError(str(exc).rstrip(".")) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    data = rendered(data, tokenizer)
     base_weights = weights_fingerprint(model)
     context = int(getattr(model.config, "n_positions", 0)
                   or getattr(model.config, "max_position_embeddings", 1024))
@@ -253,7 +281,7 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
         # The base is the adapted model with its adapters off: no second load.
         with trained.disable_adapter():
             reference = completion_logps(trained, tokenizer, data.held_out)
-    if options.lora:
+    if options.lora and not options.adapter:
         trained = trained.merge_and_unload()
     trained.eval()
     metrics = {"train_loss": round(float(result.training_loss), 4)}

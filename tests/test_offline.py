@@ -198,7 +198,7 @@ def test_turns_export_schema(logged, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 24
     for line in lines:
-        assert line["schema"] == "rlchat.turn/3"
+        assert line["schema"] == "rlchat.turn/4"
         assert line["generator"]["format"] == "gpt2" and line["prompt"].endswith("Assistant:")
         assert isinstance(line["id"], str) and isinstance(line["session"], str)
         assert line["status"] in {"chosen", "replied", "unanswered"}

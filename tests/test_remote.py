@@ -240,3 +240,35 @@ def test_prompt_over_the_context_evicts_more_and_retries(gguf, data_dir, tmp_pat
         agent.store.close()
     finally:
         server.stop()
+
+
+def test_served_turns_export_conversational_pairs_and_train_an_adapter(
+        tserve, tiny_chat_model, data_dir, tmp_path, capsys):
+    from rlchat.learner.export import preference_pairs
+    from rlchat.learner.records import Turn
+    from rlchat.tui.cli import main
+
+    agent = open_remote(data_dir, settings_for(tserve, model=str(tserve.command[2])), seed=5)
+    for i in range(6):
+        view = agent.say(f"Tell me about dinner {i}", system="Be brief.")
+        agent.choose(view.turn, view.candidates[0].id, 5)
+    agent.end()
+    agent.store.close()
+    reader = Store(data_dir, readonly=True)
+    turns = [Turn.from_dict(r) for r in reader.turns()]
+    reader.close()
+    pairs = list(preference_pairs(turns))
+    assert pairs
+    for pair in pairs:  # TRL's conversational form: the prompt is the messages sent
+        assert pair["prompt"][0] == {"role": "system", "content": "Be brief."}
+        assert pair["prompt"][-1]["role"] == "user"
+        assert pair["chosen"][0]["role"] == pair["rejected"][0]["role"] == "assistant"
+    # Training needs the served model's weights here, named by --model PATH.
+    assert main(["train", "--data-dir", str(data_dir), "--model", "tinychat",
+                 "--steps", "1"]) != 0
+    assert "--model PATH" in capsys.readouterr().err
+    out = tmp_path / "adapter"
+    assert main(["train", "--data-dir", str(data_dir), "--model", str(tiny_chat_model),
+                 "--steps", "2", "--adapter", "--out", str(out)]) == 0
+    assert (out / "adapter_config.json").is_file()  # a PEFT adapter, left unmerged
+    assert not (out / "model.safetensors").exists()

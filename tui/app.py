@@ -185,7 +185,16 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         if self.agent is not None:  # show what the learner really uses
             config = self.agent.policy_view().config
             shown = replace(shown, **{name: getattr(config, name) for name in LEARNER})
-        self.push_screen(SettingsForm(shown), self.apply_settings)
+        self.push_screen(SettingsForm(shown, self.server_lines()), self.apply_settings)
+
+    def server_lines(self) -> list[str]:
+        """What the probe of a served model found, or why it could not run."""
+        source = self.agent.source if self.agent else None
+        caps = getattr(source, "capabilities", None)
+        if caps is not None:
+            return caps.lines()
+        problem = getattr(source, "problem", None)
+        return [f"not connected: {problem.message}"] if problem is not None else []
 
     def apply_settings(self, settings: Settings | None) -> None:
         if settings is None:
@@ -246,7 +255,8 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         if identity.get("lineage"):
             shown.append(f"trained run {identity['lineage']}")
         fmt = f" ({', '.join(v for v in shown if v)})" if any(shown) else ""
-        self.sub_title = f"{self.settings.model}{fmt} · policy v{version}"
+        where = f" @ {identity['host']}" if identity.get("host") else ""
+        self.sub_title = f"{self.settings.model}{where}{fmt} · policy v{version}"
 
     def busy(self, on: bool) -> None:
         self.query_one("#busy").set_class(on, "-on")

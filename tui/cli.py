@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--chat", action="store_true",
                       help="a chat model instead: Llama architecture with a ChatML chat template")
     _add_common(init, suppress=True)
+    probe = sub.add_parser("probe", help="connect to --base-url and show what the server "
+                           "can do for rlchat (n choices, log-probs, context, rendering)")
+    probe.add_argument("--json", action="store_true", help="one JSON object")
+    _add_common(probe, suppress=True)
     add_offline_commands(sub, _add_common)
     add_train_command(sub, _add_common)
     return parser
@@ -183,6 +187,9 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"rlchat: {exc}", file=sys.stderr)
         store.close()
         return EXIT_MODEL
+    problem = getattr(agent.source, "problem", None)
+    if problem is not None:  # a served model whose server is not up yet
+        print(f"rlchat: {problem.message} Each say tries again.", file=sys.stderr, flush=True)
     try:
         return serve(agent, sys.stdin, sys.stdout)
     finally:
@@ -215,6 +222,38 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return app.return_code or 0
 
 
+def _run_probe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    from rlchat.learner.errors import AgentError
+    from rlchat.learner.remote import RemoteGenerator
+
+    settings = _settings(args, parser)
+    if not settings.base_url:
+        parser.error("probe needs --base-url URL (or base_url in config.toml)")
+    remote = RemoteGenerator(settings.base_url, settings.model,
+                             api_key_env=settings.api_key_env,
+                             timeout=settings.request_timeout,
+                             prompt_format=settings.prompt_format)
+    try:
+        caps = remote.connect()
+    except AgentError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message}}))
+        else:
+            print(f"rlchat: {exc.message}", file=sys.stderr)
+        return EXIT_MODEL
+    finally:
+        remote.close()
+    if args.json:
+        print(json.dumps({"ok": True, "server": remote.client.base_url, **caps.to_dict()}))
+    else:
+        print(f"server: {remote.client.base_url}")
+        for line in caps.lines():
+            print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -222,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_init_model(args)
     if args.command == "headless":
         return _run_headless(args, parser)
+    if args.command == "probe":
+        return _run_probe(args, parser)
     if args.command == "train":
         from rlchat.tui.train_command import run_train
 

@@ -59,6 +59,8 @@ class ModelLoading:
             source = self.source_factory(settings)
         except ModelUnavailable as exc:
             self.call_from_thread(self.model_failed, str(exc))
+        except AgentError as exc:  # a served model's settings that cannot work
+            self.call_from_thread(self.model_failed, exc.message)
         except Exception as exc:  # shown, never a traceback on the terminal
             log.exception("model load failed")
             self.call_from_thread(self.model_failed, f"Loading failed: {exc}")
@@ -77,7 +79,12 @@ class ModelLoading:
         self.agent.attach(source)
         self.flow.loaded()
         self._subtitle()
-        self.to_typing("Ready. Type a message and press Enter (F1: help).")
+        problem = getattr(source, "problem", None)  # a served model whose server is not up
+        if problem is not None:
+            self.to_typing(f"{problem.message} Past sessions stay readable (F2); each message "
+                           "you send tries again.", error=True)
+        else:
+            self.to_typing("Ready. Type a message and press Enter (F1: help).")
 
     def model_failed(self: RlchatApp, message: str) -> None:
         self._load_ticker.stop()

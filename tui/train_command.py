@@ -26,6 +26,9 @@ def add_train_command(sub, add_common) -> None:
                       help="train LoRA adapters and merge them (the default)")
     kind.add_argument("--full", dest="lora", action="store_false",
                       help="train every weight (slower, more memory)")
+    train.add_argument("--adapter", action="store_true",
+                       help="with LoRA: keep the adapter unmerged and write a PEFT adapter "
+                       "folder (serve it with vLLM's --lora-modules NAME=DIR)")
     train.add_argument("--steps", type=int, default=150, metavar="N",
                        help="optimizer steps of 8 pairs (default: 150)")
     train.add_argument("--since", metavar="DATE", type=dt.date.fromisoformat, default=None,
@@ -49,7 +52,12 @@ def run_train(args: argparse.Namespace, data_dir: Path, settings: Settings) -> i
     if args.steps < 1:
         print("rlchat: --steps must be at least 1", file=sys.stderr)
         return EXIT_MISSING
+    if args.adapter and not args.lora:
+        print("rlchat: --adapter keeps LoRA adapters; it does not go with --full",
+              file=sys.stderr)
+        return EXIT_MISSING
     options = TrainOptions(model=settings.model, method=args.method, lora=args.lora,
+                           adapter=args.adapter,
                            steps=args.steps, since=args.since, out=args.out,
                            dry_run=args.dry_run, seed=args.seed or 0)
     try:
@@ -77,10 +85,17 @@ def run_train(args: argparse.Namespace, data_dir: Path, settings: Settings) -> i
     else:
         accuracy = report.get("held_out_accuracy")
         held = f", held-out preference accuracy {accuracy:.2f}" if accuracy is not None else ""
-        print(f"trained run {report['run']} in {report['train_s']:.0f} s "
-              f"(loss {report['train_loss']:.3f}{held}); start with: "
-              f"rlchat --model {report['path']}")
-    if args.use and not report.get("dry_run"):
+        if report.get("adapter"):
+            print(f"trained run {report['run']} in {report['train_s']:.0f} s "
+                  f"(loss {report['train_loss']:.3f}{held}); a PEFT adapter in "
+                  f"{report['path']}: serve it with vllm serve BASE --enable-lora "
+                  f"--lora-modules rlchat={report['path']}, then rlchat --base-url URL "
+                  f"--model rlchat")
+        else:
+            print(f"trained run {report['run']} in {report['train_s']:.0f} s "
+                  f"(loss {report['train_loss']:.3f}{held}); start with: "
+                  f"rlchat --model {report['path']}")
+    if args.use and not report.get("dry_run") and not report.get("adapter"):
         from rlchat.tui.config_file import load_settings, save_settings
 
         saved, _ = load_settings()

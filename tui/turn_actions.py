@@ -163,6 +163,7 @@ class TurnActions:
 
     def show_candidates(self: RlchatApp, view: TurnView, why: dict) -> None:
         self._stop_drain()
+        self._subtitle()  # a served model shows its format once its server answered
         self.flow.generated(view)
         self.query_one(CandidatePanel).show(view.candidates, why)
         self.busy(False)

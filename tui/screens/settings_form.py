@@ -46,13 +46,18 @@ class SettingsForm(ModalScreen[Settings | None]):
         Binding("escape", "cancel", "cancel", id="settings-cancel"),
     ]
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, server: list[str] | None = None) -> None:
+        """`server`: what the probe of a served model found, shown at the top."""
         super().__init__()
         self.settings = settings
+        self.server = server or []
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Static(Text("Settings", style="bold"))
+            if self.server:
+                yield Static(Text("Server\n" + "\n".join(f"  {line}" for line in self.server)),
+                             id="server")
             for name, spec in SPECS.items():
                 with Horizontal(classes="row"):
                     yield Label(spec.label)
