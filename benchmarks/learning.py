@@ -239,6 +239,36 @@ def rank_learn_timing(generator, config, turns: int) -> tuple[float, float]:
     return statistics.median(times), statistics.fmean(times)
 
 
+def served_tastes(base_url: str, model: str, quick: bool) -> None:
+    """The text-level tastes with a served model: learned against random order."""
+    from rlchat.learner.policy import PolicyConfig
+    from rlchat.learner.remote import RemoteGenerator
+
+    generator = RemoteGenerator(base_url, model, seed=0)
+    caps = generator.connect()
+    default = PolicyConfig()
+    random_order = replace(default, temperature_floor=1e9, uncertainty=0.0)
+    turns, seeds = (40, 1) if quick else (100, 2)
+    lo = turns // 2
+    say(f"text-level tastes through {base_url} ({model}; n choices {caps.n_choices}, "
+        f"log-probs {caps.logprobs}): {len(TASTES)} tastes x {seeds} seeds x {turns} turns")
+    tastes = {}
+    for taste in TASTES:
+        rate = {label: float(np.mean([np.mean(taste_run(generator, taste, config, s,
+                                                        turns)[lo:])
+                                      for s in range(seeds)]))
+                for label, config in (("learned", default), ("random", random_order))}
+        rate["ratio_vs_random"] = rate["learned"] / max(rate["random"], 1e-9)
+        tastes[taste] = {k: round(v, 3) for k, v in rate.items()}
+        say(f"  {taste:10s} {tastes[taste]}")
+    generator.close()
+    print(json.dumps({"served": {"base_url": base_url, "model": model,
+                                 "hidden_state_columns": "absent",
+                                 "logprobs": caps.logprobs},
+                      "tastes_top1_t51_100": tastes,
+                      "min_ratio_vs_random": min(t["ratio_vs_random"] for t in tastes.values())}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -248,8 +278,15 @@ def main() -> None:
                         help="the peers harness's folder (default $RLCHAT_PEERS_DIR); "
                              "without one the harness is skipped")
     parser.add_argument("--dtype", default="auto", help="the generator's number format")
+    parser.add_argument("--base-url", default=None,
+                        help="run only the text-level tastes, with candidates from this "
+                        "OpenAI-compatible server (no hidden-state columns)")
+    parser.add_argument("--model", default="tinychat", help="the model id on --base-url")
     args = parser.parse_args()
     q = args.quick
+    if args.base_url:
+        served_tastes(args.base_url, args.model, q)
+        return
     if args.peers_dir is None:
         say("[1/4] peers harness skipped: no --peers-dir (or $RLCHAT_PEERS_DIR)")
         figures: dict = {}
