@@ -134,3 +134,51 @@ def test_deleting_the_open_session_mid_turn_then_going_on(terminal, data_dir):
     assert [s["title"] for s in sessions] == ["a fresh start"] and sessions[0]["turns"] == 1
     assert [t["user_text"] for t in store.turns()] == ["a fresh start"]
     store.close()
+
+
+def test_served_model_in_a_real_terminal_survives_its_server_dying(
+        tiny_chat_model: Path, data_dir: Path, config_dir: Path, tmp_path: Path):
+    from tests.servers import free_port, llama_dir, llama_server, to_gguf
+
+    if llama_dir() is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("llama-server is required in CI (.ci/llama-server.sh)")
+        pytest.skip("llama-server is not built here (.ci/llama-server.sh builds it)")
+    gguf = to_gguf(tiny_chat_model, tmp_path / "tiny.gguf")
+    port = free_port()
+    server = llama_server(gguf, tmp_path / "server.log", port=port).start()
+    rlchat = Path(sys.executable).with_name("rlchat")
+    command = (f"env RLCHAT_CONFIG_DIR={config_dir} {rlchat} --base-url {server.base_url} "
+               f"--model tinychat --data-dir {data_dir} --seed 1")
+    tmux("new-session", "-d", "-s", SESSION, "-x", "110", "-y", "34", command)
+    try:
+        shown = wait_for("Ready. Type a message")
+        assert f"tinychat @ 127.0.0.1:{port}" in shown  # the title names the server
+        tmux("send-keys", "-t", SESSION, "-l", "hello server")
+        tmux("send-keys", "-t", SESSION, "Enter")
+        wait_for("Pick a reply", "1. ", "You: hello server")
+        tmux("send-keys", "-t", SESSION, "1", "5")
+        wait_for("policy v1.")
+        server.kill()
+        tmux("send-keys", "-t", SESSION, "-l", "are you still there")
+        tmux("send-keys", "-t", SESSION, "Enter")
+        shown = wait_for("cannot be reached", "are you still there")
+        assert "You: are you still there" not in shown  # back in the box, not sent
+        server.start()  # back on the same port: sending again works
+        tmux("send-keys", "-t", SESSION, "Enter")
+        wait_for("Pick a reply", "You: are you still there")
+        tmux("send-keys", "-t", SESSION, "Escape", "C-q")
+        deadline = time.monotonic() + 30
+        while subprocess.run(["tmux", "has-session", "-t", SESSION],
+                             capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the app did not quit"
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+        server.stop()
+
+    from rlchat.storage import Store
+
+    store = Store(data_dir, readonly=True)
+    assert [t["user_text"] for t in store.turns()] == ["hello server", "are you still there"]
+    store.close()
