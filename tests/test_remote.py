@@ -272,3 +272,16 @@ def test_served_turns_export_conversational_pairs_and_train_an_adapter(
                  "--steps", "2", "--adapter", "--out", str(out)]) == 0
     assert (out / "adapter_config.json").is_file()  # a PEFT adapter, left unmerged
     assert not (out / "model.safetensors").exists()
+
+
+@needs_llama
+def test_probe_command_prints_what_the_server_can_do(llama, capsys):
+    import json
+
+    from rlchat.tui.cli import main
+
+    assert main(["probe", "--base-url", llama.base_url, "--model", "tinychat", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["ok"] and found["n_choices"] and found["logprobs"] and found["context"] == 512
+    assert main(["probe", "--base-url", llama.base_url, "--model", "nope", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "backend_model"

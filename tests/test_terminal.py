@@ -44,6 +44,15 @@ def wait_for(*texts: str, after: str = "", timeout: float = 60.0) -> str:
         time.sleep(0.1)
 
 
+def wait_quit(timeout: float = 30.0) -> None:
+    """Until the app has quit and its tmux session is gone (a deadline)."""
+    deadline = time.monotonic() + timeout
+    alive = ["tmux", "has-session", "-t", SESSION]
+    while subprocess.run(alive, capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the app did not quit"
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def terminal(tiny_model: Path, data_dir: Path, config_dir: Path):
     rlchat = Path(sys.executable).with_name("rlchat")
@@ -74,11 +83,7 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
     # tiny model's replies can wrap over several lines); all three are stored.
     wait_for("Assistant:", after="You: thanks")
     tmux("send-keys", "-t", SESSION, "C-q")
-    deadline = time.monotonic() + 30
-    alive = ["tmux", "has-session", "-t", SESSION]
-    while subprocess.run(alive, capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "the app did not quit"
-        time.sleep(0.1)
+    wait_quit()
 
     from rlchat.storage import Store
 
@@ -121,11 +126,7 @@ def test_deleting_the_open_session_mid_turn_then_going_on(terminal, data_dir):
     shown = wait_for("a fresh start")
     assert "hello there" not in shown and "second message" not in shown
     tmux("send-keys", "-t", SESSION, "Escape", "C-q")
-    deadline = time.monotonic() + 30
-    while subprocess.run(["tmux", "has-session", "-t", SESSION],
-                         capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "the app did not quit"
-        time.sleep(0.1)
+    wait_quit()
 
     from rlchat.storage import Store
 
@@ -168,11 +169,7 @@ def test_served_model_in_a_real_terminal_survives_its_server_dying(
         tmux("send-keys", "-t", SESSION, "Enter")
         wait_for("Pick a reply", "You: are you still there")
         tmux("send-keys", "-t", SESSION, "Escape", "C-q")
-        deadline = time.monotonic() + 30
-        while subprocess.run(["tmux", "has-session", "-t", SESSION],
-                             capture_output=True).returncode == 0:
-            assert time.monotonic() < deadline, "the app did not quit"
-            time.sleep(0.1)
+        wait_quit()
     finally:
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
         server.stop()
