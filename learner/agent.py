@@ -57,6 +57,12 @@ __all__ = ["Agent", "CandidateSource", "Deleted", "PolicyView", "ShownCandidate"
 
 log = logging.getLogger(__name__)
 
+# The policy is a cache of the log: saved every CHECKPOINT_EVERY learned turns
+# and at a clean exit, so a turn's durable write is only what the turn adds.
+# After a kill, start-up learns at most this many stored turns again
+# (benchmarks/crash.py reports how long that takes).
+CHECKPOINT_EVERY = 50
+
 
 class Agent(AnswerDoor, SessionDoor):
     def __init__(
@@ -83,6 +89,8 @@ class Agent(AnswerDoor, SessionDoor):
         self.system: str | None = None  # the open session's system prompt
         self.history: list[tuple[str, str]] = []
         self.open_turn: Turn | None = None
+        self._saved_seq = self.policy.last_seq  # the last turn the stored policy has
+        self.recovered: tuple[int, float] = (0, 0.0)  # turns learned again at start, seconds
         with storing():
             self._recover(rebuild_curves=curves is None)
             self._configure_policy(self.settings.learner())
@@ -103,6 +111,7 @@ class Agent(AnswerDoor, SessionDoor):
         self.store.reserve_turns(self.policy.last_seq)
         if rebuild_curves:  # data from before the curves were kept: once
             self.curves = Curves()
+        began = time.perf_counter()
         late = []
         for record in self.store.turns(after_seq=min(self.policy.last_seq, self.curves.last_seq)):
             turn = current(record)
@@ -115,7 +124,9 @@ class Agent(AnswerDoor, SessionDoor):
                 late.append(turn)
         if late and all(learnable(t) for t in late):
             replay(self.policy, late)
-            log.info("learned %d stored turns that the policy had not seen", len(late))
+            self.recovered = (len(late), time.perf_counter() - began)
+            log.info("learned %d stored turns after the policy's checkpoint in %.3f s",
+                     *self.recovered)
         if late or rebuild_curves:
             self._save_policy()
 
@@ -196,7 +207,7 @@ class Agent(AnswerDoor, SessionDoor):
         turn.scores = [float(s) for s in scores]
         turn.temperature = float(self.policy.temperature(phi))
         try:
-            stored = self.store.add_turn(turn.to_dict())
+            stored = self.store.add_turn(*turn.to_record())
         except StorageFault:
             self.policy.restore(before)  # as if the turn never happened
             raise
@@ -291,11 +302,21 @@ class Agent(AnswerDoor, SessionDoor):
         self.curves.fold(turn)
         self.open_turn = None
 
+    def checkpoint(self, *, due_only: bool = False) -> None:
+        """Save the policy if it learned turns since its last save (with
+        `due_only`, only once CHECKPOINT_EVERY of them are waiting).  Front
+        ends call it at a clean exit."""
+        with self._lock:
+            waiting = self.policy.last_seq - self._saved_seq
+            if waiting >= (CHECKPOINT_EVERY if due_only else 1):
+                self._save_policy()
+
     def _save_policy(self) -> None:
         """The turns behind the policy are stored, so a failed save loses
         nothing (startup relearns them); it is reported, not raised."""
         try:
             save_policy(self.store, self.policy, self.curves)
+            self._saved_seq = self.policy.last_seq
         except StorageFault as fault:
             log.warning("policy not saved: %s", fault)
             self._warning = AgentError(fault.code, fault.message)

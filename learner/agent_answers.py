@@ -135,4 +135,4 @@ class AnswerDoor:
         if reply is not None:  # else the message is said again
             self.history.append((turn.user_text, reply))
         self.open_turn = None
-        self._save_policy()
+        self.checkpoint(due_only=True)  # the turn is stored: the policy is a cache of it

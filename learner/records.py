@@ -110,24 +110,51 @@ class Turn:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored form; seq and id belong to the store, which assigns them."""
+        """The whole turn as plain data, features inline; seq and id belong to
+        the store, which assigns them."""
         data = asdict(self)
         del data["seq"], data["id"]
         return data
 
+    def to_record(self) -> tuple[dict[str, Any], bytes]:
+        """The stored form: the turn without its candidates' features, and
+        the features as one matrix of little-endian float64 (exact), stored
+        once beside the record so that its later updates stay small."""
+        data = self.to_dict()
+        for cand in data["candidates"]:
+            del cand["features"]
+        matrix = np.ascontiguousarray(self.features(), dtype="<f8")
+        data["feature_dim"] = int(matrix.shape[1]) if matrix.ndim == 2 else 0
+        return data, matrix.tobytes()
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Turn:
+        """A turn from `to_dict`'s form, or from the store's (its features
+        under "blob", as bytes)."""
         fields = dict(data)
         if "shown" in fields:  # the name before 0.2
             fields["shown_count"] = fields.pop("shown")
-        fields["candidates"] = [StoredCandidate(**c) for c in data["candidates"]]
+        blob = fields.pop("blob", None)
+        dim = fields.pop("feature_dim", None)
+        matrix = None
+        if dim is not None:
+            if not isinstance(blob, bytes | bytearray):
+                raise ValueError("the turn's features cannot be read back")
+            matrix = np.frombuffer(blob, dtype="<f8").reshape(len(data["candidates"]), dim)
+            fields["candidates"] = [StoredCandidate(**c, features=row.tolist())
+                                    for c, row in zip(data["candidates"], matrix, strict=True)]
+        else:
+            fields["candidates"] = [StoredCandidate(**c) for c in data["candidates"]]
         for key in ("scores", "order", "propensities"):
             fields[key] = list(data[key])
         for key in ("rewards", "weights", "edit_features"):
             fields[key] = list(data[key]) if data.get(key) is not None else None
         if data.get("ranking") is not None:
             fields["ranking"] = [list(group) for group in data["ranking"]]
-        return cls(**fields)
+        turn = cls(**fields)
+        if matrix is not None:
+            turn.__dict__["_features"] = matrix.astype(np.float64)  # a copy, writable
+        return turn
 
 
 def new_turn(

@@ -140,3 +140,11 @@ def replay(policy: QPolicy, turns: Iterable[Turn]) -> int:
         finish_turn(policy, turn)
         count += 1
     return count
+
+
+def catch_up(policy: QPolicy, records: Iterable[dict]) -> int:
+    """A checkpointed policy brought up to the log: the stored turns after its
+    checkpoint applied as start-up applies them.  Returns how many."""
+    late = [current(record) for record in records]
+    late = [t for t in late if t.seq > policy.last_seq]
+    return replay(policy, late) if all(learnable(t) for t in late) else 0

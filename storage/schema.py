@@ -11,11 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 META = "meta"
 
 Step = Callable[[dict[str, Any]], dict[str, Any]]
-UPGRADES: dict[int, Step] = {}
+
+
+def _attachments(data: dict[str, Any]) -> dict[str, Any]:
+    """1 -> 2: records may point at an attachment (shards.py); a version-1
+    file has none, so its data stays as it is.  The new number keeps an
+    rlchat that cannot read attachments from opening a log that has them."""
+    return data
+
+
+UPGRADES: dict[int, Step] = {1: _attachments}
 
 
 def version_of(data: dict[str, Any] | None) -> int:

@@ -4,11 +4,28 @@ TinyDB rewrites a whole file on every change, so one ever-growing file makes
 every turn slower than the last.  Here records 1..size live in NAME-000001.json,
 the next `size` in NAME-000002.json, and so on: a write touches one small
 file, and the cost of a turn stays flat however long the log.
+
+A record may carry one binary attachment (a turn's feature matrix), written
+once, appended to NAME-NNNNNN.bin beside its shard and fsynced before the
+record that points at it ([offset, length, crc32] under BLOB): the shard's
+JSON, rewritten at every change, stays small whatever the attachment's size.
+A record comes out with the attachment's bytes under BLOB, or None where
+they cannot be read back intact.
+
+NAME.manifest.json lists each shard's size, modification time and record
+count as of the last checkpoint.  At open every shard is checked against it
+by a stat (thousands of stats cost milliseconds); a shard that differs is
+parsed, and one that no longer parses is salvaged (files.py) and the records
+it lost are counted in `lost`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +34,12 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.table import Document
 
+from rlchat.storage.atomic import write_atomic
 from rlchat.storage.files import Report, open_db
+from rlchat.storage.schema import stamp
 
 TABLE = "records"
+BLOB = "blob"
 OPEN_SHARDS = 4  # bounded memory: each open shard caches its parsed file
 
 
@@ -31,6 +51,11 @@ class ShardedTable:
         if not readonly:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.last_seq = 0
+        self.lost = 0  # records that damaged shards lost (salvage kept the rest)
+        self._manifest_path = folder / f"{name}.manifest.json"
+        self._manifest: dict[str, list[int]] = {}
+        self._dirty: set[int] = set()  # shards changed since the manifest was written
+        self._verify()
         shards = self._shards()
         if shards:
             newest = shards[-1]
@@ -62,39 +87,137 @@ class ShardedTable:
         """Never hand out sequence numbers up to `seq` (they were used before)."""
         self.last_seq = max(self.last_seq, seq)
 
-    def insert(self, record: dict[str, Any]) -> int:
+    def _verify(self) -> None:
+        """Parse every shard the manifest does not vouch for (see above)."""
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self._manifest = dict(json.loads(self._manifest_path.read_bytes())["shards"])
+        for shard in self._shards():
+            entry = self._manifest.get(str(shard))
+            try:
+                st = (self.folder / f"{self.name}-{shard:06d}.json").stat()
+            except OSError:
+                continue
+            if entry and entry[:2] == [st.st_size, st.st_mtime_ns]:
+                continue
+            db = self._db(shard)
+            self._dirty.add(shard)
+            if db.salvaged is not None:
+                first = (shard - 1) * self.size + 1
+                present = {doc.doc_id for doc in db.table(TABLE).all()}
+                expected = entry[2] if entry else len(
+                    [s for s in range(first, max(present, default=first - 1) + 1)
+                     if s not in present]) + len(present)
+                self.lost += max(0, expected - len(present))
+        if not self.readonly and self._dirty:
+            self.save_manifest()
+
+    def save_manifest(self) -> None:
+        """Vouch for the shards changed since the last manifest (a checkpoint)."""
+        if self.readonly or not self._dirty:
+            return
+        for shard in sorted(self._dirty):
+            path = self.folder / f"{self.name}-{shard:06d}.json"
+            try:
+                st = path.stat()
+            except OSError:
+                self._manifest.pop(str(shard), None)
+                continue
+            count = len(self._db(shard).table(TABLE))
+            self._manifest[str(shard)] = [st.st_size, st.st_mtime_ns, count]
+        write_atomic(self._manifest_path, json.dumps(stamp({"shards": self._manifest})))
+        self._dirty.clear()
+
+    def _blob_path(self, shard: int) -> Path:
+        return self.folder / f"{self.name}-{shard:06d}.bin"
+
+    def insert(self, record: dict[str, Any], blob: bytes = b"") -> int:
         seq = self.last_seq + 1
-        self._db(self._shard_of(seq)).table(TABLE).insert(Document(record, doc_id=seq))
+        shard = self._shard_of(seq)
+        if blob:
+            record = {**record, BLOB: self._append(shard, blob)}
+        self._db(shard).table(TABLE).insert(Document(record, doc_id=seq))
+        self._dirty.add(shard)
         self.last_seq = seq
         return seq
 
+    def _append(self, shard: int, blob: bytes) -> list[int]:
+        """Append an attachment durably; its [offset, length, crc32]."""
+        fd = os.open(self._blob_path(shard), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            offset = os.lseek(fd, 0, os.SEEK_END)
+            os.write(fd, blob)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return [offset, len(blob), zlib.crc32(blob)]
+
+    def _attach(self, shard: int, docs: list[Document]) -> list[dict[str, Any]]:
+        """The records with their attachments' bytes (None where damaged)."""
+        refs = [doc.get(BLOB) for doc in docs]
+        if not any(refs):
+            return list(docs)
+        try:
+            data = self._blob_path(shard).read_bytes()
+        except OSError:
+            data = b""
+        out = []
+        for doc, ref in zip(docs, refs, strict=True):
+            if ref:
+                offset, length, crc = ref
+                blob = data[offset:offset + length]
+                intact = len(blob) == length and zlib.crc32(blob) == crc
+                doc = Document({**doc, BLOB: blob if intact else None}, doc_id=doc.doc_id)
+            out.append(doc)
+        return out
+
     def update(self, seq: int, fields: dict[str, Any]) -> None:
         self._db(self._shard_of(seq)).table(TABLE).update(fields, doc_ids=[seq])
+        self._dirty.add(self._shard_of(seq))
 
     def remove(self, seqs: list[int]) -> None:
-        """Delete records; their numbers are not handed out again."""
+        """Delete records, their attachments' bytes overwritten with zeros;
+        their numbers are not handed out again."""
         by_shard: dict[int, list[int]] = {}
         for seq in seqs:
             by_shard.setdefault(self._shard_of(seq), []).append(seq)
         for shard, ids in sorted(by_shard.items()):
-            self._db(shard).table(TABLE).remove(doc_ids=ids)
+            table = self._db(shard).table(TABLE)
+            spans = [doc[BLOB] for doc in (table.get(doc_id=i) for i in ids)
+                     if doc is not None and doc.get(BLOB)]
+            if spans:
+                self._erase(shard, spans)
+            table.remove(doc_ids=ids)
+            self._dirty.add(shard)
+
+    def _erase(self, shard: int, spans: list[list[int]]) -> None:
+        try:
+            fd = os.open(self._blob_path(shard), os.O_WRONLY)
+        except FileNotFoundError:
+            return
+        try:
+            for offset, length, _ in spans:
+                os.pwrite(fd, bytes(length), offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def get(self, seq: int) -> dict[str, Any] | None:
         if not 1 <= seq <= self.last_seq:
             return None
-        return self._db(self._shard_of(seq)).table(TABLE).get(doc_id=seq)
+        doc = self._db(self._shard_of(seq)).table(TABLE).get(doc_id=seq)
+        return None if doc is None else self._attach(self._shard_of(seq), [doc])[0]
 
     def iter(self, after_seq: int = 0) -> Iterator[dict[str, Any]]:
         """Records in sequence order, optionally only those after `after_seq`."""
         for shard in self._shards():
             if shard * self.size <= after_seq:
                 continue
-            docs = self._db(shard).table(TABLE).all()
-            for doc in sorted(docs, key=lambda d: d.doc_id):
-                if doc.doc_id > after_seq:
-                    yield doc
+            docs = [d for d in self._db(shard).table(TABLE).all() if d.doc_id > after_seq]
+            yield from self._attach(shard, sorted(docs, key=lambda d: d.doc_id))
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.save_manifest()
         for db in self._open.values():
             db.close()
         self._open.clear()

@@ -3,6 +3,7 @@
     DATA/.lock                        the one writer's lock (and .lock.pid)
     DATA/sessions/sessions-NNNNNN.json  200 sessions a file
     DATA/turns/turns-NNNNNN.json        25 turns a file (a write re-encodes one file)
+    DATA/turns/turns-NNNNNN.bin         their feature matrices, appended once each
     DATA/policy.json                  the current policy snapshot
 
 Records go in and come out as plain JSON dicts; the learner converts them to
@@ -26,7 +27,7 @@ from tinydb.table import Document
 from rlchat.storage.faults import StorageFault
 from rlchat.storage.files import open_db
 from rlchat.storage.lock import acquire
-from rlchat.storage.shards import ShardedTable
+from rlchat.storage.shards import BLOB, ShardedTable
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class Store:
         self.data_dir = Path(data_dir).expanduser()
         self.readonly = readonly
         self.warnings: list[str] = []
+        self._unreadable: set[int] = set()
         self._lock = None
         if not readonly:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -133,9 +135,11 @@ class Store:
 
     # turns ----------------------------------------------------------------
     @_writes
-    def add_turn(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Store a new turn durably; it gets the next sequence number and an id."""
-        return {**record, **_ids(self._turns.insert(record))}
+    def add_turn(self, record: dict[str, Any], blob: bytes = b"") -> dict[str, Any]:
+        """Store a new turn durably; it gets the next sequence number and an id.
+        `blob`: its bulk (the feature matrix), written once beside the record
+        and handed back with it under "blob" (shards.py)."""
+        return {**record, **_ids(self._turns.insert(record, blob))}
 
     @_writes
     def update_turn(self, turn_id: str, **fields: Any) -> None:
@@ -143,11 +147,27 @@ class Store:
 
     def get_turn(self, turn_id: str) -> dict[str, Any] | None:
         seq = _seq(turn_id)
-        return _with_ids(self._turns.get(seq) if seq else None)
+        doc = self._turns.get(seq) if seq else None
+        return None if doc is None or self._damaged(doc) else _with_ids(doc)
 
     def turns(self, after_seq: int = 0) -> Iterator[dict[str, Any]]:
-        """Turns in the order they were taken, optionally only those after a seq."""
-        return (_with_ids(doc) for doc in self._turns.iter(after_seq))
+        """Turns in the order they were taken, optionally only those after a
+        seq; a turn whose features cannot be read back is left out and
+        counted in `unreadable_turns`."""
+        return (_with_ids(doc) for doc in self._turns.iter(after_seq) if not self._damaged(doc))
+
+    def _damaged(self, doc: Document) -> bool:
+        if BLOB in doc and doc[BLOB] is None:
+            if doc.doc_id not in self._unreadable:
+                self._unreadable.add(doc.doc_id)
+                self._warn(f"turn {doc.doc_id}'s features are damaged; it is left out.")
+            return True
+        return False
+
+    @property
+    def unreadable_turns(self) -> int:
+        """Turns seen so far that could not be read (damaged files and features)."""
+        return len(self._unreadable) + self._turns.lost
 
     def count_turns(self) -> int:
         return self._turns.last_seq
@@ -162,7 +182,11 @@ class Store:
 
     @_writes
     def save_policy(self, snapshot: dict[str, Any]) -> None:
+        """The policy is a checkpoint: the shards' manifest is brought up to
+        date with it (a kill between the two only costs a parse at start)."""
         self._policy.table("policy").upsert(Document(snapshot, doc_id=1))
+        self._turns.save_manifest()
+        self._sessions.save_manifest()
 
     def close(self) -> None:
         self._sessions.close()

@@ -37,9 +37,15 @@ def test_choose_learns_and_persists_before_returning(make_agent):
     stored = agent.store.get_turn(view.turn)
     assert stored["status"] == "chosen" and stored["choice"] == pick.id and stored["rating"] == 5
     assert stored["rewards"][-1] == 1.0 and len(stored["rewards"]) == len(view.candidates)
-    snapshot = agent.store.load_policy()
-    assert snapshot["version"] == 1 and snapshot["last_seq"] == int(view.turn)
     assert agent.history == [("hi", pick.text)]
+    # The policy is a checkpoint of the log: not written at every turn, and
+    # rebuilt from the stored turn by the next start, bit for bit.
+    assert agent.store.load_policy()["last_seq"] == 0
+    live = agent.policy
+    again = make_agent()
+    assert again.policy.version == 1 and again.policy.w.tobytes() == live.w.tobytes()
+    snapshot = again.store.load_policy()  # start-up learned the turn and saved it
+    assert snapshot["version"] == 1 and snapshot["last_seq"] == int(view.turn)
 
 
 def test_explain_gives_each_candidates_contributions_relative_to_the_shown_mean(make_agent):

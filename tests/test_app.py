@@ -229,7 +229,9 @@ async def test_none_of_these_then_an_order_then_an_edit(store):
     assert ordered["ranking"][:2] == [[shown[1]], [shown[0], shown[2]]]
     assert ordered["choice"] == shown[1] and ordered["rating"] == 4
     assert edited["edit"] == "an [edited] reply" and edited["rating"] is None
-    assert len(edited["edit_features"]) == len(edited["candidates"][0]["features"])
+    from rlchat.learner.records import Turn
+
+    assert len(edited["edit_features"]) == Turn.from_dict(edited).features().shape[1]
 
 
 async def test_why_lines_show_on_demand(store):

@@ -101,6 +101,7 @@ def logged(make_agent, data_dir):
         if t % 9 == 8:
             agent.end()
     agent.end()
+    agent.checkpoint()  # a clean exit
     agent.store.close()
     return data_dir
 

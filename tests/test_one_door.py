@@ -120,10 +120,16 @@ def test_curves_are_kept_turn_by_turn_and_survive_a_restart(store):
             read.append(record["seq"])
             yield record
 
-    store.turns = counted  # a restart and F3 must not read the stored turns again
+    store.turns = counted
+    # As after a kill: the turns since the last checkpoint are read once more.
     again = Agent(store, ScriptedSource(REPLIES), seed=0)
     assert again.learning_curves().to_dict() == curves.to_dict()
-    assert read == [4]  # only the turn closed after the last save, not the whole log
+    assert read == [1, 2, 3, 4]
+    again.checkpoint()  # a clean exit: a restart and F3 read no stored turn again
+    read.clear()
+    third = Agent(store, ScriptedSource(REPLIES), seed=0)
+    assert third.learning_curves().to_dict() == curves.to_dict()
+    assert read == []
 
 
 def test_curves_stay_bounded_and_keep_the_means():
@@ -190,6 +196,7 @@ def test_a_policy_that_cannot_be_saved_is_a_warning_and_relearned_at_start(
 
     monkeypatch.setattr(store, "save_policy", full)
     agent.choose(view.turn, view.candidates[0].id, 5)  # the turn is stored: no error
+    agent.checkpoint()  # as at a clean exit, onto a full disk
     warning = agent.take_warning()
     assert warning is not None and warning.code == "storage_full"
     assert agent.take_warning() is None  # said once

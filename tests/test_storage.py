@@ -99,9 +99,12 @@ def test_schema_version_in_every_file_and_private_modes(tmp_path):
     store.save_policy({"version": 0})
     store.close()
     files = _files(data)
-    assert {p.name for p in files} == {"sessions-000001.json", "turns-000001.json", "policy.json"}
+    from rlchat.storage.schema import SCHEMA_VERSION
+
+    assert {p.name for p in files} == {"sessions-000001.json", "turns-000001.json", "policy.json",
+                                       "sessions.manifest.json", "turns.manifest.json"}
     for path in files:
-        assert json.loads(path.read_text())["meta"] == {"1": {"schema": 1}}
+        assert json.loads(path.read_text())["meta"] == {"1": {"schema": SCHEMA_VERSION}}
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for folder in (data, data / "turns", data / "sessions"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -113,16 +116,17 @@ def test_upgrade_steps_run_in_order(tmp_path, monkeypatch):
     store = Store(tmp_path)
     store.save_policy({"version": 1, "old": True})
     store.close()
+    now = schema.SCHEMA_VERSION
     steps = {
-        1: lambda data: {**data, "policy": {"1": {**data["policy"]["1"], "step2": True}}},
-        2: lambda data: {**data, "policy": {"1": {**data["policy"]["1"], "step3": True}}},
+        now: lambda data: {**data, "policy": {"1": {**data["policy"]["1"], "step2": True}}},
+        now + 1: lambda data: {**data, "policy": {"1": {**data["policy"]["1"], "step3": True}}},
     }
     monkeypatch.setattr(schema, "UPGRADES", steps)
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", now + 2)
     store = Store(tmp_path)
     assert store.load_policy() == {"version": 1, "old": True, "step2": True, "step3": True}
     store.close()
-    assert json.loads((tmp_path / "policy.json").read_text())["meta"]["1"]["schema"] == 3
+    assert json.loads((tmp_path / "policy.json").read_text())["meta"]["1"]["schema"] == now + 2
 
 
 def test_turns_keep_their_order_and_ids_across_files(tmp_path, monkeypatch):
@@ -139,7 +143,7 @@ def test_turns_keep_their_order_and_ids_across_files(tmp_path, monkeypatch):
     assert store.get_turn("nope") is None and store.get_turn("99") is None
     assert store.get_turn("0") is None
     store.close()
-    names = sorted(p.name for p in (tmp_path / "turns").iterdir())
+    names = sorted(p.name for p in (tmp_path / "turns").glob("turns-*.json"))
     assert names == ["turns-000001.json", "turns-000002.json", "turns-000003.json"]
     again = Store(tmp_path)
     assert again.count_turns() == 8 and again.add_turn({"n": 8})["id"] == "9"

@@ -193,6 +193,7 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     try:
         return serve(agent, sys.stdin, sys.stdout)
     finally:
+        agent.checkpoint()  # a clean exit: start-up will have nothing to learn again
         store.close()
 
 
@@ -214,10 +215,13 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     from rlchat.tui.app import RlchatApp
 
+    app = None
     try:
         app = RlchatApp(settings=settings, store=store, seed=args.seed, notices=problems)
         app.run()
     finally:
+        if app is not None and app.agent is not None:
+            app.agent.checkpoint()  # a clean exit: start-up will have nothing to learn again
         store.close()
     return app.return_code or 0
 

@@ -118,6 +118,7 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
     from rlchat.learner.curves import Curves
     from rlchat.learner.offline import replay_logs
     from rlchat.learner.policy_store import save_policy, stored_policy
+    from rlchat.learner.update import catch_up
     from rlchat.storage import CorruptFileError, DataDirInUse, StorageFault, Store
     from rlchat.tui.progress import Progress
 
@@ -129,6 +130,8 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         live = store.load_policy()
         current = stored_policy(live)
+        if current is not None:  # the live policy: its checkpoint and the turns since
+            catch_up(current, store.turns(after_seq=current.last_seq))
         config = _config(args, live)
         progress = Progress("replay", store.count_turns())
         policy = replay_logs(store.turns(), config, progress)
@@ -145,7 +148,8 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         if args.dry_run:
             print("dry run: nothing saved")
             return 0
-        policy.version = max(policy.version, (live or {}).get("version", 0)) + 1
+        latest = current.version if current is not None else (live or {}).get("version", 0)
+        policy.version = max(policy.version, latest) + 1
         # The curves describe the log, not the policy: they stay as they are.
         curves = (live or {}).get("curves")
         save_policy(store, policy, Curves.from_dict(curves) if curves else None,
