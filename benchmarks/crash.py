@@ -6,7 +6,10 @@ Then a fresh process opens the data dir (with the startup recovery) and
 checks: every file parses and none was moved aside (corrupt=0); every turn
 whose `choose` was acknowledged is stored as chosen, and the policy has
 learned exactly the answered turns, with the weights a replay of the stored
-turns gives bit for bit (lost=0).
+turns gives bit for bit (lost=0).  The policy is a checkpoint (every
+CHECKPOINT_EVERY turns and at a clean exit): each fresh start reports how
+many stored turns it learned again and how long that took, and the worst
+case (CHECKPOINT_EVERY - 1 turns after the checkpoint) is timed at the end.
 
 Run: .venv/bin/python benchmarks/crash.py [--trials 200] [--minutes 12] [--jobs 2]
 Ends by printing one JSON object; the tests run a short version.
@@ -52,6 +55,8 @@ print(json.dumps({
     "unlearned": answered - agent.policy.version,
     "replay_equal": bool(np.array_equal(fresh.w, agent.policy.w)),
     "turns": len(turns),
+    "recovered_turns": agent.recovered[0],
+    "recovered_s": agent.recovered[1],
 }))
 store.close()
 """
@@ -113,7 +118,8 @@ def run(model: Path, data: Path, trials: int, seconds: float, seed: int = 0,
     rng = random.Random(seed)
     deadline = time.monotonic() + seconds
     acked: list[str] = []
-    totals = {"trials": 0, "corrupt": 0, "lost": 0, "unlearned": 0, "replay_mismatch": 0}
+    totals = {"trials": 0, "corrupt": 0, "lost": 0, "unlearned": 0, "replay_mismatch": 0,
+              "recovered_turns": 0, "recovered_s": 0.0}
     while totals["trials"] < trials and time.monotonic() < deadline:
         acked += trial(model, data, rng, max_delay)
         result = verify(data, acked)
@@ -122,6 +128,9 @@ def run(model: Path, data: Path, trials: int, seconds: float, seed: int = 0,
         totals["lost"] = max(totals["lost"], result.get("lost", 0))
         totals["unlearned"] = max(totals["unlearned"], abs(result.get("unlearned", 0)))
         totals["replay_mismatch"] += not result.get("replay_equal", False)
+        totals["recovered_turns"] = max(totals["recovered_turns"],
+                                        result.get("recovered_turns", 0))
+        totals["recovered_s"] = max(totals["recovered_s"], result.get("recovered_s", 0.0))
         totals["acked"] = len(acked)
         totals["turns"] = result.get("turns", 0)
         if "error" in result:
@@ -129,6 +138,27 @@ def run(model: Path, data: Path, trials: int, seconds: float, seed: int = 0,
         if progress:
             progress(totals)
     return totals
+
+
+def worst_start(model: Path, data: Path) -> dict:
+    """A process killed one turn before its checkpoint was due: the next start
+    learns CHECKPOINT_EVERY - 1 stored turns again.  Returns how long that took
+    and how long opening the agent took in all."""
+    from rlchat.learner.agent import CHECKPOINT_EVERY, Agent, open_agent
+    from rlchat.learner.settings import Settings
+    from rlchat.storage import Store
+
+    agent = open_agent(Store(data), Settings(model=str(model)), seed=0)
+    for i in range(CHECKPOINT_EVERY - 1):
+        view = agent.say(f"message {i}")
+        agent.choose(view.turn, view.candidates[0].id, 4)
+    agent.store.close()  # no checkpoint: as if killed
+    began = time.perf_counter()
+    again = Agent(Store(data), None)
+    opened = time.perf_counter() - began
+    again.store.close()
+    return {"turns": again.recovered[0], "learn_s": round(again.recovered[1], 3),
+            "open_s": round(opened, 3)}
 
 
 def main() -> None:
@@ -163,11 +193,16 @@ def main() -> None:
         "lost": max(r["lost"] for r in results),
         "unlearned": max(r["unlearned"] for r in results),
         "replay_mismatch": sum(r["replay_mismatch"] for r in results),
+        "max_recovered_turns": max(r["recovered_turns"] for r in results),
+        "max_recovered_s": round(max(r["recovered_s"] for r in results), 3),
         "seconds": round(time.monotonic() - start, 1),
     }
+    print("timing the worst start after a kill", file=sys.stderr, flush=True)
+    summary["worst_start"] = worst_start(model, tmp / "worst")
     print(f"trials={summary['trials']} acked={summary['acked_turns']} "
           f"corrupt={summary['corrupt']} lost={summary['lost']} "
-          f"unlearned={summary['unlearned']} replay_mismatch={summary['replay_mismatch']}")
+          f"unlearned={summary['unlearned']} replay_mismatch={summary['replay_mismatch']} "
+          f"worst start: {summary['worst_start']}")
     print(json.dumps(summary))
 
 

@@ -120,6 +120,7 @@ class Agent(AnswerDoor, SessionDoor):
                 self.store.update_turn(turn.id, status=UNANSWERED)
             if turn.seq > self.curves.last_seq:
                 self.curves.fold(turn)
+            self.store.count_session_turn(turn.session, turn.seq)
             if turn.seq > self.policy.last_seq:
                 late.append(turn)
         if late and all(learnable(t) for t in late):
@@ -213,14 +214,10 @@ class Agent(AnswerDoor, SessionDoor):
             raise
         turn.seq, turn.id = stored["seq"], stored["id"]
         self.open_turn = turn
-        try:  # the turn is stored (acknowledged): a failure here only warns
-            session = self.store.get_session(self.session) or {}
-            self.store.update_session(
-                self.session, turns=session.get("turns", 0) + 1,
-                first_seq=session.get("first_seq") or turn.seq, last_seq=turn.seq,
-            )
-        except StorageFault as fault:
-            self._warning = AgentError(fault.code, fault.message)
+        # Its session's counters follow from the stored turn: they are written
+        # with the session's next change or the next checkpoint, and start-up
+        # counts the turns after the checkpoint again (see _recover).
+        self.store.count_session_turn(self.session, turn.seq)
         return TurnView(
             session=self.session,
             turn=turn.id,
@@ -266,6 +263,7 @@ class Agent(AnswerDoor, SessionDoor):
                 "turns": self.store.count_turns(),
                 "sessions": self.store.count_sessions(),
                 "policy_version": self.policy.version,
+                "unreadable_turns": self.store.unreadable_turns,
             }
 
     # settings -------------------------------------------------------------

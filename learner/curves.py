@@ -76,7 +76,9 @@ class Curves:
     # persistence ----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"answered": self.answered, "unanswered": self.unanswered,
-                "bucket": self.bucket, "points": self.points, "last_seq": self.last_seq}
+                "bucket": self.bucket, "last_seq": self.last_seq,
+                # copies: a stored snapshot must not follow the live curves
+                "points": [list(point) for point in self.points]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Curves:

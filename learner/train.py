@@ -48,7 +48,7 @@ class TrainError(Exception):
 
 @dataclass
 class TrainOptions:
-    model: str  # the base: a name or a folder
+    model: str | None  # the base: a name or a folder; None: the model the turns record
     method: str = "dpo"
     lora: bool = True
     adapter: bool = False  # LoRA left unmerged: a PEFT adapter folder (vLLM --lora-modules)
@@ -100,6 +100,22 @@ def build_dataset(turns: Iterable[Turn], method: str, since: dt.date | None) -> 
                    times[0] if times else None, times[-1] if times else None)
 
 
+def recorded_base(turns: list[Turn]) -> str:
+    """The model that generated the turns: the newest turn's, where all come
+    from one family (a model and the models rlchat train made from it)."""
+    recorded = [t.generator for t in turns if t.generator and t.generator.get("model")]
+    if not recorded:
+        raise TrainError("the logged turns do not record the model that generated them "
+                         "(stored before 0.2); name the base with --model PATH")
+    families = {g.get("family") or g.get("weights") or g["model"] for g in recorded}
+    if len(families) > 1:
+        models = sorted({g["model"] for g in recorded})
+        shown = ", ".join(models[:4]) + (", …" if len(models) > 4 else "")
+        raise TrainError(f"the logged turns come from {len(families)} different models "
+                         f"({shown}); name the base with --model PATH")
+    return recorded[-1]["model"]
+
+
 def rendered(data: Dataset, tokenizer) -> Dataset:
     """The dataset with every conversational row (a served model's turn whose
     prompt the server could not render) put in plain strings by the local
@@ -149,6 +165,10 @@ def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, An
         store.close()
     if not turns:
         raise TrainError("the log holds no turns yet; chat first, then train")
+    if options.model is None:
+        options = replace(options, model=recorded_base(turns))
+        say(f"base model: {options.model} (the model that generated the logged turns; "
+            "--model names another)")
     served = any((t.generator or {}).get("server") for t in turns)
     if served and not options.dry_run and not Path(options.model).expanduser().is_dir():
         raise TrainError(f"these turns come from a served model, and training needs its "

@@ -52,7 +52,7 @@ def write_atomic(
             for chunk in [chunks] if isinstance(chunks, str) else chunks:
                 f.write(chunk)
             f.flush()
-            os.fsync(f.fileno())
+            os.fdatasync(f.fileno())  # the data and its size: all a rename needs
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -146,7 +146,7 @@ class ShardedTable:
         try:
             offset = os.lseek(fd, 0, os.SEEK_END)
             os.write(fd, blob)
-            os.fsync(fd)
+            os.fdatasync(fd)
         finally:
             os.close(fd)
         return [offset, len(blob), zlib.crc32(blob)]

@@ -14,6 +14,7 @@ callers treat them as read-only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -69,6 +70,10 @@ class Store:
         self.readonly = readonly
         self.warnings: list[str] = []
         self._unreadable: set[int] = set()
+        # Sessions' turn counters not written yet: {session seq: fields}.  They
+        # are derived from the turns, so they go to disk with the next write
+        # of their session, a checkpoint or close, not once a turn.
+        self._counters: dict[int, dict[str, int]] = {}
         self._lock = None
         if not readonly:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -80,7 +85,9 @@ class Store:
         self._policy = open_db(self.data_dir / "policy.json", readonly, self._warn)
 
     def _warn(self, message: str) -> None:
-        log.warning(message)
+        # Every front end shows `warnings` itself (a notice, headless's first
+        # answer, stderr): the log only keeps a record.
+        log.info(message)
         self.warnings.append(message)
 
     # sessions -------------------------------------------------------------
@@ -94,17 +101,41 @@ class Store:
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         seq = _seq(session_id)
-        return _with_ids(self._sessions.get(seq) if seq else None)
+        return self._counted(self._sessions.get(seq) if seq else None)
 
     @_writes
     def update_session(self, session_id: str, **fields: Any) -> None:
-        self._sessions.update(int(session_id), fields)
+        pending = self._counters.pop(int(session_id), {})
+        self._sessions.update(int(session_id), {**pending, **fields})
+
+    def count_session_turn(self, session_id: str, seq: int) -> None:
+        """Turn `seq` belongs to the session: its count, first and last turn
+        (kept in memory until the session is next written; see __init__).
+        A turn counted before is not counted again."""
+        session = self.get_session(session_id)
+        if session is None or seq <= (session.get("last_seq") or 0):
+            return
+        self._counters[int(session_id)] = {
+            "turns": session.get("turns", 0) + 1,
+            "first_seq": session.get("first_seq") or seq, "last_seq": seq}
+
+    @_writes
+    def flush_sessions(self) -> None:
+        """Write the sessions' pending counters."""
+        for seq in sorted(self._counters):
+            self._sessions.update(seq, self._counters.pop(seq))
 
     def sessions(self) -> Iterator[dict[str, Any]]:
         """Sessions oldest first, deleted ones left out."""
         for record in self._sessions.iter():
             if not record.get("deleted"):
-                yield _with_ids(record)
+                yield self._counted(record)
+
+    def _counted(self, doc: Document | None) -> dict[str, Any] | None:
+        """A session as stored, with its pending counters."""
+        if doc is None:
+            return None
+        return {**doc, **self._counters.get(doc.doc_id, {}), **_ids(doc.doc_id)}
 
     @_writes
     def delete_session(self, session_id: str) -> int:
@@ -185,10 +216,14 @@ class Store:
         """The policy is a checkpoint: the shards' manifest is brought up to
         date with it (a kill between the two only costs a parse at start)."""
         self._policy.table("policy").upsert(Document(snapshot, doc_id=1))
+        self.flush_sessions()
         self._turns.save_manifest()
         self._sessions.save_manifest()
 
     def close(self) -> None:
+        if not self.readonly:
+            with contextlib.suppress(OSError):
+                self.flush_sessions()
         self._sessions.close()
         self._turns.close()
         self._policy.close()

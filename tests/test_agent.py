@@ -118,7 +118,7 @@ def test_a_new_message_leaves_the_open_turn_unanswered(make_agent):
     stored = agent.store.get_turn(second.turn)
     assert stored["status"] == "replied" and all(r < 0 for r in stored["rewards"])
     assert agent.history == [("are you there?", "my own answer")]
-    assert agent.stats() == {"turns": 2, "sessions": 1, "policy_version": 1}
+    assert agent.stats() == {"turns": 2, "sessions": 1, "policy_version": 1, "unreadable_turns": 0}
 
 
 def _play(agent, turns: int, rng: np.random.Generator) -> None:

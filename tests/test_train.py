@@ -229,3 +229,21 @@ def test_without_the_train_extra_it_says_how_to_install(copy_of, tiny_model, mon
     monkeypatch.setitem(sys.modules, "trl", None)  # import trl now fails
     with pytest.raises(training.TrainError, match=r"pip install 'rlchat\[train\]'"):
         training.train(copy_of, training.TrainOptions(model=str(tiny_model)), print)
+
+
+def test_the_base_defaults_to_the_model_the_turns_record(copy_of, tiny_model, rlchat):
+    # Chatted with --model PATH; trained with no --model: PATH, and it says so
+    # (not the settings' default, which did not generate these turns).
+    done = rlchat("train", "--data-dir", str(copy_of), "--steps", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["base"] == str(tiny_model)
+    assert f"base model: {tiny_model}" in done.stderr
+    # Turns from two model families and no --model: one sentence, no model written.
+    store = Store(copy_of)
+    first = next(store.turns())
+    store.update_turn(first["id"], generator={**first["generator"], "family": "another",
+                                              "model": "/elsewhere/other-model"})
+    store.close()
+    mixed = rlchat("train", "--data-dir", str(copy_of), "--steps", "1")
+    assert mixed.returncode == 1 and "2 different models" in mixed.stderr
+    assert "--model PATH" in mixed.stderr and len(mixed.stderr.strip().splitlines()) == 1

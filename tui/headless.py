@@ -145,6 +145,12 @@ def serve(agent: Agent, stdin: TextIO, stdout: TextIO) -> int:
         stdout.write(json.dumps(obj) + "\n")
         stdout.flush()
 
+    # Damaged files found when the data dir was opened: said once, on the first answer.
+    damage = " ".join(agent.store.warnings)
     for line in stdin:
-        write(handle_line(agent, line, write))
+        answer = handle_line(agent, line, write)
+        if damage and "warning" not in answer:
+            answer["warning"] = {"code": "damaged_files", "message": damage}
+            damage = ""
+        write(answer)
     return 0

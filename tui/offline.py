@@ -95,6 +95,17 @@ def add_offline_commands(sub, add_common) -> None:
         add_common(parser, suppress=True)
 
 
+def report_damage(store) -> int:
+    """What a reader could not read, on stderr: the damaged files found, and
+    how many turns are missing from what it read.  Returns that count."""
+    for warning in store.warnings:
+        print(f"rlchat: {warning}", file=sys.stderr)
+    lost = store.unreadable_turns
+    if lost:
+        print(f"rlchat: {lost} turn(s) could not be read and are left out.", file=sys.stderr)
+    return lost
+
+
 def _reader(data_dir: Path):
     from rlchat.storage import Store
 
@@ -136,6 +147,7 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         progress = Progress("replay", store.count_turns())
         policy = replay_logs(store.turns(), config, progress)
         progress.done()
+        report_damage(store)
         print(f"replayed {store.count_turns()} turns; {policy.version} learned")
         if policy.generator_switches:
             print(f"the generator changed {policy.generator_switches} time(s): at each change "
@@ -174,6 +186,7 @@ def run_evaluate(args: argparse.Namespace, data_dir: Path) -> int:
         progress = Progress("evaluate", store.count_turns())
         steps = evaluation_steps(store.turns(), config, progress)
         progress.done()
+        report_damage(store)
     finally:
         store.close()
     if not steps:
@@ -234,6 +247,7 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
         else:
             lines = export_dpo(turns, args.min_rating, args.since, dropped)
         count = _write_lines(lines, args.out)
+        unreadable = report_damage(store)
     except OSError as exc:  # a full disk, a folder that is not there
         print(f"rlchat: could not write {args.out}: {exc.strerror or exc}; nothing was "
               f"written there", file=sys.stderr)
@@ -243,6 +257,7 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
     kind = "turns" if args.format == "turns" else "pairs"
     where = f" to {args.out}" if args.out else ""
     extra = f"; {summary(dropped)}" if args.format == "dpo" else ""
+    extra += f"; {unreadable} turn(s) could not be read" if unreadable else ""
     print(f"exported {count} {kind}{where}{extra}", file=sys.stderr)
     return 0
 
@@ -255,6 +270,7 @@ def run_stats(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         stats = weekly_stats(Turn.from_dict(t) for t in store.turns())
         policy = store.load_policy()
+        stats["unreadable_turns"] = report_damage(store)
     finally:
         store.close()
     stats["policy_version"] = (policy or {}).get("version", 0)

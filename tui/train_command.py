@@ -44,6 +44,7 @@ def add_train_command(sub, add_common) -> None:
 
 
 def run_train(args: argparse.Namespace, data_dir: Path, settings: Settings) -> int:
+    """`--model` names the base; without it, the model the logged turns record."""
     from rlchat.learner.train import TrainError, TrainOptions, train
 
     def say(message: str) -> None:
@@ -56,7 +57,8 @@ def run_train(args: argparse.Namespace, data_dir: Path, settings: Settings) -> i
         print("rlchat: --adapter keeps LoRA adapters; it does not go with --full",
               file=sys.stderr)
         return EXIT_MISSING
-    options = TrainOptions(model=settings.model, method=args.method, lora=args.lora,
+    options = TrainOptions(model=getattr(args, "model", None), method=args.method,
+                           lora=args.lora,
                            adapter=args.adapter,
                            steps=args.steps, since=args.since, out=args.out,
                            dry_run=args.dry_run, seed=args.seed or 0)
