@@ -9,7 +9,8 @@ CHECKPOINT_EVERY turns with the sessions' turn counters (which follow from
 the turns): its time is reported apart, and is in the per-turn mean.
 Stores of 1k, 10k and 100k turns of the real shape (8 candidates) are
 filled through the store's own file format, then --turns turns are timed on
-each.
+each.  Also the start-up check of the files (opening the store): once without
+a manifest (every turn file parsed), and then with it.
 
 Run: .venv/bin/python benchmarks/storage.py [--sizes 1000,10000,100000] [--dims 203,800]
 Ends by printing one JSON object with the figures.
@@ -87,7 +88,9 @@ def fill(data: Path, turns: int, dim: int, rng: random.Random) -> None:
 
 
 def time_turns(data: Path, count: int, dim: int, rng: random.Random) -> dict:
-    store = Store(data)
+    began = time.perf_counter()
+    store = Store(data)  # no manifest yet: every turn file is parsed once
+    first_open = time.perf_counter() - began
     session = store.new_session("bench")
     policy = QPolicy(dim)
     times, checkpoints = [], []
@@ -106,7 +109,10 @@ def time_turns(data: Path, count: int, dim: int, rng: random.Random) -> dict:
             checkpoints.append(time.perf_counter() - t1)
         times.append(time.perf_counter() - t0)
     store.close()
-    return {"times": sorted(times), "checkpoints": checkpoints}
+    began = time.perf_counter()
+    Store(data).close()  # the start-up check with the manifest: a stat a file
+    return {"times": sorted(times), "checkpoints": checkpoints, "first_open": first_open,
+            "open": time.perf_counter() - began}
 
 
 def main() -> None:
@@ -138,6 +144,8 @@ def main() -> None:
             figures[f"median_ms_{key}"] = round(statistics.median(times) * 1e3, 3)
             figures[f"p95_ms_{key}"] = round(times[int(0.95 * (len(times) - 1))] * 1e3, 3)
             figures[f"mean_ms_{key}"] = round(statistics.fmean(times) * 1e3, 3)
+            figures[f"open_ms_{key}"] = round(result["open"] * 1e3, 1)
+            figures[f"open_without_manifest_ms_{key}"] = round(result["first_open"] * 1e3, 1)
             if result["checkpoints"]:
                 figures[f"checkpoint_ms_{key}"] = round(
                     statistics.median(result["checkpoints"]) * 1e3, 3)

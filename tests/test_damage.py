@@ -131,3 +131,22 @@ def test_features_come_back_exact_and_deleting_a_session_erases_them(data):
     store.delete_session(turns[0].session)
     assert not any(blob.read_bytes()[: len(before)])  # every turn was in that session
     store.close()
+
+
+async def test_the_app_says_so_in_a_notice(data):
+    from rlchat.learner.settings import Settings
+    from rlchat.tui.app import RlchatApp
+    from tests.helpers import ScriptedSource
+
+    cut_in_half(data / "turns" / "turns-000001.json")
+    store = Store(data)
+    app = RlchatApp(settings=Settings(model="scripted"), store=store, seed=0,
+                    source_factory=lambda s: ScriptedSource(["a reply", "another"]))
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            notices = [n.message for n in app._notifications]
+            assert any("turns-000001.json" in n and "complete records" in n for n in notices)
+    finally:
+        store.close()
