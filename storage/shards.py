@@ -89,10 +89,21 @@ class ShardedTable:
 
     def _verify(self) -> None:
         """Parse every shard the manifest does not vouch for (see above)."""
-        with contextlib.suppress(OSError, ValueError, AttributeError):
+        adopt = not self._manifest_path.exists()
+        with contextlib.suppress(OSError, ValueError, AttributeError, KeyError):
             self._manifest = dict(json.loads(self._manifest_path.read_bytes())["shards"])
-        for shard in self._shards():
+        shards = self._shards()
+        for shard in shards:
             entry = self._manifest.get(str(shard))
+            if adopt and shard != shards[-1]:
+                # A log from before manifests: its files are taken as they are
+                # (parsing 100k turns once would cost half a minute); checks
+                # start from here.  The newest is parsed, as at every start.
+                with contextlib.suppress(OSError):
+                    st = (self.folder / f"{self.name}-{shard:06d}.json").stat()
+                    self._manifest[str(shard)] = [st.st_size, st.st_mtime_ns, -1]
+                    self._dirty.add(shard)
+                continue
             try:
                 st = (self.folder / f"{self.name}-{shard:06d}.json").stat()
             except OSError:
@@ -104,7 +115,7 @@ class ShardedTable:
             if db.salvaged is not None:
                 first = (shard - 1) * self.size + 1
                 present = {doc.doc_id for doc in db.table(TABLE).all()}
-                expected = entry[2] if entry else len(
+                expected = entry[2] if entry and entry[2] >= 0 else len(
                     [s for s in range(first, max(present, default=first - 1) + 1)
                      if s not in present]) + len(present)
                 self.lost += max(0, expected - len(present))
@@ -122,6 +133,9 @@ class ShardedTable:
             except OSError:
                 self._manifest.pop(str(shard), None)
                 continue
+            known = self._manifest.get(str(shard))
+            if known and known[:2] == [st.st_size, st.st_mtime_ns]:
+                continue  # adopted or unchanged: no need to open it
             count = len(self._db(shard).table(TABLE))
             self._manifest[str(shard)] = [st.st_size, st.st_mtime_ns, count]
         write_atomic(self._manifest_path, json.dumps(stamp({"shards": self._manifest})))
