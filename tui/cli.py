@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from rlchat.tui.train_command import run_train
 
-        return run_train(args, _data_dir(args), _settings(args, parser))
+        _settings(args, parser)  # its checks; the base is --model or the turns' own
+        return run_train(args, _data_dir(args))
     if args.command in RUNNERS:
         return RUNNERS[args.command](args, _data_dir(args))
     return _run_chat(args, parser)

@@ -10,8 +10,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from rlchat.learner.settings import Settings
-
 EXIT_FAILED, EXIT_MISSING, EXIT_INTERRUPTED = 1, 2, 130
 
 
@@ -43,7 +41,7 @@ def add_train_command(sub, add_common) -> None:
     add_common(train, suppress=True)
 
 
-def run_train(args: argparse.Namespace, data_dir: Path, settings: Settings) -> int:
+def run_train(args: argparse.Namespace, data_dir: Path) -> int:
     """`--model` names the base; without it, the model the logged turns record."""
     from rlchat.learner.train import TrainError, TrainOptions, train
 

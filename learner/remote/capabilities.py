@@ -120,12 +120,11 @@ def _optional(client: ServerClient, method: str, path: str, body: Any = None) ->
         return None
 
 
-def _context(client: ServerClient, entry: dict[str, Any], model: str) -> int | None:
+def _context(client: ServerClient, entry: dict[str, Any], model: str, props: Any) -> int | None:
     for value in (entry.get("max_model_len"), entry.get("context_length")):
         if isinstance(value, int) and value > 0:
             return value  # vLLM and SGLang list it with the model
-    props = _optional(client, "GET", "/props")  # llama.cpp: per slot
-    if isinstance(props, dict):
+    if isinstance(props, dict):  # llama.cpp: per slot
         settings = props.get("default_generation_settings")
         for value in ((settings or {}).get("n_ctx"), props.get("n_ctx")):
             if isinstance(value, int) and value > 0:
@@ -139,8 +138,7 @@ def _context(client: ServerClient, entry: dict[str, Any], model: str) -> int | N
     return None
 
 
-def _build(client: ServerClient) -> str:
-    props = _optional(client, "GET", "/props")
+def _build(client: ServerClient, props: Any) -> str:
     if isinstance(props, dict) and props.get("build_info"):
         return f"llama.cpp {props['build_info']}"
     for path in ("/version", "/api/version"):  # vLLM, Ollama
@@ -234,10 +232,11 @@ def probe(client: ServerClient, model: str, prompt_format: str) -> Capabilities:
                 raise refusal(client, exc, model, models) from exc
     assert found is not None
     n_choices, logprobs, extras = found
+    props = _optional(client, "GET", "/props")  # llama.cpp's: its context and build
     return Capabilities(
         model=model, models=models, endpoint=endpoint, n_choices=n_choices,
-        logprobs=logprobs, extra_samplers=extras, context=_context(client, entry, model),
+        logprobs=logprobs, extra_samplers=extras, context=_context(client, entry, model, props),
         tokenize=_tokenizer(client, model),
         render=_renderer(client, model) if endpoint == CHAT else None,
-        build=_build(client), weights=weights_of(entry),
+        build=_build(client, props), weights=weights_of(entry),
     )

@@ -76,7 +76,6 @@ class ServerClient:
         self.host = parts.netloc
         self.api_key_env = api_key_env
         self.timeout = timeout
-        self.requests = 0  # HTTP requests sent, retries included
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_SECONDS)),
             follow_redirects=False,
@@ -120,7 +119,6 @@ class ServerClient:
             headers = self._headers()
             request = self._http.build_request(method, self._url(path, root), json=body,
                                                headers=headers)
-            self.requests += 1
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:

@@ -58,9 +58,6 @@ class _Counts:
     only needs lengths, so the served model's dialogue is fitted by the very
     rule the local model's is."""
 
-    multi_line = True
-    stop_ids: frozenset[int] = frozenset()
-
     def __init__(self, count, endpoint: str) -> None:
         self.count = count
         self.name = FORMAT_OF[endpoint]
@@ -288,8 +285,8 @@ class RemoteGenerator:
 
     def _proposal(self, caps: Capabilities, draws: list[Draw],
                   body: dict[str, Any]) -> Proposal:
-        fmt = self._window.format if self._window else None
-        texts = [fmt.reply_text(d.text) if fmt else d.text.strip() for d in draws]
+        assert self._window is not None
+        texts = [self._window.format.reply_text(d.text) for d in draws]
         candidates = [
             Candidate(
                 text=texts[row],
