@@ -89,6 +89,7 @@ class Agent(AnswerDoor, SessionDoor):
         self.system: str | None = None  # the open session's system prompt
         self.history: list[tuple[str, str]] = []
         self.open_turn: Turn | None = None
+        self.answered_turn: Turn | None = None  # the latest, until the next message
         self._saved_seq = self.policy.last_seq  # the last turn the stored policy has
         self.recovered: tuple[int, float] = (0, 0.0)  # turns learned again at start, seconds
         with storing():
@@ -213,7 +214,7 @@ class Agent(AnswerDoor, SessionDoor):
             self.policy.restore(before)  # as if the turn never happened
             raise
         turn.seq, turn.id = stored["seq"], stored["id"]
-        self.open_turn = turn
+        self.open_turn, self.answered_turn = turn, None
         # Its session's counters follow from the stored turn: they are written
         # with the session's next change or the next checkpoint, and start-up
         # counts the turns after the checkpoint again (see _recover).

@@ -1,7 +1,7 @@
 """The agent's answers to a turn: a pick (with a rating, an order of
-several, an edit), an own reply, "none of these" and regenerate, mixed into
-the Agent (learner/agent.py).  Each is stored before it is learned, through
-the one update path (learner/update.py)."""
+several, an edit), an own reply, "none of these" and regenerate, and thumbs
+on single candidates, mixed into the Agent (learner/agent.py).  Each is
+stored before it is learned, through the one update path (learner/update.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from rlchat.learner.rewards import (
     own_reply_feedback,
     pick_feedback,
     ranking_feedback,
+    thumb_reward,
 )
 from rlchat.learner.sampling import TokenCallback
-from rlchat.learner.update import finish_turn
+from rlchat.learner.update import finish_turn, learn_late_thumb
 
 if TYPE_CHECKING:
     from rlchat.learner.agent import Agent
@@ -105,6 +106,57 @@ class AnswerDoor:
             self._finish(turn, rewards, weights, status=REJECTED if none else REGENERATED)
         return self.say(turn.user_text, on_token=on_token, cancel=cancel)
 
+    def rate(self: Agent, turn_id: str, candidate_id: int, good: bool) -> bool:
+        """The user marks a shown candidate of the latest turn good or bad,
+        before or without a pick, or after it.  Returns whether it was
+        learned now: a thumb on the open turn is learned with the turn's
+        answer (or alone when the turn closes unanswered), and can be changed
+        until then; one given after the answer is learned at once and final."""
+        with self._lock, storing():
+            turn = self._ratable(turn_id)
+            if not isinstance(candidate_id, int) or isinstance(candidate_id, bool) or (
+                candidate_id not in turn.shown_ids
+            ):
+                raise AgentError("bad_id", f"Candidate id {candidate_id!r} was not shown in "
+                                 f"turn {turn_id}; shown ids: {turn.shown_ids}.")
+            if not isinstance(good, bool):
+                raise AgentError("bad_field", "Field 'good' must be true or false.")
+            late = turn is not self.open_turn
+            thumbs = list(turn.thumbs or ())
+            earlier = next((t for t in thumbs if t["id"] == candidate_id), None)
+            if earlier is not None and earlier["good"] == good:
+                return False  # said before (a repeated request): nothing new
+            if earlier is not None:
+                if earlier["late"]:
+                    raise AgentError("already_rated", f"Candidate {candidate_id} of turn "
+                                     f"{turn_id} is already marked "
+                                     f"{'good' if earlier['good'] else 'bad'}, and learned.")
+                thumbs.remove(earlier)  # not learned yet: the newer mark counts
+            thumb = {"id": candidate_id, "good": good,
+                     "reward": thumb_reward(good, self.rewards), "late": late}
+            thumbs.append(thumb)
+            self.store.update_turn(turn.id, thumbs=thumbs)  # durable before learning
+            turn.thumbs = thumbs
+            if not late:
+                return False
+            learn_late_thumb(self.policy, turn, candidate_id, thumb["reward"])
+            if self._saved_seq >= turn.seq:
+                # The checkpoint already holds this turn, so start-up would not
+                # learn it again: the thumb must reach the saved policy now.
+                self._save_policy()
+            return True
+
+    def _ratable(self: Agent, turn_id: str) -> Turn:
+        """The open turn, or the answered one before the next message."""
+        for turn in (self.open_turn, self.answered_turn):
+            if turn is not None and turn.id == turn_id:
+                return turn
+        stored = self.store.get_turn(turn_id) if isinstance(turn_id, str) else None
+        if stored is None:
+            raise AgentError("unknown_turn", f"There is no turn {turn_id!r}.")
+        raise AgentError("turn_closed", f"Turn {turn_id} is no longer the latest turn; only "
+                         "the latest turn's candidates can be rated.")
+
     def _answerable(self: Agent, turn_id: str) -> Turn:
         stored = self.store.get_turn(turn_id) if isinstance(turn_id, str) else None
         if stored is None:
@@ -134,5 +186,5 @@ class AnswerDoor:
         reply = turn.reply_text()
         if reply is not None:  # else the message is said again
             self.history.append((turn.user_text, reply))
-        self.open_turn = None
+        self.open_turn, self.answered_turn = None, turn
         self.checkpoint(due_only=True)  # the turn is stored: the policy is a cache of it

@@ -49,6 +49,7 @@ class SessionDoor:
             self._close_open_turn()
             ended = self.session
             self.session, self.history, self.system = None, [], None
+            self.answered_turn = None
             self._epoch += 1
             if ended is not None:
                 self.store.update_session(ended, ended=time.time())

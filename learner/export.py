@@ -1,6 +1,6 @@
-"""Export formats (public contracts, documented in the README) and log statistics.
+"""Export formats (public contracts, documented in docs/) and log statistics.
 
-- turns: one JSON object per turn, schema "rlchat.turn/4".
+- turns: one JSON object per turn, schema "rlchat.turn/5".
 - dpo:   TRL's preference format, {"prompt", "chosen", "rejected"} as plain
          strings: the prompt the model continued; chosen = the pick (unless
          disliked), its edit, or the user's own reply, rejected = each
@@ -9,11 +9,18 @@
          A served model's turn whose rendered prompt is not known comes in
          TRL's conversational form: prompt = the messages sent, chosen and
          rejected = one assistant message each.
+- kto:   TRL's unpaired format, {"prompt", "completion", "label"}: the
+         replies of the dpo pairs labelled (chosen true, rejected false),
+         and every candidate marked good or bad with a thumb, which
+         overrides what a pair said of the same reply.
+- markdown: the sessions as a transcript (transcript.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,10 +28,7 @@ from typing import Any
 from rlchat.learner.features import NAMES_BY_VERSION
 from rlchat.learner.records import CHOSEN, REGENERATED, REJECTED, REPLIED, Turn
 
-# 2 added system, prompt, generator, truncated; 3 added ranking, edit and the
-# statuses rejected and regenerated; 4 added messages (a served model's prompt
-# as sent) and a null logprob where the server gave none
-TURN_SCHEMA = "rlchat.turn/4"
+TURN_SCHEMA = "rlchat.turn/5"  # each version's additions: docs/offline-and-export.md
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -86,6 +90,8 @@ def turn_record(turn: Turn) -> dict[str, Any]:
         "own_reply": turn.own_reply,
         "ranking": turn.ranking,
         "edit": turn.edit,
+        "thumbs": [{"id": t["id"], "good": t["good"], "late": t["late"]}
+                   for t in turn.thumbs or ()],
         "rewards": turn.rewards,
         "policy_version": turn.policy_version,
     }
@@ -190,6 +196,40 @@ def export_dpo(
 ) -> Iterator[dict[str, str]]:
     """TRL's preference format (see `preference_pairs`)."""
     return preference_pairs(turns, min_rating, since, dropped)
+
+
+def kto_rows(
+    turns: Iterable[Turn], min_rating: int | None = None, since: dt.date | None = None,
+    dropped: Counter | None = None,
+) -> Iterator[dict[str, Any]]:
+    """{"prompt", "completion", "label"} rows, oldest first (see the module's
+    docstring); a row that repeats an earlier one is left out."""
+    dropped = dropped if dropped is not None else Counter()
+    seen: set[bytes] = set()  # digests: a long log's prompts are not kept in memory
+    for turn in turns:
+        skipped: Counter = Counter()
+        labels: dict[str, tuple[Any, bool]] = {}  # the completion as JSON -> row
+        prompt: Any = None
+        for pair in preference_pairs([turn], min_rating, since, skipped):
+            prompt = pair["prompt"]
+            for completion, label in ((pair["chosen"], True), (pair["rejected"], False)):
+                labels.setdefault(json.dumps(completion), (completion, label))
+        if turn.thumbs and not before(turn, since) and (turn.prompt or turn.messages):
+            prompt = turn.prompt or [dict(m) for m in turn.messages or ()]
+            for thumb in turn.thumbs:
+                cand = turn.candidates[thumb["id"]]
+                text = sampled_text(turn, cand.text, cand.sampled)
+                completion = text if turn.prompt else [{"role": "assistant", "content": text}]
+                labels[json.dumps(completion)] = (completion, thumb["good"])
+        if not labels:
+            dropped.update(skipped)
+            continue
+        for completion, label in labels.values():
+            key = hashlib.blake2b(json.dumps([prompt, completion, label]).encode(),
+                                  digest_size=16).digest()
+            if key not in seen:
+                seen.add(key)
+                yield {"prompt": prompt, "completion": completion, "label": label}
 
 
 def summary(dropped: Counter) -> str:

@@ -14,7 +14,14 @@ from rlchat.learner.evaluate import LoggedStep
 from rlchat.learner.features import DIM
 from rlchat.learner.policy import PolicyConfig, QPolicy
 from rlchat.learner.records import Turn
-from rlchat.learner.update import current, finish_turn, learnable, replay, start_turn
+from rlchat.learner.update import (
+    current,
+    finish_turn,
+    learn_late_thumbs,
+    learnable,
+    replay,
+    start_turn,
+)
 
 Progress = Callable[[int], None]
 
@@ -55,4 +62,5 @@ def evaluation_steps(
             steps.append(LoggedStep(action, turn.propensities[action], turn.rewards[0],
                                     probs, scores))
         finish_turn(policy, turn)
+        learn_late_thumbs(policy, turn)
     return steps

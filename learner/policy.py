@@ -237,20 +237,24 @@ class QPolicy:
         weights: np.ndarray,
         chosen: np.ndarray | None,
         preferences: np.ndarray | None = None,
+        *,
+        late: bool = False,
     ) -> None:
         """One turn of feedback: regression rows with their targets and
         weights; `preferences` marks the rows that are preferences (their
-        targets are not read)."""
+        targets are not read).  `late` rows come after the turn was learned
+        (a thumb on an answered turn): they add to it, so nothing is
+        forgotten for them and the bootstrap still waits for the next turn."""
         # Targets are clipped and anything non-finite counts as nothing learned.
         x = _finite(rows)
         y = np.clip(_finite(targets), -1.0, 1.0)
         c = np.clip(_finite(weights), 0.0, 1.0)
         if preferences is not None and np.any(preferences):
             y, c = self._as_observations(x, y, c, np.asarray(preferences, dtype=bool))
-        if self.column_forgetting is None:
+        if self.column_forgetting is None or late:
             # One factor: A, b and P's inverse all scale by it (the common
-            # case, and the cheaper one).
-            fade: float | np.ndarray = float(self.config.forgetting)
+            # case, and the cheaper one); late rows fade nothing.
+            fade: float | np.ndarray = 1.0 if late else float(self.config.forgetting)
             self.A = fade * self.A + (x * c[:, None]).T @ x
             self.b = fade * self.b + x.T @ (c * y)
         else:
@@ -263,10 +267,12 @@ class QPolicy:
             held = root * (self.A @ scaled + ridge * scaled)  # b with P' b = w: w held
             self.A = self.A * fade + (x * c[:, None]).T @ x
             self.b = held + x.T @ (c * y)
-        self.since_exact += 1
+        if not late:  # since_exact counts the fades the prior in P has had
+            self.since_exact += 1
         if self.since_exact >= REFRESH_EVERY or not self._update_inverse(x, c, fade):
             self._solve()
-        self.pending = None if chosen is None else np.array(chosen, dtype=np.float64)
+        if not late:
+            self.pending = None if chosen is None else np.array(chosen, dtype=np.float64)
         self.version += 1
 
     def _as_observations(

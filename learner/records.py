@@ -80,6 +80,9 @@ class Turn:
     generator: dict[str, str] | None = None  # model, format, dtype (None before 0.2)
     # The messages a served model was sent, where its rendered prompt is not known.
     messages: list[dict[str, str]] | None = None
+    # Candidates marked good or bad without a pick, in the order given:
+    # {"id", "good", "reward", "late"}; late: given after the turn's answer.
+    thumbs: list[dict[str, Any]] | None = None
     seq: int = 0
     id: str = ""
 
@@ -100,6 +103,11 @@ class Turn:
             cached = np.array([c.features for c in self.candidates], dtype=np.float64)
             self.__dict__["_features"] = cached
         return cached
+
+    def thumbs_given(self, late: bool) -> list[tuple[int, float]]:
+        """(candidate id, reward) of the thumbs given before the turn's answer,
+        or with `late` after it."""
+        return [(t["id"], t["reward"]) for t in self.thumbs or () if t["late"] == late]
 
     def reply_text(self) -> str | None:
         """What continued the conversation: the picked candidate or the user's own reply."""
@@ -151,6 +159,8 @@ class Turn:
             fields[key] = list(data[key]) if data.get(key) is not None else None
         if data.get("ranking") is not None:
             fields["ranking"] = [list(group) for group in data["ranking"]]
+        if data.get("thumbs") is not None:
+            fields["thumbs"] = [dict(thumb) for thumb in data["thumbs"]]
         turn = cls(**fields)
         if matrix is not None:
             turn.__dict__["_features"] = matrix.astype(np.float64)  # a copy, writable

@@ -13,6 +13,12 @@ class RewardConfig:
     examine_decay: float = 0.7  # chance of reading position j (0-based) is decay**j
     none_penalty: float = 0.5  # "none of these": every shown one is worse than wanted
     regenerate_penalty: float = 0.1  # new candidates asked for without a word: mild
+    thumb: float = 1.0  # a candidate marked good is worth +thumb, one marked bad -thumb
+
+
+def thumb_reward(good: bool, config: RewardConfig) -> float:
+    """A candidate marked good or bad, without a pick: as plain as a 5 or a 1."""
+    return config.thumb if good else -config.thumb
 
 
 def rating_reward(rating: int | None, config: RewardConfig) -> float:

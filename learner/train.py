@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rlchat.learner.export import preference_pairs, summary
+from rlchat.learner.export import kto_rows, preference_pairs, summary
 from rlchat.learner.records import Turn
 
 METHODS = ("dpo", "kto")
@@ -65,8 +65,8 @@ class TrainOptions:
 @dataclass
 class Dataset:
     train: list[dict[str, Any]]  # rows in the method's format
-    held_out: list[dict[str, str]]  # pairs
-    pairs: int
+    held_out: list[dict[str, Any]]  # the newest rows, in the same format
+    pairs: int  # all rows: DPO's pairs, or KTO's labelled completions
     turns: int
     dropped: Counter = field(default_factory=Counter)
     first: float | None = None  # created time of the first and last turn used
@@ -74,30 +74,25 @@ class Dataset:
 
 
 def build_dataset(turns: Iterable[Turn], method: str, since: dt.date | None) -> Dataset:
-    """Pairs from the turns, the newest HOLDOUT of them held out; for KTO
-    the training pairs become desirable and undesirable completions."""
+    """The method's rows from the turns, the newest HOLDOUT of them held out:
+    DPO's pairs, or KTO's labelled completions (learner/export.py)."""
     turns = list(turns)
     dropped: Counter = Counter()
-    pairs, times = [], []
-    for turn in turns:
-        for pair in preference_pairs([turn], since=since, dropped=dropped):
-            pairs.append(pair)
-            times.append(turn.created)
-    held = math.floor(len(pairs) * HOLDOUT) if len(pairs) >= 5 else 0
-    train, held_out = pairs[: len(pairs) - held], pairs[len(pairs) - held:]
-    rows: list[dict[str, Any]] = train
-    if method == "kto":
-        seen: set[tuple[str, str, bool]] = set()  # JSON: a served turn's prompt is a list
-        rows = []
-        for pair in train:
-            for completion, label in ((pair["chosen"], True), (pair["rejected"], False)):
-                key = (json.dumps(pair["prompt"]), json.dumps(completion), label)
-                if key not in seen:
-                    seen.add(key)
-                    rows.append({"prompt": pair["prompt"], "completion": completion,
-                                 "label": label})
-    return Dataset(rows, held_out, len(pairs), len(turns), dropped,
-                   times[0] if times else None, times[-1] if times else None)
+    rows, times = [], []
+    current: list[Turn] = []
+
+    def tracked() -> Iterable[Turn]:  # which turn each row came from
+        for turn in turns:
+            current[:] = [turn]
+            yield turn
+
+    made = kto_rows if method == "kto" else preference_pairs
+    for row in made(tracked(), since=since, dropped=dropped):
+        rows.append(row)
+        times.append(current[0].created)
+    held = math.floor(len(rows) * HOLDOUT) if len(rows) >= 5 else 0
+    return Dataset(rows[: len(rows) - held], rows[len(rows) - held:], len(rows), len(turns),
+                   dropped, times[0] if times else None, times[-1] if times else None)
 
 
 def recorded_base(turns: list[Turn]) -> str:
@@ -175,13 +170,15 @@ def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, An
                          f"weights on this machine: pass --model PATH to the folder of the "
                          f"model the server serves (not {options.model!r})")
     data = build_dataset(turns, options.method, options.since)
-    say(f"{data.pairs} preference pairs from {data.turns} turns "
+    unit = "labelled replies" if options.method == "kto" else "preference pairs"
+    say(f"{data.pairs} {unit} from {data.turns} turns "
         f"({len(data.held_out)} newest held out); {summary(data.dropped)}")
     if not data.train:
-        raise TrainError("the log holds no usable preference pairs yet (picks rated 3 or "
-                         "more, or own replies, with a candidate passed over); chat on first")
+        raise TrainError(f"the log holds no usable {unit} yet (picks rated 3 or more, or own "
+                         "replies, with a candidate passed over, or thumbs); chat on first")
     report: dict[str, Any] = {"method": options.method, "lora": options.lora,
-                              "base": options.model, "pairs": data.pairs,
+                              "base": options.model,
+                              "rows" if options.method == "kto" else "pairs": data.pairs,
                               "train_rows": len(data.train), "held_out": len(data.held_out),
                               "dropped": dict(data.dropped)}
     if options.dry_run:
@@ -294,27 +291,29 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
     finally:
         shutil.rmtree(common["output_dir"], ignore_errors=True)
     trained = trainer.model
-    reference: list[tuple[float, float]] | None = None
+    reference: list[list[float]] | None = None
     if data.held_out:
         say(f"measuring {len(data.held_out)} held-out pairs")
     if data.held_out and options.lora:
         # The base is the adapted model with its adapters off: no second load.
         with trained.disable_adapter():
-            reference = completion_logps(trained, tokenizer, data.held_out)
+            reference = row_logps(trained, tokenizer, data.held_out)
     if options.lora and not options.adapter:
         trained = trained.merge_and_unload()
     trained.eval()
     metrics = {"train_loss": round(float(result.training_loss), 4)}
     if data.held_out:
         if reference is None:  # a full fine-tune changed the base's own weights
-            reference = completion_logps(load_model(options.model)[1], tokenizer, data.held_out)
-        metrics.update(held_out_accuracy(completion_logps(trained, tokenizer, data.held_out),
+            reference = row_logps(load_model(options.model)[1], tokenizer, data.held_out)
+        metrics.update(held_out_accuracy(data.held_out,
+                                         row_logps(trained, tokenizer, data.held_out),
                                          reference, options.beta))
     return trained, tokenizer, base_weights, metrics
 
 
-def completion_logps(net, tokenizer, pairs: list[dict[str, str]]) -> list[tuple[float, float]]:
-    """log p(chosen | prompt) and log p(rejected | prompt) of each pair under `net`."""
+def row_logps(net, tokenizer, rows: list[dict[str, Any]]) -> list[list[float]]:
+    """Of each row under `net`: a pair's [log p(chosen | prompt), log p(rejected
+    | prompt)], or a labelled row's [log p(completion | prompt)]."""
     import torch
 
     def logp(prompt: str, completion: str) -> float:
@@ -325,20 +324,27 @@ def completion_logps(net, tokenizer, pairs: list[dict[str, str]]) -> list[tuple[
         logprobs = logits.log_softmax(-1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
         return float(logprobs[len(prompt_ids) - 1:].sum())
 
-    return [(logp(p["prompt"], p["chosen"]), logp(p["prompt"], p["rejected"])) for p in pairs]
+    return [[logp(r["prompt"], r[key]) for key in ("chosen", "rejected", "completion") if key in r]
+            for r in rows]
 
 
-def held_out_accuracy(trained: list[tuple[float, float]], reference: list[tuple[float, float]],
-                      beta: float) -> dict[str, float]:
-    """How often the implicit DPO reward, beta * (log p_trained - log p_reference)
-    of a reply, ranks chosen over rejected (ties count half: 0.5 before any
-    training)."""
+def held_out_accuracy(rows: list[dict[str, Any]], trained: list[list[float]],
+                      reference: list[list[float]], beta: float) -> dict[str, float]:
+    """How often the implicit reward of a reply, beta * (log p_trained -
+    log p_reference), ranks a pair's chosen over its rejected, or has the
+    sign of a labelled reply's label (ties count half: 0.5 before any
+    training).  The margin: the chosen's reward minus the rejected's, or
+    the reply's reward signed by its label."""
     wins, margins = 0.0, []
-    for (chosen, rejected), (ref_chosen, ref_rejected) in zip(trained, reference, strict=True):
-        margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    for row, now, ref in zip(rows, trained, reference, strict=True):
+        rewards = [beta * (a - b) for a, b in zip(now, ref, strict=True)]
+        if "label" in row:
+            margin = rewards[0] if row["label"] else -rewards[0]
+        else:
+            margin = rewards[0] - rewards[1]
         wins += 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
         margins.append(margin)
-    return {"held_out_accuracy": round(wins / len(trained), 4),
+    return {"held_out_accuracy": round(wins / len(rows), 4),
             "held_out_reward_margin": round(sum(margins) / len(margins), 4)}
 
 

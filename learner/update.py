@@ -1,8 +1,11 @@
 """The one update path for a stored turn, shared by live learning and replay.
 
-Live, `start_turn` runs when the candidates are known (before ranking) and
-`finish_turn` when the feedback arrives; replay runs both back to back.
-Same calls, same order, same floats: the same weights, bit for bit.
+Live, `start_turn` runs when the candidates are known (before ranking),
+`finish_turn` when the feedback arrives (the answer with the thumbs given
+before it, or the thumbs alone when the turn closes unanswered) and
+`learn_late_thumb` for each thumb given after the answer; replay runs them in
+that order.  Same calls, same order, same floats: the same weights, bit for
+bit.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from rlchat.learner.features import FEATURE_VERSION, MODEL_COLUMNS, refeaturize
 from rlchat.learner.policy import QPolicy
-from rlchat.learner.records import CHOSEN, REGENERATED, REJECTED, REPLIED, Turn
+from rlchat.learner.records import CHOSEN, LEARNED, REGENERATED, REJECTED, REPLIED, Turn
 
 
 class Feedback(NamedTuple):
@@ -35,6 +38,7 @@ def feedback_rows(
     *,
     ranking: list[list[int]] | None = None,
     edit_phi: np.ndarray | None = None,
+    thumbs: list[tuple[int, float]] = (),
 ) -> Feedback:
     """Regression rows for one answered turn.
 
@@ -47,8 +51,34 @@ def feedback_rows(
     different groups, and a tie a row with target 0, all read.  An edit of
     the pick is a row of its own, with the pick's reward, and preferred to
     the pick.  An own reply, "none of these" or a regenerate penalise every
-    shown candidate, each by its read weight.
+    shown candidate, each by its read weight.  A thumb (candidate id,
+    reward) is a row of that candidate with its reward, read: with the
+    answer's rows, or alone for a turn that closed without one.
     """
+    marked = _thumb_rows(phi, thumbs)
+    if status not in LEARNED:
+        if not thumbs:
+            raise ValueError(f"no feedback in a turn with status {status!r}")
+        return marked
+    answer = _answer_rows(phi, shown, status, choice, rewards, weights, ranking, edit_phi)
+    if not thumbs:
+        return answer
+    return Feedback(*(np.concatenate([a, m]) for a, m in zip(
+        (answer.rows, answer.targets, answer.weights), marked[:3], strict=True)),
+        answer.chosen, np.concatenate([answer.preferences, marked.preferences]))
+
+
+def _thumb_rows(phi: np.ndarray, thumbs: list[tuple[int, float]]) -> Feedback:
+    ids = [cid for cid, _ in thumbs]
+    return Feedback(phi[ids].reshape(len(ids), phi.shape[1]),
+                    np.array([reward for _, reward in thumbs], dtype=np.float64),
+                    np.ones(len(ids)), None, np.zeros(len(ids), dtype=bool))
+
+
+def _answer_rows(
+    phi: np.ndarray, shown: list[int], status: str, choice: int | None, rewards: list[float],
+    weights: list[float], ranking: list[list[int]] | None, edit_phi: np.ndarray | None,
+) -> Feedback:
     if status == CHOSEN and choice is not None:
         pick = shown.index(choice)
         rows, targets, cs, prefer = [phi[choice]], [rewards[pick]], [1.0], [False]
@@ -109,15 +139,33 @@ def start_turn(policy: QPolicy, turn: Turn) -> None:
 
 
 def finish_turn(policy: QPolicy, turn: Turn) -> None:
-    if turn.answered_ok and turn.rewards is not None and turn.weights is not None:
+    """The turn is answered or closed: its answer and the thumbs given before it."""
+    answered = turn.answered_ok and turn.rewards is not None and turn.weights is not None
+    thumbs = turn.thumbs_given(late=False)
+    if answered or thumbs:
         edit_phi = None if turn.edit_features is None else np.array(turn.edit_features)
         feedback = feedback_rows(
-            turn.features(), turn.shown_ids, turn.status, turn.choice,
-            turn.rewards, turn.weights, ranking=turn.ranking, edit_phi=edit_phi,
+            turn.features(), turn.shown_ids, turn.status if answered else "", turn.choice,
+            turn.rewards or [], turn.weights or [], ranking=turn.ranking, edit_phi=edit_phi,
+            thumbs=thumbs,
         )
         policy.learn(feedback.rows, feedback.targets, feedback.weights, feedback.chosen,
                      feedback.preferences)
     policy.last_seq = turn.seq
+
+
+def learn_late_thumb(policy: QPolicy, turn: Turn, candidate: int, reward: float) -> None:
+    """A thumb given after the turn's answer: its row on top of what the
+    turn taught (policy.learn's `late`)."""
+    feedback = _thumb_rows(turn.features(), [(candidate, reward)])
+    policy.learn(feedback.rows, feedback.targets, feedback.weights, None,
+                 feedback.preferences, late=True)
+
+
+def learn_late_thumbs(policy: QPolicy, turn: Turn) -> None:
+    """The thumbs a stored turn got after its answer, one at a time as they came."""
+    for candidate, reward in turn.thumbs_given(late=True):
+        learn_late_thumb(policy, turn, candidate, reward)
 
 
 def learnable(turn: Turn) -> bool:
@@ -138,6 +186,7 @@ def replay(policy: QPolicy, turns: Iterable[Turn]) -> int:
     for turn in turns:
         start_turn(policy, turn)
         finish_turn(policy, turn)
+        learn_late_thumbs(policy, turn)
         count += 1
     return count
 

@@ -123,10 +123,16 @@ def test_a_new_message_leaves_the_open_turn_unanswered(make_agent):
 
 def _play(agent, turns: int, rng: np.random.Generator) -> None:
     """A mixed stream: picks with and without ratings, orders, edits, own
-    replies, regenerates, "none of these", skipped turns and session ends."""
+    replies, regenerates, "none of these", skipped turns and session ends,
+    with thumbs before the answer (some changed), after it, and alone."""
     for t in range(turns):
         view = agent.say(f"message number {t}")
         action = t if t < 10 else rng.integers(10)  # every kind at least once
+        for cand in view.candidates:
+            if rng.random() < 0.3:
+                assert agent.rate(view.turn, cand.id, bool(rng.random() < 0.5)) is False
+                if rng.random() < 0.3:  # changed before it was learned
+                    agent.rate(view.turn, cand.id, bool(rng.random() < 0.5))
         if action in (6, 7):  # new candidates, then a pick among them
             view = agent.regenerate(view.turn, none=action == 7)
             action = 3
@@ -144,6 +150,11 @@ def _play(agent, turns: int, rng: np.random.Generator) -> None:
         else:
             pick = view.candidates[int(rng.integers(len(view.candidates)))]
             agent.choose(view.turn, pick.id, None if action == 2 else int(rng.integers(1, 6)))
+        if action != 1 and rng.random() < 0.4:  # a thumb on the answered turn
+            cand = view.candidates[int(rng.integers(len(view.candidates)))]
+            thumbs = agent.store.get_turn(view.turn)["thumbs"] or []
+            if all(t["id"] != cand.id for t in thumbs):
+                assert agent.rate(view.turn, cand.id, bool(rng.random() < 0.5)) is True
         if rng.random() < 0.2:
             agent.end()
 
@@ -156,6 +167,9 @@ def test_replaying_stored_turns_gives_the_live_weights_bit_for_bit(make_agent):
     assert {"chosen", "replied", "rejected", "regenerated", "unanswered"} <= statuses
     assert any(t["ranking"] for t in agent.store.turns())
     assert any(t["edit"] for t in agent.store.turns())
+    thumbs = [th for t in agent.store.turns() for th in t.get("thumbs") or ()]
+    assert {(th["late"], th["good"]) for th in thumbs} == {(a, b) for a in (0, 1) for b in (0, 1)}
+    assert any(t["thumbs"] and t["status"] == "unanswered" for t in agent.store.turns())
     fresh = QPolicy(DIM, agent.policy.config)
     replay(fresh, (Turn.from_dict(t) for t in agent.store.turns()))
     assert agent.policy.version > 10
@@ -181,6 +195,55 @@ def test_a_crash_between_turn_and_policy_write_is_recovered(make_agent, data_dir
     assert again.policy.version == live.version == 2
     assert again.policy.w.tobytes() == live.w.tobytes()
     assert again.store.load_policy()["last_seq"] == 2
+
+
+def test_a_late_thumb_after_a_checkpoint_reaches_the_saved_policy(make_agent, data_dir,
+                                                                    monkeypatch):
+    monkeypatch.setattr("rlchat.learner.agent.CHECKPOINT_EVERY", 1)
+    agent = make_agent(seed=2)
+    view = agent.say("first")
+    agent.choose(view.turn, view.candidates[0].id, 4)  # a checkpoint: turn 1 is saved
+    assert agent.store.load_policy()["last_seq"] == 1
+    assert agent.rate(view.turn, view.candidates[-1].id, False) is True
+    saved = agent.store.load_policy()
+    # Start-up learns only turns after last_seq: the thumb must be in the file.
+    assert saved["version"] == agent.policy.version == 2
+    assert saved["w"] == agent.policy.w.tolist()
+    agent.store.close()
+    again = make_agent(seed=2)
+    assert again.policy.w.tobytes() == agent.policy.w.tobytes()
+
+
+def test_thumbs_are_checked_and_only_the_latest_turn_takes_them(make_agent):
+    agent = make_agent(seed=4)
+    first = agent.say("first")
+    shown = [c.id for c in first.candidates]
+    hidden = next(i for i in range(8) if i not in shown)
+    for turn, cid, good, code in ((first.turn, hidden, True, "bad_id"),
+                                  (first.turn, True, True, "bad_id"),
+                                  (first.turn, shown[0], 1, "bad_field"),
+                                  ("99", shown[0], True, "unknown_turn")):
+        with pytest.raises(AgentError) as err:
+            agent.rate(turn, cid, good)
+        assert err.value.code == code
+    version = agent.policy.version
+    assert agent.rate(first.turn, shown[0], True) is False  # learned with the answer
+    assert agent.rate(first.turn, shown[0], False) is False  # changed: not learned yet
+    assert agent.policy.version == version
+    agent.choose(first.turn, shown[1], 5)
+    assert agent.policy.version == version + 1  # the answer and the thumb: one step
+    assert agent.rate(first.turn, shown[2], True) is True
+    assert agent.rate(first.turn, shown[2], True) is False  # a repeat: nothing new
+    with pytest.raises(AgentError) as err:
+        agent.rate(first.turn, shown[2], False)
+    assert err.value.code == "already_rated"
+    assert agent.store.get_turn(first.turn)["thumbs"] == [
+        {"id": shown[0], "good": False, "reward": -1.0, "late": False},
+        {"id": shown[2], "good": True, "reward": 1.0, "late": True}]
+    agent.say("second")
+    with pytest.raises(AgentError) as err:
+        agent.rate(first.turn, shown[3], True)
+    assert err.value.code == "turn_closed"
 
 
 def test_a_turn_left_pending_by_a_dead_process_is_closed_at_startup(make_agent, data_dir):

@@ -130,6 +130,37 @@ def test_order_edit_regenerate_and_none(headless, data_dir):
     assert turns[3]["edit"] == "my better joke"
 
 
+def test_rate_marks_candidates_before_and_after_the_pick(headless, data_dir):
+    child = headless()
+    said = child.send(op="say", text="rate these")
+    ids = [c["id"] for c in said["candidates"]]
+    assert child.send(op="rate", turn=said["turn"], id=ids[1], good=False) == {
+        "ok": True, "turn": said["turn"], "id": ids[1], "good": False, "learned": False,
+        "policy_version": 0}
+    assert child.send(op="choose", turn=said["turn"], id=ids[0], rating=4)["policy_version"] == 1
+    assert child.send(op="rate", turn=said["turn"], id=ids[2], good=True) == {
+        "ok": True, "turn": said["turn"], "id": ids[2], "good": True, "learned": True,
+        "policy_version": 2}
+    for request, code in (({"turn": said["turn"], "id": ids[2], "good": False}, "already_rated"),
+                          ({"turn": said["turn"], "id": 99, "good": True}, "bad_id"),
+                          ({"turn": said["turn"], "id": ids[0], "good": "yes"}, "bad_field"),
+                          ({"turn": said["turn"], "id": ids[0]}, "missing_field"),
+                          ({"turn": "77", "id": ids[0], "good": True}, "unknown_turn")):
+        answer = child.send(op="rate", **request)
+        assert answer["ok"] is False and answer["error"]["code"] == code, answer
+    only = child.send(op="say", text="only thumbs here")
+    assert child.send(op="rate", turn=only["turn"], id=only["candidates"][0]["id"],
+                      good=True)["ok"]
+    closed = child.send(op="rate", turn=said["turn"], id=ids[0], good=True)
+    assert closed["error"]["code"] == "turn_closed"
+    assert child.send(op="end")["ok"]
+    assert child.close()[0] == 0
+    turns = list(Store(data_dir).turns())
+    assert [len(t["thumbs"]) for t in turns] == [2, 1]
+    assert turns[1]["status"] == "unanswered"
+    assert Store(data_dir, readonly=True).load_policy()["version"] == 3  # the thumb alone
+
+
 def test_every_bad_line_gets_an_error_and_the_process_goes_on(headless):
     child = headless()
     said = child.send(op="say", text="hi")

@@ -94,10 +94,15 @@ def logged(make_agent, data_dir):
     for t in range(24):
         view = agent.say(f"message {t} [bold]x[/]")
         if t % 6 == 2:
-            agent.reply(view.turn, "my own answer")
-        elif t % 6 != 4:
+            agent.reply(view.turn, "my own answer\non two lines")
+        elif t % 6 == 4:  # thumbs alone: the turn closes unanswered
+            agent.rate(view.turn, view.candidates[0].id, True)
+            agent.rate(view.turn, view.candidates[-1].id, False)
+        else:
             pick = view.candidates[int(rng.integers(len(view.candidates)))]
             agent.choose(view.turn, pick.id, [None, 2, 4, 5][t % 4])
+            if t % 6 == 1:  # a thumb after the pick
+                agent.rate(view.turn, view.candidates[-1].id, False)
         if t % 9 == 8:
             agent.end()
     agent.end()
@@ -199,7 +204,9 @@ def test_turns_export_schema(logged, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 24
     for line in lines:
-        assert line["schema"] == "rlchat.turn/4"
+        assert line["schema"] == "rlchat.turn/5"
+        assert all(set(t) == {"id", "good", "late"} and t["id"] in line["shown"]
+                   for t in line["thumbs"])
         assert line["generator"]["format"] == "gpt2" and line["prompt"].endswith("Assistant:")
         assert isinstance(line["id"], str) and isinstance(line["session"], str)
         assert line["status"] in {"chosen", "replied", "unanswered"}
@@ -212,6 +219,68 @@ def test_turns_export_schema(logged, tmp_path):
         if line["status"] == "chosen":
             assert line["choice"] in line["shown"] and len(line["rewards"]) == len(shown)
         assert line["user_text"].endswith("[bold]x[/]")
+    assert sum(len(line["thumbs"]) for line in lines) == 4 * 2 + 4
+
+
+def test_kto_rows_are_the_pairs_labelled_and_the_thumbs(logged):
+    from rlchat.learner.export import kto_rows, preference_pairs
+    from rlchat.learner.records import Turn
+
+    turns = [Turn.from_dict(t) for t in Store(logged, readonly=True).turns()]
+    out = rlchat("export", "--format", "kto", "--data-dir", str(logged))
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert rows == list(kto_rows(turns))
+    assert all(set(r) == {"prompt", "completion", "label"} and isinstance(r["label"], bool)
+               for r in rows)
+    got = {(r["prompt"], r["completion"], r["label"]) for r in rows}
+    assert len(got) == len(rows)  # no row twice
+    expected = set()
+    for turn in turns:
+        labels = {}
+        for pair in preference_pairs([turn]):
+            labels.setdefault(pair["chosen"], True)
+            labels.setdefault(pair["rejected"], False)
+        for thumb in turn.thumbs or ():  # a thumb says more than a pair: it wins
+            labels[turn.candidates[thumb["id"]].sampled] = thumb["good"]
+        expected |= {(turn.prompt, text, label) for text, label in labels.items()}
+    assert got == expected
+    thumbs_only = [t for t in turns if t.status == "unanswered" and t.thumbs]
+    assert len(thumbs_only) == 4
+    for turn in thumbs_only:  # no pair, yet both its thumbs are rows
+        assert {(turn.prompt, turn.candidates[th["id"]].sampled, th["good"])
+                for th in turn.thumbs} <= got
+    assert f"exported {len(rows)} labelled replies" in out.stderr
+
+
+def test_markdown_transcript(logged, tmp_path):
+    from rlchat.learner.records import Turn
+
+    store = Store(logged, readonly=True)
+    sessions = list(store.sessions())
+    first = [Turn.from_dict(t) for t in store.session_turns(sessions[0]["id"])]
+    out = tmp_path / "chat.md"
+    done = rlchat("export", "--format", "markdown", "--session", sessions[0]["id"],
+                  "--out", str(out), "--data-dir", str(logged))
+    assert "exported 1 sessions" in done.stderr
+    text = out.read_text()
+    assert text.startswith("# rlchat transcript\n")
+    assert text.count("## Session ") == 1 and f"## Session {sessions[0]['id']}: " in text
+    assert "my own answer\non two lines" in text  # its line break kept
+    for turn in first:
+        assert f"**You:**\n\n{turn.user_text}\n" in text
+        if turn.reply_text():
+            assert turn.reply_text() in text
+    passed_over = {t.candidates[i].text for t in first for i in t.shown_ids
+                   if i != t.choice}
+    without = [c for c in passed_over if c not in {t.reply_text() for t in first}]
+    assert without and not any(f"\n{c}\n" in text for c in without)
+    full = rlchat("export", "--format", "markdown", "--candidates",
+                  "--data-dir", str(logged)).stdout
+    assert full.count("## Session ") == len(sessions)
+    assert "Candidates, as shown:" in full and "thumbs down" in full and "picked" in full
+    missing = rlchat("export", "--format", "markdown", "--session", "999",
+                     "--data-dir", str(logged), check=False)
+    assert missing.returncode == 1 and "no session '999'" in missing.stderr
 
 
 def test_dpo_pairs_come_only_from_shown_candidates(logged):

@@ -16,7 +16,7 @@ from rlchat.learner.errors import AgentError
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 2  # 2 added order and edit to choose, regenerate and none
+PROTOCOL_VERSION = 3  # 2 added order and edit to choose, regenerate and none; 3 rate
 
 
 def _field(request: dict[str, Any], name: str, kind: type) -> Any:
@@ -83,6 +83,14 @@ def _reply(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     return {"ok": True, "policy_version": agent.policy.version}
 
 
+def _rate(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    turn, candidate = _field(req, "turn", str), _field(req, "id", int)
+    good = _field(req, "good", bool)
+    learned = agent.rate(turn, candidate, good)
+    return {"ok": True, "turn": turn, "id": candidate, "good": good, "learned": learned,
+            "policy_version": agent.policy.version}
+
+
 def _end(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     return {"ok": True, "session": agent.end()}
 
@@ -95,6 +103,7 @@ OPS: dict[str, Callable[[Agent, dict[str, Any], Emit], dict[str, Any]]] = {
     "say": _say,
     "choose": _choose,
     "reply": _reply,
+    "rate": _rate,
     "regenerate": _again(none=False),
     "none": _again(none=True),
     "end": _end,

@@ -80,10 +80,15 @@ def add_offline_commands(sub, add_common) -> None:
                           help="bootstrap resamples for the intervals (default: 500)")
     for parser in (replay, evaluate):
         add_learner_options(parser)
-    export = sub.add_parser("export", help="write the logs as turns or preference pairs")
-    export.add_argument("--format", choices=("turns", "dpo"), required=True)
+    export = sub.add_parser("export", help="write the logs as turns, preference data or a "
+                            "Markdown transcript")
+    export.add_argument("--format", choices=("turns", "dpo", "kto", "markdown"), required=True)
     export.add_argument("--out", metavar="FILE", type=Path, default=None,
                         help="write here (default: stdout)")
+    export.add_argument("--session", metavar="ID", default=None,
+                        help="only this session (default: all; `rlchat stats` and F2 show ids)")
+    export.add_argument("--candidates", action="store_true",
+                        help="markdown: list every candidate shown, and what you said of it")
     export.add_argument("--min-rating", metavar="R", type=int, choices=range(1, 6), default=None,
                         help="only picks rated at least R (own replies are kept); without it "
                         "dpo keeps unrated picks and those rated 3 or more")
@@ -208,45 +213,69 @@ def run_evaluate(args: argparse.Namespace, data_dir: Path) -> int:
     return 0
 
 
-def _write_lines(lines, out: Path | None) -> int:
-    """JSON lines to stdout, or to a file that appears whole or not at all."""
-    count = 0
-
-    def encoded():
-        nonlocal count
-        for line in lines:
-            yield json.dumps(line, ensure_ascii=False) + "\n"
-            count += 1
-
+def _write(chunks, out: Path | None) -> None:
+    """Text to stdout, or to a file that appears whole or not at all."""
     if out is None:
         try:
-            for text in encoded():
+            for text in chunks:
                 sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError:  # `| head`: the reader has had enough
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return count
+        return
     from rlchat.storage.atomic import write_atomic
 
-    write_atomic(out.expanduser(), encoded())
-    return count
+    write_atomic(out.expanduser(), chunks)
+
+
+def _json_lines(lines, counted: list[int]):
+    for line in lines:
+        yield json.dumps(line, ensure_ascii=False) + "\n"
+        counted[0] += 1
+
+
+def _sessions(store, session: str | None):
+    """(session, its turns) to export: one, or every one not deleted, oldest first."""
+    from rlchat.learner.records import Turn
+
+    chosen = [store.get_session(session)] if session is not None else store.sessions()
+    for record in chosen:
+        yield record, [Turn.from_dict(t) for t in store.session_turns(record["id"])]
 
 
 def run_export(args: argparse.Namespace, data_dir: Path) -> int:
     from collections import Counter
 
-    from rlchat.learner.export import export_dpo, export_turns, summary
+    from rlchat.learner.export import export_dpo, export_turns, kto_rows, summary
     from rlchat.learner.records import Turn
+    from rlchat.learner.transcript import export_markdown
 
     store = _reader(data_dir)
+    if args.session is not None:
+        found = store.get_session(args.session)
+        if found is None or found.get("deleted"):
+            store.close()
+            print(f"rlchat: there is no session {args.session!r}; `rlchat stats` counts them, "
+                  "F2 in the app lists them", file=sys.stderr)
+            return 1
     dropped: Counter = Counter()
+    counted = [0]
     try:
-        turns = (Turn.from_dict(t) for t in store.turns())
-        if args.format == "turns":
-            lines = export_turns(turns, args.min_rating, args.since)
+        if args.format == "markdown":
+            sessions = list(_sessions(store, args.session))
+            counted[0] = len(sessions)
+            chunks = export_markdown(sessions, args.candidates)
         else:
-            lines = export_dpo(turns, args.min_rating, args.since, dropped)
-        count = _write_lines(lines, args.out)
+            turns = ((Turn.from_dict(t) for t in store.session_turns(args.session))
+                     if args.session is not None else (Turn.from_dict(t) for t in store.turns()))
+            if args.format == "turns":
+                lines = export_turns(turns, args.min_rating, args.since)
+            elif args.format == "kto":
+                lines = kto_rows(turns, args.min_rating, args.since, dropped)
+            else:
+                lines = export_dpo(turns, args.min_rating, args.since, dropped)
+            chunks = _json_lines(lines, counted)
+        _write(chunks, args.out)
         unreadable = report_damage(store)
     except OSError as exc:  # a full disk, a folder that is not there
         print(f"rlchat: could not write {args.out}: {exc.strerror or exc}; nothing was "
@@ -254,11 +283,12 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
         return 1
     finally:
         store.close()
-    kind = "turns" if args.format == "turns" else "pairs"
+    kind = {"turns": "turns", "dpo": "pairs", "kto": "labelled replies",
+            "markdown": "sessions"}[args.format]
     where = f" to {args.out}" if args.out else ""
-    extra = f"; {summary(dropped)}" if args.format == "dpo" else ""
+    extra = f"; {summary(dropped)}" if args.format in ("dpo", "kto") else ""
     extra += f"; {unreadable} turn(s) could not be read" if unreadable else ""
-    print(f"exported {count} {kind}{where}{extra}", file=sys.stderr)
+    print(f"exported {counted[0]} {kind}{where}{extra}", file=sys.stderr)
     return 0
 
 
