@@ -1,7 +1,8 @@
 """`rlchat train`: the generator itself learns from the logged preferences.
 
-The pairs are the DPO export's (learner/export.py): the prompt the model
-continued and the replies as sampled; the newest 20 % are held out.  TRL
+The rows are the DPO export's pairs or the KTO export's labelled replies
+(learner/export.py): the prompt the model continued and the replies as
+sampled; the newest 20 % are held out.  TRL
 trains on the CPU with settings that suit it: LoRA (or the full model),
 bfloat16 only where the CPU has it, no gradient checkpointing, shuffled
 pairs, KTO's weights balanced from its label counts, sequences as long as the
@@ -331,20 +332,29 @@ def row_logps(net, tokenizer, rows: list[dict[str, Any]]) -> list[list[float]]:
 def held_out_accuracy(rows: list[dict[str, Any]], trained: list[list[float]],
                       reference: list[list[float]], beta: float) -> dict[str, float]:
     """How often the implicit reward of a reply, beta * (log p_trained -
-    log p_reference), ranks a pair's chosen over its rejected, or has the
-    sign of a labelled reply's label (ties count half: 0.5 before any
-    training).  The margin: the chosen's reward minus the rejected's, or
-    the reply's reward signed by its label."""
-    wins, margins = 0.0, []
-    for row, now, ref in zip(rows, trained, reference, strict=True):
-        rewards = [beta * (a - b) for a, b in zip(now, ref, strict=True)]
+    log p_reference), ranks the better of two replies to one prompt first
+    (ties count half: 0.5 before any training), and by how much on average.
+    Pairs are a pair's chosen and rejected, or for labelled rows every liked
+    and disliked reply to the same prompt; labelled rows without such a
+    partner count by the sign of their reward against their label."""
+    rewards = [[beta * (a - b) for a, b in zip(now, ref, strict=True)]
+               for now, ref in zip(trained, reference, strict=True)]
+    margins: list[float] = []
+    by_prompt: dict[str, list[tuple[float, bool]]] = {}
+    for row, reward in zip(rows, rewards, strict=True):
         if "label" in row:
-            margin = rewards[0] if row["label"] else -rewards[0]
+            by_prompt.setdefault(json.dumps(row["prompt"]), []).append((reward[0], row["label"]))
         else:
-            margin = rewards[0] - rewards[1]
-        wins += 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
-        margins.append(margin)
-    return {"held_out_accuracy": round(wins / len(rows), 4),
+            margins.append(reward[0] - reward[1])
+    for replies in by_prompt.values():
+        liked = [r for r, label in replies if label]
+        disliked = [r for r, label in replies if not label]
+        if liked and disliked:
+            margins += [good - bad for good in liked for bad in disliked]
+        else:
+            margins += [r if label else -r for r, label in replies]
+    wins = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
+    return {"held_out_accuracy": round(wins / len(margins), 4),
             "held_out_reward_margin": round(sum(margins) / len(margins), 4)}
 
 

@@ -247,3 +247,52 @@ def test_the_base_defaults_to_the_model_the_turns_record(copy_of, tiny_model, rl
     mixed = rlchat("train", "--data-dir", str(copy_of), "--steps", "1")
     assert mixed.returncode == 1 and "2 different models" in mixed.stderr
     assert "--model PATH" in mixed.stderr and len(mixed.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def thumbs_only(tiny_model, tmp_path_factory) -> Path:
+    """50 turns answered with thumbs alone: the shortest shown reply marked
+    good and the longest bad; no pick, so every turn closes unanswered."""
+    data = tmp_path_factory.mktemp("thumbs") / "data"
+    agent = open_agent(Store(data), Settings(model=str(tiny_model)), seed=0)
+    try:
+        for i in range(50):
+            view = agent.say(USERS[i % len(USERS)])
+            by_length = sorted(view.candidates, key=lambda c: len(c.text))
+            agent.rate(view.turn, by_length[0].id, True)
+            agent.rate(view.turn, by_length[-1].id, False)
+        agent.end()
+    finally:
+        agent.store.close()
+    return data
+
+
+def test_a_thumbs_only_log_trains_kto_toward_the_thumbs(thumbs_only, tiny_model, rlchat):
+    assert not list(preference_pairs(turns_of(thumbs_only)))  # no pair: thumbs alone
+    result = rlchat("train", "--method", "kto", "--data-dir", str(thumbs_only), "--model",
+                    str(tiny_model), "--steps", "30", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rows"] == 100 and report["held_out"] == 20
+    # Held out: the newest 10 turns' good and bad reply, ranked by the implicit reward.
+    assert report["held_out_accuracy"] > 0.5 and report["held_out_reward_margin"] > 0
+
+
+def test_kto_export_lines_load_with_trls_kto_trainer(thumbs_only, tiny_model, tmp_path, rlchat):
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import KTOConfig, KTOTrainer
+
+    out = tmp_path / "kto.jsonl"
+    assert rlchat("export", "--format", "kto", "--out", str(out),
+                  "--data-dir", str(thumbs_only)).returncode == 0
+    rows = load_dataset("json", data_files=str(out), split="train")
+    assert rows.num_rows == 100 and sorted(set(rows["label"])) == [False, True]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.pad_token = tokenizer.eos_token
+    trainer = KTOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model), processing_class=tokenizer,
+        train_dataset=rows,
+        args=KTOConfig(output_dir=str(tmp_path / "run"), max_steps=1, use_cpu=True,
+                       per_device_train_batch_size=4, report_to="none", save_strategy="no"))
+    assert trainer.train().training_loss > 0
