@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -47,6 +48,7 @@ from rlchat.learner.rewards import (
     RewardConfig,
 )
 from rlchat.learner.sampling import TokenCallback
+from rlchat.learner.search import Hit, SearchIndex, searchable
 from rlchat.learner.settings import Settings
 from rlchat.learner.update import current, finish_turn, learnable, replay, start_turn
 from rlchat.storage import StorageFault, Store
@@ -90,6 +92,7 @@ class Agent(AnswerDoor, SessionDoor):
         self.history: list[tuple[str, str]] = []
         self.open_turn: Turn | None = None
         self.answered_turn: Turn | None = None  # the latest, until the next message
+        self._search: SearchIndex | None = None  # built at the first search
         self._saved_seq = self.policy.last_seq  # the last turn the stored policy has
         self.recovered: tuple[int, float] = (0, 0.0)  # turns learned again at start, seconds
         with storing():
@@ -215,6 +218,7 @@ class Agent(AnswerDoor, SessionDoor):
             raise
         turn.seq, turn.id = stored["seq"], stored["id"]
         self.open_turn, self.answered_turn = turn, None
+        self.index_turn(turn)
         # Its session's counters follow from the stored turn: they are written
         # with the session's next change or the next checkpoint, and start-up
         # counts the turns after the checkpoint again (see _recover).
@@ -239,6 +243,31 @@ class Agent(AnswerDoor, SessionDoor):
             shown = turn.shown_ids
             rows = self.policy.explain(turn.features()[shown], FEATURE_NAMES, top)
             return dict(zip(shown, rows, strict=True))
+
+    # search ---------------------------------------------------------------
+    def search_index(self, progress: Callable[[int], None] | None = None) -> SearchIndex:
+        """The index of every stored turn's words: built at the first call
+        (from the cache a clean exit saved, plus the turns after it), then
+        kept up to date.  Slow only the first time on a long log: the TUI
+        calls it in a worker, with `progress(turns read)`."""
+        with self._lock:
+            if self._search is None:
+                cached = SearchIndex.from_dict(self.store.load_search_cache())
+                after = cached.last_seq if cached else 0
+                self._search = SearchIndex.build(self.store.turn_texts(after), progress, cached)
+            return self._search
+
+    def search(self, query: str, limit: int | None = None) -> list[Hit]:
+        """Sessions whose messages or replies hold every word of `query`, the
+        newest match first (search.SearchIndex.search)."""
+        index = self.search_index()
+        with self._lock:
+            return index.search(query, limit)
+
+    def index_turn(self, turn: Turn) -> None:
+        if self._search is not None:
+            self._search.put(turn.seq, turn.session, searchable(turn.user_text,
+                                                                turn.reply_text()))
 
     def take_warning(self) -> AgentError | None:
         """A storage problem the last step survived (it was saved where it
@@ -309,6 +338,10 @@ class Agent(AnswerDoor, SessionDoor):
             waiting = self.policy.last_seq - self._saved_seq
             if waiting >= (CHECKPOINT_EVERY if due_only else 1):
                 self._save_policy()
+            if not due_only and self._search is not None and self._search.changed:
+                with contextlib.suppress(StorageFault):  # a cache: the next start rebuilds it
+                    self.store.save_search_cache(self._search.to_dict())
+                    self._search.changed = False
 
     def _save_policy(self) -> None:
         """The turns behind the policy are stored, so a failed save loses

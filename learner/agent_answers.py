@@ -187,4 +187,5 @@ class AnswerDoor:
         if reply is not None:  # else the message is said again
             self.history.append((turn.user_text, reply))
         self.open_turn, self.answered_turn = None, turn
+        self.index_turn(turn)
         self.checkpoint(due_only=True)  # the turn is stored: the policy is a cache of it

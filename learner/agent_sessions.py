@@ -103,7 +103,11 @@ class SessionDoor:
             was_open = session_id == self.session
             if was_open:
                 self.end()
-            return Deleted(self.store.delete_session(session_id), was_open)
+            deleted = Deleted(self.store.delete_session(session_id), was_open)
+            self.store.drop_search_cache()
+            if self._search is not None:
+                self._search.drop_session(session_id)
+            return deleted
 
     def _system(self: Agent) -> str:
         """The system prompt of the open session, or of the next one."""

@@ -221,13 +221,15 @@ class ShardedTable:
         doc = self._db(self._shard_of(seq)).table(TABLE).get(doc_id=seq)
         return None if doc is None else self._attach(self._shard_of(seq), [doc])[0]
 
-    def iter(self, after_seq: int = 0) -> Iterator[dict[str, Any]]:
-        """Records in sequence order, optionally only those after `after_seq`."""
+    def iter(self, after_seq: int = 0, attachments: bool = True) -> Iterator[dict[str, Any]]:
+        """Records in sequence order, optionally only those after `after_seq`;
+        without `attachments`, as stored (BLOB holds the reference)."""
         for shard in self._shards():
             if shard * self.size <= after_seq:
                 continue
-            docs = [d for d in self._db(shard).table(TABLE).all() if d.doc_id > after_seq]
-            yield from self._attach(shard, sorted(docs, key=lambda d: d.doc_id))
+            docs = sorted((d for d in self._db(shard).table(TABLE).all() if d.doc_id > after_seq),
+                          key=lambda d: d.doc_id)
+            yield from self._attach(shard, docs) if attachments else docs
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

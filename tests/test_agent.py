@@ -334,3 +334,30 @@ def test_regenerate_learns_what_was_shown_and_says_the_message_again(make_agent,
     with pytest.raises(AgentError) as err:
         agent.regenerate(first.turn)
     assert err.value.code == "already_answered"
+
+
+def test_search_index_is_cached_at_exit_caught_up_and_forgets_deleted_sessions(make_agent,
+                                                                              data_dir):
+    agent = make_agent(seed=5)
+    view = agent.say("a Quokka smiles")
+    agent.reply(view.turn, "so do wombats")
+    agent.end()
+    view = agent.say("nothing here")
+    agent.choose(view.turn, view.candidates[0].id, 3, edit="an edited wombat")
+    assert [h.session for h in agent.search("WOMBAT")] == ["2", "1"]  # newest match first
+    assert [h.session for h in agent.search("quokka wombats")] == ["1"]  # every word
+    assert agent.search("quokka zebra") == [] and agent.search("  ") == []
+    agent.checkpoint()  # a clean exit saves the index
+    cache = data_dir / "search.json"
+    agent.store.close()
+    # A word only the cache holds shows that the next start reads it, not the turns.
+    cache.write_text(cache.read_text().replace("a quokka smiles", "a cached quokka"))
+    again = make_agent(seed=5)
+    assert [h.session for h in again.search("cached")] == ["1"]
+    view = again.say("a zebra")  # after the cache: read from the turns
+    again.choose(view.turn, view.candidates[0].id, 4)
+    assert again.search_index().texts.keys() == {1, 2, 3}
+    assert [h.session for h in again.search("zebra")] == [again.session]
+    again.delete_session("1")
+    assert not (data_dir / "search.json").exists()  # no deleted text outlives its turns
+    assert [h.session for h in again.search("wombat")] == ["2"]

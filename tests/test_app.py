@@ -332,14 +332,14 @@ async def test_sessions_screen_resumes_renames_and_deletes(store):
         assert table.row_count == 2
         assert [str(c) for c in table.get_row_at(0)][1:] == ["about dogs", "1"]  # newest first
         assert "You: about dogs" in str(screen.query_one("#preview", Static).render())
-        await pilot.press("r")
+        await pilot.press("ctrl+r")
         await pilot.pause()
         rename = app.screen.query_one(Input)
         rename.value = "[dogs] renamed"
         await pilot.press("enter")
         await pilot.pause()
         assert str(table.get_row_at(0)[1]) == "[dogs] renamed"
-        await pilot.press("down", "d")  # delete "about cats"
+        await pilot.press("down", "ctrl+d")  # delete "about cats"
         await pilot.pause()
         await pilot.press("y")
         await pilot.pause()
@@ -541,7 +541,7 @@ async def test_escape_and_no_change_nothing(store, config_dir):
         assert app.agent.settings.candidates == 4 and not (config_dir / "config.toml").exists()
         await pilot.press("f2")
         await pilot.pause()
-        await pilot.press("d")
+        await pilot.press("ctrl+d")
         await pilot.pause()
         await pilot.press("n")  # not deleted
         await pilot.pause()
@@ -593,3 +593,123 @@ async def test_a_chat_model_in_the_app_with_a_system_prompt(tiny_chat_model, sto
     turn = next(store.turns())
     assert turn["prompt"].startswith("<|im_start|>system\nYou are a terse cook.")
     assert store.get_session("1")["system"] == "You are a terse cook."
+
+
+async def test_an_edit_keeps_the_pick_and_adds_to_it(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "hello")
+        picked = app.query_one(CandidatePanel).candidates[1].text
+        await pilot.press("down", "m")
+        box = app.query_one(PromptInput)
+        # The cursor at the end, nothing selected: typing adds, it replaces nothing.
+        assert box.selection.start == box.selection.end == box.document.end
+        assert "Ctrl+J" in str(box.placeholder)
+        await pilot.press(*" (edited)", "enter", "5")
+        await settle(app, pilot)
+    turn = list(store.turns())[-1]
+    assert turn["edit"] == picked + " (edited)" and turn["rating"] == 5
+
+
+async def test_a_reply_of_several_lines_keeps_them(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "first line\nof the message")  # typed or pasted: the same
+        await pilot.press("e", *"line one", "ctrl+j", *"line two", "enter")
+        await settle(app, pilot)
+        assert app.flow.phase == TYPING
+        user = texts(app, "Transcript > .user")[-1]
+        assert user.splitlines() == ["You: first line", "of the message"]
+        # Up on the first line of a box of several recalls the message before.
+        box = app.query_one(PromptInput)
+        await pilot.press("up")
+        assert box.value == "first line\nof the message"
+        await pilot.press("up")  # now on its second line: up moves the cursor, recalls nothing
+        assert box.cursor_location[0] == 0 and box.value == "first line\nof the message"
+    turn = list(store.turns())[-1]
+    assert turn["own_reply"] == "line one\nline two"
+    assert turn["user_text"] == "first line\nof the message"
+
+
+async def test_thumbs_mark_candidates_without_a_pick(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "rate some")
+        shown = [c.id for c in app.query_one(CandidatePanel).candidates]
+        await pilot.press("plus", "down", "minus", "down", "plus", "minus")
+        assert "marked bad" in status(app)
+        lines = texts(app, "CandidatePanel > .candidate")
+        assert lines[0].endswith("+ good") and lines[1].endswith("− bad")
+        assert lines[2].endswith("− bad") and "good" not in lines[3]  # changed: the last counts
+        version = app.agent.policy_view().version
+        await pilot.press("r")  # no pick: learned as the turn closes, regenerated
+        await settle(app, pilot)
+        assert app.agent.policy_view().version == version + 1
+        assert not app.query_one(CandidatePanel).marks  # the new candidates have none
+    first = list(store.turns())[0]
+    assert first["status"] == "regenerated"
+    assert [(t["id"], t["good"]) for t in first["thumbs"]] == [
+        (shown[0], True), (shown[1], False), (shown[2], False)]
+
+
+async def test_copy_puts_the_highlighted_candidate_or_the_last_reply_on_the_clipboard(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f6")
+        assert "Nothing to copy" in status(app)
+        await send(app, pilot, "hello")
+        second = app.query_one(CandidatePanel).candidates[1].text
+        await pilot.press("down", "c")
+        assert app.clipboard == second and status(app).startswith("Copied reply 2")
+        await pilot.press("1", "4")
+        await settle(app, pilot)
+        picked = app.query_one(Transcript).last_reply()
+        await pilot.press("f6")  # the box has the focus: F6 still copies
+        assert app.clipboard == picked and "Copied the last reply" in status(app)
+
+
+async def test_search_finds_sessions_by_their_words_and_opens_at_the_match(store):
+    app = scripted_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for session in (["about cats", "Cats purr LOUDLY", "the end"], ["about dogs", "walks"]):
+            for message in session:
+                await send(app, pilot, message)
+                await pilot.press("1", "5")
+                await settle(app, pilot)
+            await pilot.press("ctrl+n")
+        await pilot.press("f2")
+        await until(pilot, lambda: app.screen.index is not None)
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        assert table.row_count == 2
+        await pilot.press(*"purr")
+        assert table.row_count == 1 and screen.selected() == "1"
+        assert "1 session match 'purr'" in str(screen.query_one("#found", Static).render())
+        preview = str(screen.query_one("#preview", Static).render())
+        assert preview.startswith("Found:\nYou: Cats purr LOUDLY")
+        await pilot.press(*" loud")  # every word, in any case
+        assert table.row_count == 1
+        await pilot.press(*"x")
+        assert table.row_count == 0 and "Nothing matches" in str(
+            screen.query_one("#found", Static).render())
+        for _ in "loudx":
+            await pilot.press("backspace")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert not isinstance(app.screen, SessionsScreen) and app.agent.session == "1"
+        transcript = app.query_one(Transcript)
+        found = transcript.query(".found")
+        assert len(found) == 1 and str(found.first().render()) == "You: Cats purr LOUDLY"
+        # Turns said after the index was built are found too.
+        await send(app, pilot, "a zebra appears")
+        await pilot.press("1", "4")
+        await settle(app, pilot)
+        await pilot.press("f2")
+        await until(pilot, lambda: app.screen.index is not None)
+        await pilot.press(*"zebra")
+        assert app.screen.query_one(DataTable).row_count == 1

@@ -24,12 +24,12 @@ from rlchat.tui.model_loading import ModelLoading
 from rlchat.tui.screens.dialogs import AskText
 from rlchat.tui.screens.help import COMMANDS, HelpScreen, KeyRow, key_rows
 from rlchat.tui.screens.learning import LearningScreen
-from rlchat.tui.screens.sessions import SessionsScreen
+from rlchat.tui.screens.sessions import Resume, SessionsScreen
 from rlchat.tui.screens.settings_form import SettingsForm
 from rlchat.tui.turn_actions import TurnActions
 from rlchat.tui.turn_flow import Phase, TurnFlow
 from rlchat.tui.widgets.candidates import CandidatePanel
-from rlchat.tui.widgets.prompt import PromptInput
+from rlchat.tui.widgets.prompt import KEYS_HINT, PromptInput
 from rlchat.tui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:  # the app paints before numpy and the learner are imported
@@ -138,15 +138,17 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
             self.push_screen(SessionsScreen(self.agent, can_resume=self.flow.allows("resume")),
                              self.resume)
 
-    def resume(self, session: str | None) -> None:
-        if session is None or self.agent is None:
+    def resume(self, chosen: Resume | None) -> None:
+        if chosen is None or self.agent is None:
             return
         try:
-            messages = self.agent.resume(session)
+            messages = self.agent.resume(chosen.session)
         except AgentError as exc:
             self.set_status(exc.message, error=True)
             return
-        self.restart_turn(f"Resumed session {session}.", messages)
+        self.restart_turn(f"Resumed session {chosen.session}.", messages)
+        if chosen.turn is not None:  # shown at the exchange the search found
+            self.query_one(Transcript).show_turn(chosen.turn)
 
     def on_sessions_screen_deleted(self, event: SessionsScreen.Deleted) -> None:
         if event.was_open:
@@ -266,7 +268,7 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         self.busy(False)
         box = self.query_one(PromptInput)
         box.disabled = False
-        box.placeholder = "Type a message and press Enter (↑ recalls earlier ones)"
+        box.placeholder = f"Type a message: {KEYS_HINT} · ↑ recalls earlier ones"
         box.clear()
         box.focus()
         self.set_status(status, error=error)

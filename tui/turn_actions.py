@@ -18,7 +18,7 @@ from textual.timer import Timer
 from rlchat.learner.errors import AgentError, GenerationCancelled
 from rlchat.tui.turn_flow import Phase
 from rlchat.tui.widgets.candidates import CandidatePanel
-from rlchat.tui.widgets.prompt import PromptInput
+from rlchat.tui.widgets.prompt import KEYS_HINT, PromptInput
 from rlchat.tui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -66,6 +66,14 @@ class TurnActions:
                 tooltip="show or hide what sets each candidate apart from the others"),
         Binding("x", "toggle_expand", "all lines", id="expand",
                 tooltip="show every line of long candidates, or their first lines"),
+        Binding("plus,equals_sign", "thumb(True)", "good", id="thumb-up", show=False,
+                tooltip="mark the highlighted candidate good, with or without a pick"),
+        Binding("minus", "thumb(False)", "bad", id="thumb-down", show=False,
+                tooltip="mark the highlighted candidate bad, with or without a pick"),
+        Binding("c", "copy", "copy", id="copy",
+                tooltip="copy the highlighted candidate, or the last reply, to the clipboard"),
+        Binding("f6", "copy", "copy", id="copy-anywhere", show=False, priority=True,
+                tooltip="copy, also while typing: the highlighted candidate, or the last reply"),
     ]
 
     def init_turns(self: RlchatApp) -> None:
@@ -74,9 +82,8 @@ class TurnActions:
         self._drain: Timer | None = None
 
     # typing and generating ----------------------------------------------
-    def on_input_submitted(self: RlchatApp, event: PromptInput.Submitted) -> None:
-        # Inputs of other screens (rename, settings) bubble up here too.
-        if self.agent is None or not isinstance(event.input, PromptInput):
+    def on_prompt_input_submitted(self: RlchatApp, event: PromptInput.Submitted) -> None:
+        if self.agent is None:
             return
         if self.flow.phase is Phase.TYPING:
             text = event.value  # the agent refuses empty or huge text with a message
@@ -230,7 +237,8 @@ class TurnActions:
         rank = self.query_one(CandidatePanel).highlighted + 1
         picked = self.flow.start_edit(rank)
         self.query_one(CandidatePanel).mark_picked(rank)
-        self.write_in_box("Edit the reply and press Enter to accept it (Esc: back)", picked.text)
+        self.write_in_box(f"Edit the reply, then Enter accepts it ({KEYS_HINT}; Esc: back)",
+                          picked.text)
 
     def write_in_box(self: RlchatApp, prompt: str, text: str) -> None:
         self.refresh_bindings()
@@ -278,7 +286,7 @@ class TurnActions:
     def action_own_reply(self: RlchatApp) -> None:
         self.flow.write_own()
         self.query_one(CandidatePanel).mark_picked(0)
-        self.write_in_box("Write the reply you wanted and press Enter (Esc: back)", "")
+        self.write_in_box(f"Write the reply you wanted, then Enter ({KEYS_HINT}; Esc: back)", "")
         self.set_status("Write your own reply; it continues the conversation.")
 
     def action_cancel_reply(self: RlchatApp) -> None:
@@ -322,6 +330,41 @@ class TurnActions:
     def action_cancel(self: RlchatApp) -> None:
         self._cancel.set()
         self.set_status("Cancelling…")
+
+    def action_thumb(self: RlchatApp, good: bool) -> None:
+        """Mark the highlighted candidate good or bad, without picking it: it
+        is learned with the turn's answer, and can be changed until then."""
+        panel = self.query_one(CandidatePanel)
+        view = self.flow.view
+        if view is None or not panel.candidates or self.agent is None:
+            return
+        cand = panel.candidates[panel.highlighted]
+        try:
+            self.agent.rate(view.turn, cand.id, good)
+        except AgentError as exc:
+            self.set_status(exc.message, error=True)
+            return
+        panel.mark(cand.id, good)
+        self.set_status(f"Reply {panel.highlighted + 1} marked {'good' if good else 'bad'}; "
+                        "learned with this turn's answer (a pick, your own, r or n), "
+                        "whichever it is.")
+
+    def action_copy(self: RlchatApp) -> None:
+        """The highlighted candidate, or else the last reply, to the clipboard
+        (OSC 52: the terminal, or the one tmux and ssh pass it to, keeps it)."""
+        if self.screen is not self.screen_stack[0]:
+            return
+        panel = self.query_one(CandidatePanel)
+        if panel.candidates:
+            text, what = panel.candidates[panel.highlighted].text, \
+                f"reply {panel.highlighted + 1}"
+        else:
+            text, what = self.query_one(Transcript).last_reply(), "the last reply"
+        if not text:
+            self.set_status("Nothing to copy yet.")
+            return
+        self.copy_to_clipboard(text)
+        self.set_status(f"Copied {what} ({len(text)} characters) to the clipboard.")
 
     def action_toggle_why(self: RlchatApp) -> None:
         self.query_one(CandidatePanel).toggle_why()

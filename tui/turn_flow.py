@@ -55,6 +55,7 @@ ALLOWED: dict[str, tuple[Phase, ...]] = {
     "none": CHOICE,
     "toggle_why": CHOICE,
     "toggle_expand": CHOICE,
+    "thumb": (Phase.CHOOSING,),
     "new_session": (Phase.TYPING, *CHOICE, Phase.BROKEN),
     "submit": (Phase.TYPING, Phase.REPLYING, Phase.ORDERING, Phase.EDITING),
     "resume": (Phase.TYPING, *CHOICE),

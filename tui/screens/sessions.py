@@ -1,9 +1,10 @@
-"""Past sessions: browse, resume, rename, delete, all through the agent.
-Works without a model."""
+"""Past sessions: search, browse, resume, rename, delete, all through the
+agent.  Works without a model."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -12,10 +13,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from rlchat.learner.dialogue import one_line
 from rlchat.learner.errors import AgentError
+from rlchat.learner.search import SearchIndex, words
 from rlchat.tui.literal import literal
 from rlchat.tui.screens.dialogs import AskText, Confirm
 
@@ -27,19 +29,29 @@ def session_date(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "?"
 
 
-class SessionsScreen(Screen[str | None]):
-    """Newest first.  Dismissed with the id of a session to resume, or None."""
+SHOWN = 500  # rows in the table at most: a long log's sessions are found by search
+
+
+class SessionsScreen(Screen["Resume | None"]):
+    """Newest first, or those whose messages and replies hold the typed
+    words.  Dismissed with what to resume, or None."""
 
     DEFAULT_CSS = """
+    SessionsScreen #search { margin: 0 1; }
+    SessionsScreen #found { height: 1; padding: 0 1; color: $text-muted; }
     SessionsScreen DataTable { width: 3fr; height: 1fr; }
     SessionsScreen #preview { width: 2fr; height: 1fr; border-left: solid $accent;
                               padding: 0 1; overflow-y: auto; }
     """
     BINDINGS = [
         Binding("enter", "resume", "resume", id="session-resume", priority=True),
-        Binding("r", "rename", "rename", id="session-rename"),
-        Binding("d,delete", "delete", "delete", id="session-delete"),
+        Binding("ctrl+r", "rename", "rename", id="session-rename", priority=True),
+        Binding("ctrl+d", "delete", "delete", id="session-delete", priority=True),
         Binding("escape", "back", "back", id="session-back"),
+        Binding("up", "move(-1)", "previous session", id="session-up", show=False),
+        Binding("down", "move(1)", "next session", id="session-down", show=False),
+        Binding("pageup", "move(-10)", "page up", id="session-page-up", show=False),
+        Binding("pagedown", "move(10)", "page down", id="session-page-down", show=False),
     ]
 
     class Deleted(Message):
@@ -54,9 +66,14 @@ class SessionsScreen(Screen[str | None]):
         self.agent = agent
         self.can_resume = can_resume
         self.titles: dict[str, str] = {}
+        self.records: dict[str, dict] = {}  # every session, by id, newest first
+        self.matched: dict[str, str] = {}  # session -> the turn the search found there
+        self.index: SearchIndex | None = None  # once built (a worker)
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Input(placeholder="Search messages and replies: type words", id="search")
+        yield Static("", id="found", markup=False)
         with Horizontal():
             yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
             yield Static("", id="preview")
@@ -66,21 +83,65 @@ class SessionsScreen(Screen[str | None]):
         self.sub_title = "Sessions"
         table = self.query_one(DataTable)
         table.add_columns("date", "title", "turns")
+        table.can_focus = False  # the search box keeps the keys; up/down move the rows
         self.reload()
-        table.focus()
+        self.query_one("#search", Input).focus()
+        self.run_worker(self._build_index, thread=True, exclusive=True, group="search")
+
+    def _build_index(self) -> None:
+        def progress(turns: int) -> None:
+            self.app.call_from_thread(self._say, f"Indexing past chats… {turns:,} turns")
+
+        index = self.agent.search_index(progress)
+        self.app.call_from_thread(self._indexed, index)
+
+    def _indexed(self, index: SearchIndex) -> None:
+        self.index = index
+        self.refilter()
+
+    def _say(self, text: str) -> None:
+        self.query_one("#found", Static).update(text)
 
     def reload(self) -> None:
+        """Read the sessions again (after a rename or delete) and show them."""
+        self.records = {s["id"]: s for s in self.agent.sessions()}
+        self.titles = {sid: s.get("title") or "" for sid, s in self.records.items()}
+        self.refilter()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "search":
+            self.refilter()
+
+    def refilter(self) -> None:
+        query = self.query_one("#search", Input).value
+        if not words(query):
+            self.matched = {}
+            shown = list(self.records)[:SHOWN]
+            more = len(self.records) - len(shown)
+            self._say(f"{len(self.records):,} sessions; the newest {len(shown)} shown, type to "
+                      "search" if more else "Type to search past chats.")
+        elif self.index is None:
+            shown = []
+            self._say("Indexing past chats…")
+        else:
+            hits = [h for h in self.index.search(query, SHOWN) if h.session in self.records]
+            self.matched = {h.session: h.turn for h in hits}
+            shown = [h.session for h in hits]
+            self._say(f"{len(hits)} session{'s' if len(hits) != 1 else ''} match "
+                      f"{query.strip()!r}" if hits else f"Nothing matches {query.strip()!r}.")
+        self._fill(shown)
+
+    def _fill(self, sessions: list[str]) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        self.titles = {}
-        for session in self.agent.sessions():
-            self.titles[session["id"]] = session.get("title") or ""
+        for sid in sessions:
+            session = self.records[sid]
             # Cells are Text, never str: DataTable would read a str as markup.
             table.add_row(
                 Text(session_date(session.get("started"))),
                 Text(literal(one_line(session.get("title") or "(untitled)"))),
                 Text(str(session.get("turns", 0)), justify="right"),
-                key=session["id"],
+                key=sid,
             )
         self._preview()
 
@@ -90,6 +151,11 @@ class SessionsScreen(Screen[str | None]):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
+    def action_move(self, rows: int) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count:
+            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + rows)))
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._preview()
 
@@ -97,13 +163,21 @@ class SessionsScreen(Screen[str | None]):
         session = self.selected()
         preview = self.query_one("#preview", Static)
         if session is None:
-            preview.update("No sessions yet.")
+            preview.update("No sessions yet." if not self.records else "")
             return
+        lines = self.agent.session_messages(session)
         text = Text()
-        for role, line in self.agent.session_messages(session):
-            label = {"user": "You: ", "assistant": "Assistant: "}.get(role, "")
-            text.append(label, style="bold")
-            text.append(literal(line) + "\n\n")
+        turn = self.matched.get(session)
+        if turn is not None and self.index is not None:
+            # The exchange that matched first, then the whole session.
+            at = self.index.position(turn)
+            text.append("Found:\n", style="bold")
+            _exchange(text, lines[2 * at:2 * at + 2])
+            text.append("─" * 20 + "\n\n", style="dim")
+        _exchange(text, lines)
+        if turn is not None:
+            text.highlight_words(words(self.query_one("#search", Input).value),
+                                 style="reverse", case_sensitive=False)
         preview.update(text if text else Text("(no turns)"))
 
     def action_resume(self) -> None:
@@ -114,7 +188,9 @@ class SessionsScreen(Screen[str | None]):
             self.notify("The model is not loaded: sessions can be read, not continued.",
                         severity="warning")
             return
-        self.dismiss(session)
+        turn = self.matched.get(session)
+        at = self.index.position(turn) if turn is not None and self.index is not None else None
+        self.dismiss(Resume(session, at))
 
     def action_rename(self) -> None:
         session = self.selected()
@@ -153,3 +229,19 @@ class SessionsScreen(Screen[str | None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What F2 asks the chat to continue: a session, shown at a turn (its
+    0-based place in the session) where the search found it."""
+
+    session: str
+    turn: int | None = None
+
+
+def _exchange(text: Text, lines: list[tuple[str, str]]) -> None:
+    for role, line in lines:
+        label = {"user": "You: ", "assistant": "Assistant: "}.get(role, "")
+        text.append(label, style="bold")
+        text.append(literal(line) + "\n\n")

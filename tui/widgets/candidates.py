@@ -59,6 +59,7 @@ class CandidatePanel(VerticalScroll):
         self._why: dict[int, list[tuple[str, float]]] = {}
         self.show_why = False
         self.expanded = False
+        self.marks: dict[int, bool] = {}  # candidate id -> marked good (True) or bad
 
     # streaming ------------------------------------------------------------
     def start_drafts(self) -> None:
@@ -91,10 +92,11 @@ class CandidatePanel(VerticalScroll):
         self.clear()
         self.candidates = list(candidates)
         self._why = why or {}
+        self.marks = {}
         self.highlighted = 0
         self.expanded = False
-        self.border_title = ("Candidates (1-9 or ↑↓ Enter pick · o order · m edit · e own · "
-                             "r again · n none · w why)")
+        self.border_title = ("Candidates (1-9 or ↑↓ Enter pick · +/- good/bad · o order · "
+                             "m edit · e own · r again · n none · c copy · w why)")
         self._render_ranking()
         self.remove_class("-empty")
 
@@ -117,12 +119,20 @@ class CandidatePanel(VerticalScroll):
                 line.append(f"\n{INDENT}… (x shows all lines)", style="dim")
             if cand.truncated:
                 line.append(" ✂ cut at the token limit", style="dim italic")
+            if cand.id in self.marks:
+                good = self.marks[cand.id]
+                line.append("  + good" if good else "  − bad",
+                            style="bold green" if good else "bold red")
             classes = "candidate" + (" highlighted" if rank - 1 == self.highlighted else "")
             widgets.append(Static(line, classes=classes))
             if self.show_why and cand.id in self._why:
                 parts = ", ".join(f"{name} {value:+.2f}" for name, value in self._why[cand.id])
                 widgets.append(Static(Text(f"why: {parts}"), classes="why"))
         self.mount_all(widgets)
+
+    def mark(self, candidate_id: int, good: bool) -> None:
+        self.marks[candidate_id] = good
+        self._render_ranking()
 
     def toggle_why(self) -> None:
         self.show_why = not self.show_why
@@ -149,5 +159,6 @@ class CandidatePanel(VerticalScroll):
         self._drafts.clear()
         self._draft_view = None
         self._why = {}
+        self.marks = {}
         self.remove_children()
         self.add_class("-empty")

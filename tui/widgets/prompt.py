@@ -1,48 +1,96 @@
-"""The message box, with the messages sent before one key away (up/down)."""
+"""The message box: several lines, and the messages sent before one key away.
+
+Enter sends (or accepts an edit, an own reply, an order).  A line break is
+Ctrl+J, which every terminal sends as its own key; Shift+Enter and
+Alt+Enter do the same where the terminal tells them apart from Enter.
+Pasted text keeps its line breaks.  Up on the first line and down on the
+last recall earlier messages, like a shell.
+"""
 
 from __future__ import annotations
 
+from textual import events
 from textual.binding import Binding
-from textual.widgets import Input
+from textual.message import Message
+from textual.widgets import TextArea
+
+NEWLINE_KEYS = ("ctrl+j", "shift+enter", "alt+enter")
+KEYS_HINT = "Enter sends · Ctrl+J new line"
 
 
-class PromptInput(Input):
-    """An Input that recalls earlier messages like a shell does."""
+class PromptInput(TextArea):
+    """A TextArea that sends on Enter and recalls earlier messages."""
 
+    DEFAULT_CSS = """
+    PromptInput { height: auto; max-height: 10; }
+    """
     BINDINGS = [
         Binding("up", "older", "earlier message", id="history-older", show=False),
         Binding("down", "newer", "later message", id="history-newer", show=False),
     ]
 
+    class Submitted(Message):
+        """Enter was pressed: `value` is the box's text."""
+
+        def __init__(self, box: PromptInput, value: str) -> None:
+            super().__init__()
+            self.input, self.value = box, value
+
     def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.history: list[str] = []
+        super().__init__(soft_wrap=True, tab_behavior="focus", show_line_numbers=False,
+                         highlight_cursor_line=False, **kwargs)
+        self.sent: list[str] = []  # messages sent, oldest first (TextArea has a `history`)
         self._index: int | None = None  # position in history while browsing
         self._draft = ""  # what was typed before browsing started
 
+    @property
+    def value(self) -> str:
+        return self.text
+
+    @value.setter
+    def value(self, text: str) -> None:
+        """Replace the text; the cursor goes to its end, nothing selected."""
+        self.load_text(text)
+        self.move_cursor(self.document.end)
+
+    def clear(self) -> None:  # TextArea's returns an edit result; the box's callers need none
+        self.value = ""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.read_only or self.disabled:
+            return
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()  # TextArea's own handler would insert a line break
+            self.post_message(self.Submitted(self, self.text))
+        elif event.key in NEWLINE_KEYS:
+            event.stop()
+            event.prevent_default()
+            start, end = self.selection
+            self.replace("\n", start, end, maintain_selection_offset=False)
+
+    # history ------------------------------------------------------------
     def remember(self, text: str) -> None:
-        if text.strip() and (not self.history or self.history[-1] != text):
-            self.history.append(text)
+        if text.strip() and (not self.sent or self.sent[-1] != text):
+            self.sent.append(text)
         self._index = None
 
     def action_older(self) -> None:
-        if not self.history:
+        if self.cursor_location[0] > 0 or not self.sent:
+            self.action_cursor_up()
             return
         if self._index is None:
-            self._draft, self._index = self.value, len(self.history)
+            self._draft, self._index = self.text, len(self.sent)
         self._index = max(0, self._index - 1)
-        self._show(self.history[self._index])
+        self.value = self.sent[self._index]
 
     def action_newer(self) -> None:
-        if self._index is None:
+        if self.cursor_location[0] < self.document.line_count - 1 or self._index is None:
+            self.action_cursor_down()
             return
         self._index += 1
-        if self._index >= len(self.history):
+        if self._index >= len(self.sent):
             self._index = None
-            self._show(self._draft)
+            self.value = self._draft
         else:
-            self._show(self.history[self._index])
-
-    def _show(self, text: str) -> None:
-        self.value = text
-        self.cursor_position = len(text)
+            self.value = self.sent[self._index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from markdown_it import MarkdownIt
 from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Markdown, Static
@@ -11,10 +12,16 @@ from rlchat.tui.literal import literal
 LABELS = {"user": "You", "assistant": "Assistant", "note": ""}
 
 
+def _line_breaks_kept() -> MarkdownIt:
+    # A reply's line break is the writer's: shown as one, not joined into
+    # the paragraph as Markdown does.
+    return MarkdownIt("gfm-like", {"breaks": True})
+
+
 class Reply(Vertical):
     """A reply that continued the conversation, rendered as Markdown (lists,
-    code fences).  Markdown is not Rich markup: `[bold]` in a reply stays as
-    written, and control characters are made visible first."""
+    code fences, its own line breaks).  Markdown is not Rich markup: `[bold]`
+    in a reply stays as written, and control characters are made visible first."""
 
     DEFAULT_CSS = """
     Reply { height: auto; }
@@ -30,7 +37,7 @@ class Reply(Vertical):
     def compose(self):
         yield Static(f"{LABELS['assistant']}:", markup=False, classes="label")
         # Links are shown, never opened: a click must not start a browser.
-        yield Markdown(literal(self.text), open_links=False)
+        yield Markdown(literal(self.text), open_links=False, parser_factory=_line_breaks_kept)
 
 
 class Transcript(VerticalScroll):
@@ -42,6 +49,7 @@ class Transcript(VerticalScroll):
     Transcript > .user { color: $text; text-style: bold; }
     Transcript > .assistant { color: $success; }
     Transcript > .note { color: $text-muted; text-style: italic; }
+    Transcript > .found { background: $accent 20%; }
     """
 
     def on_mount(self) -> None:
@@ -66,11 +74,26 @@ class Transcript(VerticalScroll):
         for role, text in messages:
             self.add_message(role, text)
 
+    def show_turn(self, position: int) -> None:
+        """Scroll to the message of the turn at `position` (0-based, two
+        messages a turn, as `show` gets them) and mark it."""
+        messages = self.query(".message")
+        if 2 * position < len(messages):
+            found = messages[2 * position]
+            found.add_class("found")
+            self.release_anchor()  # else the view would stay at the newest message
+            self.call_after_refresh(self.scroll_to_widget, found, animate=False, top=True)
+
     def remove_last(self, role: str) -> None:
         """Take back the newest message if it has this role (a cancelled send)."""
         messages = self.query(".message")
         if messages and messages.last().has_class(role):
             messages.last().remove()
+
+    def last_reply(self) -> str | None:
+        """The source text of the newest reply, if any."""
+        replies = self.query(Reply)
+        return replies.last().text if replies else None
 
     def messages(self) -> list[str]:
         """Every message as "Role: text" (a reply's source text, before Markdown)."""
