@@ -107,7 +107,7 @@ def test_deleting_the_open_session_mid_turn_then_going_on(terminal, data_dir):
     say("second message")  # its candidates are on screen
     tmux("send-keys", "-t", SESSION, "F2")
     wait_for("hello there", "turns")
-    tmux("send-keys", "-t", SESSION, "d")
+    tmux("send-keys", "-t", SESSION, "C-d")
     wait_for("Delete session")
     tmux("send-keys", "-t", SESSION, "y")
     wait_for("No sessions yet")
@@ -115,7 +115,7 @@ def test_deleting_the_open_session_mid_turn_then_going_on(terminal, data_dir):
     shown = wait_for("The open session was deleted")
     assert "Candidates" not in shown and "You: second message" not in shown
     tmux("send-keys", "-t", SESSION, "1")  # the pick the user had in mind: now just text
-    wait_for("▊  1")
+    wait_for("▊ 1   ")
     tmux("send-keys", "-t", SESSION, "BSpace")
     say("a fresh start")
     tmux("send-keys", "-t", SESSION, "1", "4")
@@ -134,6 +134,60 @@ def test_deleting_the_open_session_mid_turn_then_going_on(terminal, data_dir):
     sessions = list(store.sessions())
     assert [s["title"] for s in sessions] == ["a fresh start"] and sessions[0]["turns"] == 1
     assert [t["user_text"] for t in store.turns()] == ["a fresh start"]
+    store.close()
+
+
+def test_edit_a_reply_write_one_of_two_lines_and_copy(tiny_chat_model: Path, data_dir: Path,
+                                                      config_dir: Path):
+    rlchat = Path(sys.executable).with_name("rlchat")
+    command = (f"env RLCHAT_CONFIG_DIR={config_dir} "
+               f"{rlchat} --model {tiny_chat_model} --data-dir {data_dir} --seed 1")
+    tmux("new-session", "-d", "-s", SESSION, "-x", "110", "-y", "34", command)
+    try:
+        wait_for("Ready. Type a message")
+
+        def say(message: str) -> None:
+            tmux("send-keys", "-t", SESSION, "-l", message)
+            tmux("send-keys", "-t", SESSION, "Enter")
+            wait_for("Pick a reply", "1. ", f"You: {message}")
+
+        say("hello there")
+        tmux("send-keys", "-t", SESSION, "m")
+        wait_for("Edit the reply")
+        tmux("send-keys", "-t", SESSION, "-l", " (edited)")
+        tmux("send-keys", "-t", SESSION, "Enter")
+        wait_for("Rate your edit")
+        tmux("send-keys", "-t", SESSION, "5")
+        wait_for("policy v1.")
+
+        say("write it yourself")
+        tmux("send-keys", "-t", SESSION, "e")
+        wait_for("Write the reply you wanted")
+        tmux("send-keys", "-t", SESSION, "-l", "line one")
+        tmux("send-keys", "-t", SESSION, "C-j")  # a line break, in any terminal
+        tmux("send-keys", "-t", SESSION, "-l", "line two")
+        tmux("send-keys", "-t", SESSION, "Enter")
+        shown = wait_for("Learned from your own reply", "line two", after="write it yourself")
+        rows = [row.strip() for row in shown.splitlines()]
+        one = next(i for i, row in enumerate(rows) if row.endswith("line one"))
+        assert rows[one + 1] == "line two"  # shown as two lines
+
+        say("copy this")
+        tmux("send-keys", "-t", SESSION, "c")
+        wait_for("Copied reply 1")
+        tmux("send-keys", "-t", SESSION, "Escape", "C-q")
+        wait_quit()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+
+    from rlchat.storage import Store
+
+    store = Store(data_dir, readonly=True)
+    edited, own, _ = list(store.turns())
+    pick = edited["candidates"][edited["choice"]]["text"]
+    assert edited["choice"] == edited["order"][0]  # the highlighted one: the first
+    assert edited["edit"] == pick + " (edited)"
+    assert own["own_reply"] == "line one\nline two"
     store.close()
 
 

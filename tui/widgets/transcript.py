@@ -13,9 +13,19 @@ LABELS = {"user": "You", "assistant": "Assistant", "note": ""}
 
 
 def _line_breaks_kept() -> MarkdownIt:
-    # A reply's line break is the writer's: shown as one, not joined into
-    # the paragraph as Markdown does.
-    return MarkdownIt("gfm-like", {"breaks": True})
+    """A Markdown parser for which a reply's line break is the writer's, shown
+    as one, not joined into its paragraph (Textual's widget renders only
+    hard breaks as breaks, whatever markdown-it's `breaks` option says)."""
+    parser = MarkdownIt("gfm-like")
+
+    def hard(state) -> None:
+        for token in state.tokens:
+            for child in token.children or ():
+                if child.type == "softbreak":
+                    child.type = "hardbreak"
+
+    parser.core.ruler.push("hard_line_breaks", hard)
+    return parser
 
 
 class Reply(Vertical):
