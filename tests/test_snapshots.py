@@ -1,4 +1,5 @@
-"""Snapshots of the main, learning, sessions and help screens at 100x30.
+"""Snapshots of the main, learning, sessions (and its search), help screens
+and the reply editor at 100x30.
 
 Deterministic: a scripted candidate source, seeded exploration, fixed session
 dates in UTC, no blinking cursor.  After a deliberate change of the look, run
@@ -79,6 +80,30 @@ def test_sessions_screen(app, snap_compare):
         await pilot.press("ctrl+n")
         await chat(pilot, [("about [dogs]", "2", "3"), ("and puppies", "1", "4")])
         await pilot.press("f2")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_sessions_search(app, snap_compare):
+    async def run_before(pilot) -> None:
+        await chat(pilot, [("about cats", "1", "5"), ("they purr", "2", "4")])
+        await pilot.press("ctrl+n")
+        await chat(pilot, [("about [dogs]", "2", "3"), ("and puppies", "1", "4")])
+        await pilot.press("f2")
+        await pilot.app.workers.wait_for_complete()  # the index
+        await pilot.pause()
+        await pilot.press(*"PURR")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_reply_editor(app, snap_compare):
+    async def run_before(pilot) -> None:
+        await chat(pilot, [("hello", "", "")])
+        await pilot.press("plus", "down", "down", "minus", "up", "m", *" and more",
+                          "ctrl+j", *"on a second line")
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -246,6 +246,8 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
                 yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "copy" and self.screen is not self.screen_stack[0]:
+            return False  # it copies from the chat: hidden over F2, F3 and the rest
         return self.flow.allows(action)
 
     # rendering --------------------------------------------------------------

@@ -183,10 +183,11 @@ class TurnActions:
         self.refresh_bindings()
         box = self.query_one(PromptInput)
         box.disabled = True
-        prompt = (f"Pick a reply: 1-{len(self.flow.view.candidates)} or ↑↓ Enter; o orders "
-                  "several, m edits, e writes your own, r regenerates, n: none of these.")
-        box.placeholder = prompt
-        self.set_status(prompt)
+        n = len(self.flow.view.candidates)
+        box.placeholder = f"Pick a reply above: 1-{n}, or ↑↓ Enter"
+        self.set_status(f"Pick a reply: 1-{n} or ↑↓ Enter; + or - marks one good or bad; "
+                        "o orders several, m edits, e writes your own, r regenerates, "
+                        "n: none of these; c copies.")
 
     # choosing and rating --------------------------------------------------
     def action_digit(self: RlchatApp, n: int) -> None:
