@@ -93,6 +93,7 @@ class Agent(AnswerDoor, SessionDoor):
         self.open_turn: Turn | None = None
         self.answered_turn: Turn | None = None  # the latest, until the next message
         self._search: SearchIndex | None = None  # built at the first search
+        self._deleted_meanwhile: set[str] = set()  # sessions deleted while it is built
         self._saved_seq = self.policy.last_seq  # the last turn the stored policy has
         self.recovered: tuple[int, float] = (0, 0.0)  # turns learned again at start, seconds
         with storing():
@@ -248,13 +249,29 @@ class Agent(AnswerDoor, SessionDoor):
     def search_index(self, progress: Callable[[int], None] | None = None) -> SearchIndex:
         """The index of every stored turn's words: built at the first call
         (from the cache a clean exit saved, plus the turns after it), then
-        kept up to date.  Slow only the first time on a long log: the TUI
-        calls it in a worker, with `progress(turns read)`."""
+        kept up to date.  The first call on a long log takes a while (the TUI
+        makes it in a worker, with `progress(turns read)`): it reads through
+        a read-only store of its own, so the agent's lock is held only to
+        catch up with what changed meanwhile."""
+        with self._lock:
+            if self._search is not None:
+                return self._search
+            # The open turn may be answered while the index is read: read it again after.
+            since = self.open_turn.seq - 1 if self.open_turn else self.store.count_turns()
+            self._deleted_meanwhile = set()
+        reader = Store(self.store.data_dir, readonly=True)
+        try:
+            cached = SearchIndex.from_dict(reader.load_search_cache())
+            index = SearchIndex.build(reader.turn_texts(cached.last_seq if cached else 0),
+                                      progress, cached)
+        finally:
+            reader.close()
         with self._lock:
             if self._search is None:
-                cached = SearchIndex.from_dict(self.store.load_search_cache())
-                after = cached.last_seq if cached else 0
-                self._search = SearchIndex.build(self.store.turn_texts(after), progress, cached)
+                late = self.store.turn_texts(min(since, index.last_seq))
+                self._search = SearchIndex.build(late, start=index)
+                for session in self._deleted_meanwhile:
+                    self._search.drop_session(session)
             return self._search
 
     def search(self, query: str, limit: int | None = None) -> list[Hit]:

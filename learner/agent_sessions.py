@@ -107,6 +107,8 @@ class SessionDoor:
             self.store.drop_search_cache()
             if self._search is not None:
                 self._search.drop_session(session_id)
+            else:  # an index being built drops it when done
+                self._deleted_meanwhile.add(session_id)
             return deleted
 
     def _system(self: Agent) -> str:

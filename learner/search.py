@@ -23,11 +23,10 @@ CACHE_FORMAT = 1
 
 @dataclass(frozen=True)
 class Hit:
-    """A session with turns that match: the newest of them, and how many."""
+    """A session with a turn that matches: the newest such turn."""
 
     session: str
-    turn: str  # the id of the newest matching turn
-    matches: int
+    turn: str
 
 
 def searchable(message: str, reply: str | None) -> str:
@@ -81,17 +80,19 @@ class SearchIndex:
 
     def search(self, query: str, limit: int | None = None) -> list[Hit]:
         """Sessions with a turn that holds every word of `query`, the one
-        with the newest match first; at most `limit` of them."""
+        with the newest match first; at most `limit` of them (the scan
+        stops there, newest turns first: a common word costs no full scan)."""
         wanted = words(query)
         if not wanted:
             return []
         first, rest = wanted[0], wanted[1:]
-        found: dict[str, list[int]] = {}
-        for seq, (session, text) in self.texts.items():
-            if first in text and all(word in text for word in rest):
-                found.setdefault(session, []).append(seq)
-        hits = sorted(found.items(), key=lambda item: item[1][-1], reverse=True)
-        return [Hit(session, str(seqs[-1]), len(seqs)) for session, seqs in hits[:limit]]
+        hits: dict[str, Hit] = {}
+        for seq, (session, text) in reversed(self.texts.items()):
+            if session not in hits and first in text and all(w in text for w in rest):
+                hits[session] = Hit(session, str(seq))
+                if len(hits) == limit:
+                    break
+        return list(hits.values())
 
     def position(self, turn: str) -> int:
         """The 0-based place of a turn among its session's turns."""

@@ -30,6 +30,7 @@ def session_date(timestamp: float | None) -> str:
 
 
 SHOWN = 500  # rows in the table at most: a long log's sessions are found by search
+FOUND = 100  # search results shown: typing on narrows them
 
 
 class SessionsScreen(Screen["Resume | None"]):
@@ -88,12 +89,21 @@ class SessionsScreen(Screen["Resume | None"]):
         self.query_one("#search", Input).focus()
         self.run_worker(self._build_index, thread=True, exclusive=True, group="search")
 
-    def _build_index(self) -> None:
-        def progress(turns: int) -> None:
-            self.app.call_from_thread(self._say, f"Indexing past chats… {turns:,} turns")
+    class Indexing(Message):
+        """How many turns the index has read (from its worker)."""
 
-        index = self.agent.search_index(progress)
+        def __init__(self, turns: int) -> None:
+            super().__init__()
+            self.turns = turns
+
+    def _build_index(self) -> None:
+        # Posted, not called: a message never waits for the UI thread.
+        index = self.agent.search_index(lambda turns: self.post_message(self.Indexing(turns)))
         self.app.call_from_thread(self._indexed, index)
+
+    def on_sessions_screen_indexing(self, event: Indexing) -> None:
+        if self.index is None:
+            self._say(f"Indexing past chats… {event.turns:,} turns")
 
     def _indexed(self, index: SearchIndex) -> None:
         self.index = index
@@ -118,17 +128,20 @@ class SessionsScreen(Screen["Resume | None"]):
             self.matched = {}
             shown = list(self.records)[:SHOWN]
             more = len(self.records) - len(shown)
-            self._say(f"{len(self.records):,} sessions; the newest {len(shown)} shown, type to "
-                      "search" if more else "Type to search past chats.")
+            said = (f"{len(self.records):,} sessions; the newest {len(shown)} shown, type to "
+                    "search" if more else "Type to search past chats")
+            self._say(said + (" (indexing…)" if self.index is None else "."))
         elif self.index is None:
             shown = []
             self._say("Indexing past chats…")
         else:
-            hits = [h for h in self.index.search(query, SHOWN) if h.session in self.records]
+            hits = [h for h in self.index.search(query, FOUND) if h.session in self.records]
             self.matched = {h.session: h.turn for h in hits}
             shown = [h.session for h in hits]
-            self._say(f"{len(hits)} session{'s' if len(hits) != 1 else ''} match "
-                      f"{query.strip()!r}" if hits else f"Nothing matches {query.strip()!r}.")
+            many = f"the newest {FOUND} sessions" if len(hits) == FOUND else (
+                f"{len(hits)} session{'s' if len(hits) != 1 else ''}")
+            self._say(f"{many} match {query.strip()!r}" if hits
+                      else f"Nothing matches {query.strip()!r}.")
         self._fill(shown)
 
     def _fill(self, sessions: list[str]) -> None:

@@ -9,7 +9,6 @@ last recall earlier messages, like a shell.
 
 from __future__ import annotations
 
-from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
@@ -25,8 +24,15 @@ class PromptInput(TextArea):
     PromptInput { height: auto; max-height: 10; }
     """
     BINDINGS = [
-        Binding("up", "older", "earlier message", id="history-older", show=False),
-        Binding("down", "newer", "later message", id="history-newer", show=False),
+        # Priority: TextArea's own key handler would take Enter as a line break.
+        Binding("enter", "submit", "send", id="message-send", priority=True, show=False,
+                tooltip="send the message (or accept an edit, an own reply, an order)"),
+        Binding(",".join(NEWLINE_KEYS), "newline", "new line", id="message-newline",
+                priority=True, show=False, tooltip="a line break in the message box"),
+        Binding("up", "older", "earlier message", id="history-older", show=False,
+                tooltip="on the first line: the message sent before"),
+        Binding("down", "newer", "later message", id="history-newer", show=False,
+                tooltip="on the last line: the message sent after"),
     ]
 
     class Submitted(Message):
@@ -56,18 +62,12 @@ class PromptInput(TextArea):
     def clear(self) -> None:  # TextArea's returns an edit result; the box's callers need none
         self.value = ""
 
-    async def _on_key(self, event: events.Key) -> None:
-        if self.read_only or self.disabled:
-            return
-        if event.key == "enter":
-            event.stop()
-            event.prevent_default()  # TextArea's own handler would insert a line break
-            self.post_message(self.Submitted(self, self.text))
-        elif event.key in NEWLINE_KEYS:
-            event.stop()
-            event.prevent_default()
-            start, end = self.selection
-            self.replace("\n", start, end, maintain_selection_offset=False)
+    def action_submit(self) -> None:
+        self.post_message(self.Submitted(self, self.text))
+
+    def action_newline(self) -> None:
+        start, end = self.selection
+        self.replace("\n", start, end, maintain_selection_offset=False)
 
     # history ------------------------------------------------------------
     def remember(self, text: str) -> None:
