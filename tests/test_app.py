@@ -713,3 +713,16 @@ async def test_search_finds_sessions_by_their_words_and_opens_at_the_match(store
         await until(pilot, lambda: app.screen.index is not None)
         await pilot.press(*"zebra")
         assert app.screen.query_one(DataTable).row_count == 1
+
+
+async def test_the_message_box_keys_follow_the_keymap(store):
+    # One who writes long messages: Enter for line breaks, Ctrl+S to send.
+    app = scripted_app(store, keys={"message-send": "ctrl+s", "message-newline": "enter"})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press(*"one", "enter", *"two")
+        assert app.query_one(PromptInput).value == "one\ntwo" and app.flow.phase == TYPING
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert app.flow.phase == CHOOSING
+    assert next(iter(store.turns()))["user_text"] == "one\ntwo"

@@ -113,6 +113,7 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
             self.notify(f"Unknown binding ids in [keys]: {', '.join(unknown)}",
                         severity="warning", markup=False)
         self.set_keymap({k: v for k, v in keys.items() if k in known})
+        self.query_one(PromptInput).keymap = dict(keys)  # it reads its own two keys
 
     # sessions, learning, settings -------------------------------------------
     def action_new_session(self) -> None:
@@ -272,8 +273,13 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         box.disabled = False
         box.placeholder = f"Type a message: {KEYS_HINT} · ↑ recalls earlier ones"
         box.clear()
+        self.focus_then_say(box, status, error=error)
+
+    def focus_then_say(self, box: PromptInput, status: str, *, error: bool = False) -> None:
+        """Focus lands a moment after `focus()`: the status that invites
+        typing is shown only once keys reach the box."""
         box.focus()
-        self.set_status(status, error=error)
+        self.call_later(self.set_status, status, error=error)
 
     def set_status(self, text: str, *, error: bool = False) -> None:
         status = self.query_one("#status", Static)

@@ -247,8 +247,7 @@ class TurnActions:
         box.disabled = False
         box.placeholder = prompt
         box.value = text
-        box.focus()
-        self.set_status(prompt)
+        self.focus_then_say(box, prompt)
 
     def action_skip_rating(self: RlchatApp) -> None:
         self.answer(None)
@@ -288,7 +287,6 @@ class TurnActions:
         self.flow.write_own()
         self.query_one(CandidatePanel).mark_picked(0)
         self.write_in_box(f"Write the reply you wanted, then Enter ({KEYS_HINT}; Esc: back)", "")
-        self.set_status("Write your own reply; it continues the conversation.")
 
     def action_cancel_reply(self: RlchatApp) -> None:
         self.flow.back_to_choosing()
@@ -309,8 +307,7 @@ class TurnActions:
         self.refresh_bindings()
         box = self.query_one(PromptInput)
         box.disabled = False
-        box.focus()
-        self.set_status(message, error=True)
+        self.focus_then_say(box, message, error=True)
 
     def after_answer(self: RlchatApp, reply: str, what: str) -> None:
         assert self.agent is not None

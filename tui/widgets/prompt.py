@@ -9,6 +9,7 @@ last recall earlier messages, like a shell.
 
 from __future__ import annotations
 
+from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
@@ -23,17 +24,20 @@ class PromptInput(TextArea):
     DEFAULT_CSS = """
     PromptInput { height: auto; max-height: 10; }
     """
+    # Send and line break are taken in the box's own key handler, in the order
+    # the keys came (a priority binding would run before the characters typed
+    # just before it had reached the box); listed here for help and [keys].
     BINDINGS = [
-        # Priority: TextArea's own key handler would take Enter as a line break.
-        Binding("enter", "submit", "send", id="message-send", priority=True, show=False,
+        Binding("enter", "submit", "send", id="message-send", show=False,
                 tooltip="send the message (or accept an edit, an own reply, an order)"),
         Binding(",".join(NEWLINE_KEYS), "newline", "new line", id="message-newline",
-                priority=True, show=False, tooltip="a line break in the message box"),
+                show=False, tooltip="a line break in the message box"),
         Binding("up", "older", "earlier message", id="history-older", show=False,
                 tooltip="on the first line: the message sent before"),
         Binding("down", "newer", "later message", id="history-newer", show=False,
                 tooltip="on the last line: the message sent after"),
     ]
+    OWN_KEYS = ("message-send", "message-newline")
 
     class Submitted(Message):
         """Enter was pressed: `value` is the box's text."""
@@ -48,6 +52,7 @@ class PromptInput(TextArea):
         self.sent: list[str] = []  # messages sent, oldest first (TextArea has a `history`)
         self._index: int | None = None  # position in history while browsing
         self._draft = ""  # what was typed before browsing started
+        self.keymap: dict[str, str] = {}  # [keys] remaps of the app (binding id -> keys)
 
     @property
     def value(self) -> str:
@@ -61,6 +66,19 @@ class PromptInput(TextArea):
 
     def clear(self) -> None:  # TextArea's returns an edit result; the box's callers need none
         self.value = ""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.read_only or self.disabled:
+            return
+        for binding in self.BINDINGS:
+            if binding.id in self.OWN_KEYS and event.key in self._keys(binding):
+                event.stop()
+                event.prevent_default()  # TextArea's own handler would insert a line break
+                await self.run_action(binding.action)
+                return
+
+    def _keys(self, binding: Binding) -> list[str]:
+        return [k.strip() for k in self.keymap.get(binding.id, binding.key).split(",")]
 
     def action_submit(self) -> None:
         self.post_message(self.Submitted(self, self.text))
