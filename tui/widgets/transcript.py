@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from markdown_it import MarkdownIt
+from typing import TYPE_CHECKING
+
 from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 
 from rlchat.tui.literal import literal
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 LABELS = {"user": "You", "assistant": "Assistant", "note": ""}
 
@@ -16,6 +20,8 @@ def _line_breaks_kept() -> MarkdownIt:
     """A Markdown parser for which a reply's line break is the writer's, shown
     as one, not joined into its paragraph (Textual's widget renders only
     hard breaks as breaks, whatever markdown-it's `breaks` option says)."""
+    from markdown_it import MarkdownIt
+
     parser = MarkdownIt("gfm-like")
 
     def hard(state) -> None:
@@ -45,6 +51,9 @@ class Reply(Vertical):
         self.text = text
 
     def compose(self):
+        # Imported with the first reply, not before the first paint.
+        from textual.widgets import Markdown
+
         yield Static(f"{LABELS['assistant']}:", markup=False, classes="label")
         # Links are shown, never opened: a click must not start a browser.
         yield Markdown(literal(self.text), open_links=False, parser_factory=_line_breaks_kept)
