@@ -53,6 +53,13 @@ def wait_quit(timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def say(message: str) -> str:
+    """Type a message, send it, and wait for its candidates."""
+    tmux("send-keys", "-t", SESSION, "-l", message)
+    tmux("send-keys", "-t", SESSION, "Enter")
+    return wait_for("Pick a reply", "1. ", f"You: {message}")
+
+
 @pytest.fixture
 def terminal(tiny_model: Path, data_dir: Path, config_dir: Path):
     rlchat = Path(sys.executable).with_name("rlchat")
@@ -70,9 +77,7 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
         [("hello there", "1", "5"), ("what should I cook?", "2", "3"), ("thanks", "1", "4")],
         start=1,
     ):
-        tmux("send-keys", "-t", SESSION, "-l", message)
-        tmux("send-keys", "-t", SESSION, "Enter")
-        shown = wait_for("Pick a reply", "1. ", f"You: {message}")
+        say(message)
         tmux("send-keys", "-t", SESSION, pick)
         wait_for("Rate reply")
         tmux("send-keys", "-t", SESSION, rating)
@@ -95,11 +100,6 @@ def test_three_turns_picked_and_rated_through_keys(terminal, data_dir):
 
 def test_deleting_the_open_session_mid_turn_then_going_on(terminal, data_dir):
     wait_for("Ready. Type a message")
-
-    def say(message: str) -> None:
-        tmux("send-keys", "-t", SESSION, "-l", message)
-        tmux("send-keys", "-t", SESSION, "Enter")
-        wait_for("Pick a reply", "1. ", f"You: {message}")
 
     say("hello there")
     tmux("send-keys", "-t", SESSION, "1", "5")
@@ -145,11 +145,6 @@ def test_edit_a_reply_write_one_of_two_lines_and_copy(tiny_chat_model: Path, dat
     tmux("new-session", "-d", "-s", SESSION, "-x", "110", "-y", "34", command)
     try:
         wait_for("Ready. Type a message")
-
-        def say(message: str) -> None:
-            tmux("send-keys", "-t", SESSION, "-l", message)
-            tmux("send-keys", "-t", SESSION, "Enter")
-            wait_for("Pick a reply", "1. ", f"You: {message}")
 
         say("hello there")
         tmux("send-keys", "-t", SESSION, "m")
@@ -209,9 +204,7 @@ def test_served_model_in_a_real_terminal_survives_its_server_dying(
     try:
         shown = wait_for("Ready. Type a message")
         assert f"tinychat @ 127.0.0.1:{port}" in shown  # the title names the server
-        tmux("send-keys", "-t", SESSION, "-l", "hello server")
-        tmux("send-keys", "-t", SESSION, "Enter")
-        wait_for("Pick a reply", "1. ", "You: hello server")
+        say("hello server")
         tmux("send-keys", "-t", SESSION, "1", "5")
         wait_for("policy v1.")
         server.kill()
