@@ -33,7 +33,7 @@ from rlchat.learner.agent_views import (
 )
 from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import one_line, valid_unicode
-from rlchat.learner.errors import AgentError
+from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.features import FEATURE_NAMES, FEATURE_VERSION, featurize
 from rlchat.learner.policy import PolicyConfig
 from rlchat.learner.policy_store import load_policy, save_policy
@@ -166,13 +166,13 @@ class Agent(AnswerDoor, SessionDoor):
         """
         text = checked_text(text, "message")
         if system is not None and not isinstance(system, str):
-            raise AgentError("bad_field", "The system prompt must be text.")
+            raise AgentError(ErrorCode.BAD_FIELD, "The system prompt must be text.")
         with self._lock, storing():
             source = self.source
             if source is None:
-                raise AgentError("no_model", "The model is not loaded yet; wait for it.")
+                raise AgentError(ErrorCode.NO_MODEL, "The model is not loaded yet; wait for it.")
             if system is not None and self.session is not None and system != self.system:
-                raise AgentError("system_fixed", "The system prompt is set on a session's "
+                raise AgentError(ErrorCode.SYSTEM_FIXED, "The system prompt is set on a session's "
                                  "first turn; end the session to start one with another.")
             self._close_open_turn()
             if self.session is None and system is not None:
@@ -186,15 +186,17 @@ class Agent(AnswerDoor, SessionDoor):
             raise
         except Exception as exc:
             log.exception("generation failed")
-            raise AgentError("generation_failed", f"Generating replies failed: {exc}") from exc
+            raise AgentError(ErrorCode.GENERATION_FAILED,
+                             f"Generating replies failed: {exc}") from exc
         if not proposal.candidates:
             raise AgentError(
-                "no_candidates", "The model produced no usable reply; send the message again."
+                ErrorCode.NO_CANDIDATES,
+                "The model produced no usable reply; send the message again."
             )
         phi = featurize(text, proposal.context_hidden, proposal.candidates)
         with self._lock, storing():
             if epoch != self._epoch:
-                raise AgentError("session_gone", "The session ended while the replies were "
+                raise AgentError(ErrorCode.SESSION_GONE, "The session ended while the replies were "
                                  "being generated; send the message again.")
             return self._store_turn(text, proposal, phi)
 
@@ -240,7 +242,7 @@ class Agent(AnswerDoor, SessionDoor):
         with self._lock:
             turn = self.open_turn
             if turn is None or turn.id != turn_id:
-                raise AgentError("unknown_turn", f"Turn {turn_id!r} is not open.")
+                raise AgentError(ErrorCode.UNKNOWN_TURN, f"Turn {turn_id!r} is not open.")
             shown = turn.shown_ids
             rows = self.policy.explain(turn.features()[shown], FEATURE_NAMES, top)
             return dict(zip(shown, rows, strict=True))
@@ -319,7 +321,7 @@ class Agent(AnswerDoor, SessionDoor):
         another model (the caller loads it and attaches it)."""
         problems = settings.problems()
         if problems:
-            raise AgentError("bad_settings", problems[0][1].capitalize() + ".")
+            raise AgentError(ErrorCode.BAD_SETTINGS, problems[0][1].capitalize() + ".")
         with self._lock, storing():
             reload = settings.needs_reload(self.settings)
             self.settings = settings

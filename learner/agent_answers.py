@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rlchat.learner.agent_sessions import checked_text, storing
-from rlchat.learner.errors import AgentError
+from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.features import text_row
 from rlchat.learner.feedback import complete_order
 from rlchat.learner.records import CHOSEN, LEARNED, REGENERATED, REJECTED, REPLIED, Turn
@@ -52,14 +52,14 @@ class AnswerDoor:
                 candidate_id not in turn.shown_ids
             ):
                 raise AgentError(
-                    "bad_id",
+                    ErrorCode.BAD_ID,
                     f"Candidate id {candidate_id!r} was not shown in turn {turn_id}; "
                     f"shown ids: {turn.shown_ids}.",
                 )
             if rating is not None and (
                 not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5
             ):
-                raise AgentError("bad_rating",
+                raise AgentError(ErrorCode.BAD_RATING,
                                  f"Rating {rating!r} is not a whole number from 1 to 5.")
             position = turn.shown_ids.index(candidate_id)
             extra: dict[str, Any] = {}
@@ -68,7 +68,7 @@ class AnswerDoor:
                                                  self.rewards)
             else:
                 if candidate_id not in ranking[0]:
-                    raise AgentError("bad_order", f"The pick {candidate_id} must be first "
+                    raise AgentError(ErrorCode.BAD_ORDER, f"The pick {candidate_id} must be first "
                                      "in the order (or tied for first).")
                 rewards, weights = ranking_feedback(turn.shown_ids, ranking, rating,
                                                     self.rewards)
@@ -117,10 +117,10 @@ class AnswerDoor:
             if not isinstance(candidate_id, int) or isinstance(candidate_id, bool) or (
                 candidate_id not in turn.shown_ids
             ):
-                raise AgentError("bad_id", f"Candidate id {candidate_id!r} was not shown in "
-                                 f"turn {turn_id}; shown ids: {turn.shown_ids}.")
+                raise AgentError(ErrorCode.BAD_ID, f"Candidate id {candidate_id!r} was not "
+                                 f"shown in turn {turn_id}; shown ids: {turn.shown_ids}.")
             if not isinstance(good, bool):
-                raise AgentError("bad_field", "Field 'good' must be true or false.")
+                raise AgentError(ErrorCode.BAD_FIELD, "Field 'good' must be true or false.")
             late = turn is not self.open_turn
             thumbs = list(turn.thumbs or ())
             earlier = next((t for t in thumbs if t["id"] == candidate_id), None)
@@ -128,7 +128,7 @@ class AnswerDoor:
                 return False  # said before (a repeated request): nothing new
             if earlier is not None:
                 if earlier["late"]:
-                    raise AgentError("already_rated", f"Candidate {candidate_id} of turn "
+                    raise AgentError(ErrorCode.ALREADY_RATED, f"Candidate {candidate_id} of turn "
                                      f"{turn_id} is already marked "
                                      f"{'good' if earlier['good'] else 'bad'}, and learned.")
                 thumbs.remove(earlier)  # not learned yet: the newer mark counts
@@ -153,20 +153,21 @@ class AnswerDoor:
                 return turn
         stored = self.store.get_turn(turn_id) if isinstance(turn_id, str) else None
         if stored is None:
-            raise AgentError("unknown_turn", f"There is no turn {turn_id!r}.")
-        raise AgentError("turn_closed", f"Turn {turn_id} is no longer the latest turn; only "
-                         "the latest turn's candidates can be rated.")
+            raise AgentError(ErrorCode.UNKNOWN_TURN, f"There is no turn {turn_id!r}.")
+        raise AgentError(ErrorCode.TURN_CLOSED, f"Turn {turn_id} is no longer the latest "
+                         "turn; only the latest turn's candidates can be rated.")
 
     def _answerable(self: Agent, turn_id: str) -> Turn:
         stored = self.store.get_turn(turn_id) if isinstance(turn_id, str) else None
         if stored is None:
-            raise AgentError("unknown_turn", f"There is no turn {turn_id!r}.")
+            raise AgentError(ErrorCode.UNKNOWN_TURN, f"There is no turn {turn_id!r}.")
         turn = self.open_turn
         if turn is None or turn.id != turn_id:
             if stored["status"] in LEARNED:
-                raise AgentError("already_answered", f"Turn {turn_id} has already been answered.")
+                raise AgentError(ErrorCode.ALREADY_ANSWERED,
+                                 f"Turn {turn_id} has already been answered.")
             raise AgentError(
-                "turn_closed",
+                ErrorCode.TURN_CLOSED,
                 f"Turn {turn_id} was left unanswered; only the latest turn can be answered.",
             )
         return turn

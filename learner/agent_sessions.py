@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlchat.learner.agent_views import Deleted
 from rlchat.learner.dialogue import one_line, valid_unicode
-from rlchat.learner.errors import AgentError
+from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.records import Turn
 from rlchat.storage import StorageFault
 
@@ -33,10 +33,10 @@ def storing() -> Iterator[None]:
 def checked_text(text: object, what: str) -> str:
     """Text from a person, refused with a clear message if empty or huge."""
     if not isinstance(text, str) or not one_line(text):
-        raise AgentError("empty_text", f"The {what} is empty; write something first.")
+        raise AgentError(ErrorCode.EMPTY_TEXT, f"The {what} is empty; write something first.")
     if len(text) > MAX_MESSAGE_CHARS:
         raise AgentError(
-            "too_long",
+            ErrorCode.TOO_LONG,
             f"The {what} has {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}.",
         )
     return valid_unicode(text)
@@ -127,7 +127,7 @@ class SessionDoor:
     def _known_session(self: Agent, session_id: str) -> None:
         session = self.store.get_session(session_id) if isinstance(session_id, str) else None
         if session is None or session.get("deleted"):
-            raise AgentError("unknown_session", f"There is no session {session_id!r}.")
+            raise AgentError(ErrorCode.UNKNOWN_SESSION, f"There is no session {session_id!r}.")
 
     def _session_turns(self: Agent, session_id: str) -> Iterator[Turn]:
         return map(Turn.from_dict, self.store.session_turns(session_id))

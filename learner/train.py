@@ -47,6 +47,10 @@ class TrainError(Exception):
     """Training cannot go on; the message is one sentence with the fix."""
 
 
+class MissingExtra(TrainError):
+    """The `train` extra (TRL, peft, datasets) is not installed."""
+
+
 @dataclass
 class TrainOptions:
     model: str | None  # the base: a name or a folder; None: the model the turns record
@@ -136,7 +140,7 @@ def _require_trl() -> None:
         import peft  # noqa: F401
         import trl  # noqa: F401
     except ImportError as exc:
-        raise TrainError(
+        raise MissingExtra(
             f"rlchat train needs TRL, peft and datasets ({exc.name} is missing): "
             f"pip install 'rlchat[train]'"
         ) from None

@@ -302,3 +302,19 @@ def test_streamed_say_sends_token_events_then_the_same_answer(headless, tiny_mod
         assert set(texts) <= {cut_reply(t) for t in streamed.values()}
     finally:
         streaming.close()
+
+
+def test_the_documented_error_codes_are_exactly_the_codes():
+    import re
+    from pathlib import Path
+
+    from rlchat.learner.errors import ErrorCode
+    from rlchat.storage.faults import _KINDS
+
+    doc = (Path(__file__).parents[1] / "docs" / "headless.md").read_text()
+    table = doc.split("Codes:", 1)[1].split("\n\n", 2)[1]
+    documented = {code for row in table.splitlines() if row.startswith("| `")
+                  for code in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == {code.value for code in ErrorCode}
+    storage = {kind[0] for kind in _KINDS.values()} | {"storage_error"}
+    assert storage <= documented  # storage names its own codes: they must be in the enum

@@ -18,6 +18,7 @@ from pathlib import Path
 from rlchat.learner.settings import KINDS, SPECS, Settings
 from rlchat.storage.paths import DATA_DIR_ENV
 from rlchat.tui.config_file import CONFIG_DIR_ENV, load_settings
+from rlchat.tui.exit_status import ExitStatus
 from rlchat.tui.offline import RUNNERS, add_offline_commands
 from rlchat.tui.train_command import add_train_command
 
@@ -149,10 +150,8 @@ def _run_init_model(args: argparse.Namespace) -> int:
     out = write(args.path, seed=args.seed or 0, progress=progress)
     kind = "chat model" if args.chat else "GPT-2"
     print(f"Wrote a small {kind} to {out}; start with: rlchat --model {out}")
-    return 0
+    return ExitStatus.OK
 
-
-EXIT_MODEL, EXIT_IN_USE = 2, 3
 
 
 def _open_store(args: argparse.Namespace):
@@ -178,7 +177,7 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         stream.reconfigure(encoding="utf-8", errors="replace")
     store = _open_store(args)  # before the model: a refusal comes at once
     if store is None:
-        return EXIT_IN_USE
+        return ExitStatus.IN_USE
     from rlchat.learner.agent import open_agent
 
     try:
@@ -186,7 +185,7 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     except (ModelUnavailable, AgentError) as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
         store.close()
-        return EXIT_MODEL
+        return ExitStatus.UNUSABLE
     problem = getattr(agent.source, "problem", None)
     if problem is not None:  # a served model whose server is not up yet
         print(f"rlchat: {problem.message} Each say tries again.", file=sys.stderr, flush=True)
@@ -202,7 +201,7 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings = _settings(args, parser, problems.append)
     store = _open_store(args)
     if store is None:
-        return EXIT_IN_USE
+        return ExitStatus.IN_USE
     # The screen belongs to the app: logs go to a file in the data dir,
     # private like every other file there.
     log_file = store.data_dir / "rlchat.log"
@@ -223,7 +222,7 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if app is not None and app.agent is not None:
             app.agent.checkpoint()  # a clean exit: start-up will have nothing to learn again
         store.close()
-    return app.return_code or 0
+    return app.return_code or ExitStatus.OK
 
 
 def _run_probe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -246,7 +245,7 @@ def _run_probe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             print(json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message}}))
         else:
             print(f"rlchat: {exc.message}", file=sys.stderr)
-        return EXIT_MODEL
+        return ExitStatus.UNUSABLE
     finally:
         remote.close()
     if args.json:
@@ -255,7 +254,7 @@ def _run_probe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         print(f"server: {remote.client.base_url}")
         for line in caps.lines():
             print(line)
-    return 0
+    return ExitStatus.OK
 
 
 def main(argv: list[str] | None = None) -> int:

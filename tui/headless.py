@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from rlchat.learner.agent import Agent, TurnView
-from rlchat.learner.errors import AgentError
+from rlchat.learner.errors import AgentError, ErrorCode
+from rlchat.tui.exit_status import ExitStatus
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,10 @@ PROTOCOL_VERSION = 3  # 2 added order and edit to choose, regenerate and none; 3
 def _field(request: dict[str, Any], name: str, kind: type) -> Any:
     """A required field of the given type (a JSON true is not an int here)."""
     if name not in request:
-        raise AgentError("missing_field", f"The request needs a {name!r} field.")
+        raise AgentError(ErrorCode.MISSING_FIELD, f"The request needs a {name!r} field.")
     value = request[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise AgentError("bad_field", f"Field {name!r} must be a {kind.__name__}.")
+        raise AgentError(ErrorCode.BAD_FIELD, f"Field {name!r} must be a {kind.__name__}.")
     return value
 
 
@@ -123,24 +124,24 @@ def handle_line(agent: Agent, line: str, emit: Emit = _drop) -> dict[str, Any]:
     """The answer to one request line; never raises for bad input.  Events that
     come before the answer (streamed tokens) go to `emit`."""
     if not line.strip():
-        return error("bad_json", "The line is empty; send one JSON object per line.")
+        return error(ErrorCode.BAD_JSON, "The line is empty; send one JSON object per line.")
     try:
         request = json.loads(line)
     except (json.JSONDecodeError, RecursionError) as exc:
-        return error("bad_json", f"The line is not valid JSON: {exc}.")
+        return error(ErrorCode.BAD_JSON, f"The line is not valid JSON: {exc}.")
     if not isinstance(request, dict):
-        return error("not_object", "Each line must be a JSON object.")
+        return error(ErrorCode.NOT_OBJECT, "Each line must be a JSON object.")
     op = request.get("op")
     handler = OPS.get(op) if isinstance(op, str) else None
     if handler is None:
-        return error("unknown_op", f"Unknown op {op!r}; known ops: {', '.join(OPS)}.")
+        return error(ErrorCode.UNKNOWN_OP, f"Unknown op {op!r}; known ops: {', '.join(OPS)}.")
     try:
         answer = handler(agent, request, emit)
     except AgentError as exc:
         return error(exc.code, exc.message)
     except Exception as exc:  # the process must go on, whatever one request did
         log.exception("request failed")
-        return error("internal", f"{type(exc).__name__}: {exc}")
+        return error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
     # The step is stored, but the user should hear of a storage problem.
     warning = agent.take_warning()
     if warning is not None:
@@ -159,7 +160,7 @@ def serve(agent: Agent, stdin: TextIO, stdout: TextIO) -> int:
     for line in stdin:
         answer = handle_line(agent, line, write)
         if damage and "warning" not in answer:
-            answer["warning"] = {"code": "damaged_files", "message": damage}
+            answer["warning"] = {"code": ErrorCode.DAMAGED_FILES, "message": damage}
             damage = ""
         write(answer)
-    return 0
+    return ExitStatus.OK

@@ -17,6 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rlchat.tui.exit_status import ExitStatus
+
 
 def _learner_options() -> dict:
     """option -> (PolicyConfig field, the range and help as a settings Spec).
@@ -142,7 +144,7 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         store = _reader(data_dir) if args.dry_run else Store(data_dir)
     except (DataDirInUse, CorruptFileError, OSError) as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
-        return 3
+        return ExitStatus.IN_USE
     try:
         live = store.load_policy()
         current = stored_policy(live)
@@ -164,7 +166,7 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
                   else "differs from the live policy")
         if args.dry_run:
             print("dry run: nothing saved")
-            return 0
+            return ExitStatus.OK
         latest = current.version if current is not None else (live or {}).get("version", 0)
         policy.version = max(policy.version, latest) + 1
         # The curves describe the log, not the policy: they stay as they are.
@@ -172,10 +174,10 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         save_policy(store, policy, Curves.from_dict(curves) if curves else None,
                     source="replay")
         print(f"saved as policy version {policy.version}")
-        return 0
+        return ExitStatus.OK
     except StorageFault as fault:
         print(f"rlchat: {fault.message}", file=sys.stderr)
-        return 1
+        return ExitStatus.FAILED
     finally:
         store.close()
 
@@ -196,11 +198,11 @@ def run_evaluate(args: argparse.Namespace, data_dir: Path) -> int:
         store.close()
     if not steps:
         print("rlchat: no answered turns to evaluate on yet", file=sys.stderr)
-        return 1
+        return ExitStatus.FAILED
     result = estimate(steps, bootstrap=args.bootstrap)
     if args.json:
         print(json.dumps({"config": config.__dict__, **result.to_dict()}))
-        return 0
+        return ExitStatus.OK
     print(f"{result.n} answered turns; effective sample size {result.ess:.1f}; "
           f"smallest logged propensity {result.min_propensity:.4f}")
     print(f"logged policy's value (mean reward of what it placed first): "
@@ -210,7 +212,7 @@ def run_evaluate(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"{name.upper():10s} {est.value:+9.4f}   [{est.low:+.4f}, {est.high:+.4f}]")
     if result.warning:
         print(f"warning: {result.warning}")
-    return 0
+    return ExitStatus.OK
 
 
 def _write(chunks, out: Path | None) -> None:
@@ -257,7 +259,7 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
             store.close()
             print(f"rlchat: there is no session {args.session!r}; `rlchat stats` counts them, "
                   "F2 in the app lists them", file=sys.stderr)
-            return 1
+            return ExitStatus.FAILED
     dropped: Counter = Counter()
     counted = [0]
     try:
@@ -280,7 +282,7 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
     except OSError as exc:  # a full disk, a folder that is not there
         print(f"rlchat: could not write {args.out}: {exc.strerror or exc}; nothing was "
               f"written there", file=sys.stderr)
-        return 1
+        return ExitStatus.FAILED
     finally:
         store.close()
     kind = {"turns": "turns", "dpo": "pairs", "kto": "labelled replies",
@@ -289,7 +291,7 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
     extra = f"; {summary(dropped)}" if args.format in ("dpo", "kto") else ""
     extra += f"; {unreadable} turn(s) could not be read" if unreadable else ""
     print(f"exported {counted[0]} {kind}{where}{extra}", file=sys.stderr)
-    return 0
+    return ExitStatus.OK
 
 
 def run_stats(args: argparse.Namespace, data_dir: Path) -> int:
@@ -306,7 +308,7 @@ def run_stats(args: argparse.Namespace, data_dir: Path) -> int:
     stats["policy_version"] = (policy or {}).get("version", 0)
     if args.json:
         print(json.dumps(stats))
-        return 0
+        return ExitStatus.OK
     print(f"{stats['turns']} turns in {stats['sessions']} sessions; "
           f"policy version {stats['policy_version']}")
     header = ("week", "turns", "answered", "rating", "reward", "top pick")
@@ -319,7 +321,7 @@ def run_stats(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"{w['week']:9s} {w['turns']:6d} {w['answered']:8d} "
               f"{cell(w['mean_rating'], '7.2f'):>7s} {cell(w['mean_reward'], '+7.3f'):>7s} "
               f"{cell(w['top_pick_rate'], '8.2f'):>8s}")
-    return 0
+    return ExitStatus.OK
 
 
 RUNNERS = {"replay": run_replay, "evaluate": run_evaluate, "export": run_export,

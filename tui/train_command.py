@@ -10,7 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-EXIT_FAILED, EXIT_MISSING, EXIT_INTERRUPTED = 1, 2, 130
+from rlchat.tui.exit_status import ExitStatus
 
 
 def add_train_command(sub, add_common) -> None:
@@ -43,18 +43,18 @@ def add_train_command(sub, add_common) -> None:
 
 def run_train(args: argparse.Namespace, data_dir: Path) -> int:
     """`--model` names the base; without it, the model the logged turns record."""
-    from rlchat.learner.train import TrainError, TrainOptions, train
+    from rlchat.learner.train import MissingExtra, TrainError, TrainOptions, train
 
     def say(message: str) -> None:
         print(f"train: {message}", file=sys.stderr, flush=True)
 
     if args.steps < 1:
         print("rlchat: --steps must be at least 1", file=sys.stderr)
-        return EXIT_MISSING
+        return ExitStatus.UNUSABLE
     if args.adapter and not args.lora:
         print("rlchat: --adapter keeps LoRA adapters; it does not go with --full",
               file=sys.stderr)
-        return EXIT_MISSING
+        return ExitStatus.UNUSABLE
     options = TrainOptions(model=getattr(args, "model", None), method=args.method,
                            lora=args.lora,
                            adapter=args.adapter,
@@ -64,19 +64,19 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
         report = train(data_dir.expanduser(), options, say)
     except TrainError as exc:
         print(f"rlchat: {exc}.", file=sys.stderr)
-        return EXIT_MISSING if "pip install" in str(exc) else EXIT_FAILED
+        return ExitStatus.UNUSABLE if isinstance(exc, MissingExtra) else ExitStatus.FAILED
     except KeyboardInterrupt:
         print("rlchat: interrupted; no model was written.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitStatus.INTERRUPTED
     except OSError as exc:  # a full disk, a folder that cannot be written
         print(f"rlchat: could not write the model ({exc.strerror or exc}); no model was "
               f"written.", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitStatus.FAILED
     except Exception as exc:  # from TRL or torch: one line, the details in the log
         logging.getLogger(__name__).debug("training failed", exc_info=True)
         print(f"rlchat: training failed ({type(exc).__name__}: {exc}); no model was written.",
               file=sys.stderr)
-        return EXIT_FAILED
+        return ExitStatus.FAILED
     if args.json:
         print(json.dumps(report))
     elif report.get("dry_run"):
@@ -101,4 +101,4 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
         saved, _ = load_settings()
         path = save_settings(replace(saved, model=report["path"]))
         print(f"the chat uses it from its next start ({path})", file=sys.stderr)
-    return 0
+    return ExitStatus.OK

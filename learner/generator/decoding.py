@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from rlchat.learner.errors import GenerationCancelled
+from rlchat.learner.errors import ErrorCode, GenerationCancelled
 from rlchat.learner.generator.attention import NAME as ATTENTION
 from rlchat.learner.generator.attention import share_prefix, shares_prefix
 from rlchat.learner.generator.lean_step import lean_step
@@ -115,7 +115,7 @@ def sample_rows(
     """
     def check_cancel() -> None:
         if cancel is not None and cancel.is_set():
-            raise GenerationCancelled("cancelled", "Generation was cancelled.")
+            raise GenerationCancelled(ErrorCode.CANCELLED, "Generation was cancelled.")
 
     check_cancel()
     start, past, state_sum = 0, None, 0.0

@@ -25,6 +25,7 @@ from rlchat.learner.errors import (
     BACKEND_ERROR,
     BACKEND_UNREACHABLE,
     BackendError,
+    ErrorCode,
     GenerationCancelled,
 )
 
@@ -166,7 +167,7 @@ class ServerClient:
             try:
                 for line in response.iter_lines():
                     if cancel is not None and cancel.is_set():
-                        raise GenerationCancelled("cancelled", "Cancelled.")
+                        raise GenerationCancelled(ErrorCode.CANCELLED, "Cancelled.")
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -175,12 +176,12 @@ class ServerClient:
                     yield _event(data, self.host)
             except (httpx.TransportError, httpx.StreamError) as exc:
                 if cancel is not None and cancel.is_set():
-                    raise GenerationCancelled("cancelled", "Cancelled.") from exc
+                    raise GenerationCancelled(ErrorCode.CANCELLED, "Cancelled.") from exc
                 raise self.unreachable(exc, "mid-reply") from exc
             finally:
                 done.set()
             if cancel is not None and cancel.is_set():
-                raise GenerationCancelled("cancelled", "Cancelled.")
+                raise GenerationCancelled(ErrorCode.CANCELLED, "Cancelled.")
 
 
 def _event(data: str, host: str) -> dict[str, Any]:

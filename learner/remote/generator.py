@@ -28,7 +28,7 @@ from rlchat.learner.dialogue import (
     one_line,
     unique_nonempty,
 )
-from rlchat.learner.errors import BACKEND_ERROR, BackendError, GenerationCancelled
+from rlchat.learner.errors import BACKEND_ERROR, BackendError, ErrorCode, GenerationCancelled
 from rlchat.learner.prompt_format import DEFAULT_MAX_NEW_TOKENS
 from rlchat.learner.records import Candidate, Proposal
 from rlchat.learner.remote.capabilities import (
@@ -278,7 +278,7 @@ class RemoteGenerator:
         finally:
             stop.set()
         if cancel is not None and cancel.is_set():
-            raise GenerationCancelled("cancelled", "Cancelled.")
+            raise GenerationCancelled(ErrorCode.CANCELLED, "Cancelled.")
         if failure is not None:
             raise failure
         return draws
