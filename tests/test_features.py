@@ -62,9 +62,22 @@ def test_a_word_moves_its_hashed_bucket_the_same_way_in_every_process():
     _, with_word = text_features("", "the cat sat down", 0.0)
     _, without = text_features("", "the dog sat down", 0.0)
     assert with_word != without
-    # crc32, not Python's salted hash: fixed values, whatever PYTHONHASHSEED.
-    _, again = text_features("", "the cat sat down", 0.0)
-    assert with_word == again
+    # crc32, not Python's salted hash: the same values in processes with
+    # different PYTHONHASHSEEDs (within one process a salted hash agrees too).
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json; from rlchat.learner.features import text_features; "
+            "print(json.dumps(text_features('', 'the cat sat down', 0.0)[1]))")
+    seen = set()
+    for seed in ("1", "2", "12345"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        seen.add(out)
+        assert json.loads(out) == with_word
+    assert len(seen) == 1
 
 
 def v1_turn() -> Turn:

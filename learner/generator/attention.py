@@ -20,6 +20,8 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from rlchat.learner.generator.private_api import attention_implementation
+
 NAME = "rlchat_shared_prefix"
 
 
@@ -119,4 +121,4 @@ def use_shared_prefix_attention(model) -> bool:
         model.set_attn_implementation(NAME)
     except (ValueError, ImportError):
         return False
-    return model.config._attn_implementation == NAME
+    return attention_implementation(model.config) == NAME

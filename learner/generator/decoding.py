@@ -21,6 +21,7 @@ from rlchat.learner.errors import ErrorCode, GenerationCancelled
 from rlchat.learner.generator.attention import NAME as ATTENTION
 from rlchat.learner.generator.attention import share_prefix, shares_prefix
 from rlchat.learner.generator.lean_step import lean_step
+from rlchat.learner.generator.private_api import attention_implementation
 from rlchat.learner.sampling import Sampling
 
 
@@ -65,7 +66,8 @@ def _detached(cache: DynamicCache) -> DynamicCache:
 def _share(cache: DynamicCache, model, rows: int, room: int) -> tuple[DynamicCache, bool]:
     """The prompt's cache made ready for `rows` rows in the step model's dtype,
     and whether the steps attend through the shared prefix."""
-    if model.config._attn_implementation == ATTENTION and shares_prefix(cache, model.config):
+    if attention_implementation(model.config) == ATTENTION and shares_prefix(cache,
+                                                                              model.config):
         return share_prefix(cache, rows, room, model.dtype), True
     # Sliding windows and other special layers: the library's own way.
     for layer in cache.layers:

@@ -31,6 +31,11 @@ import torch
 from torch import nn
 
 from rlchat.learner.generator.attention import use_shared_prefix_attention
+from rlchat.learner.generator.private_api import (
+    cpu_bf16_instructions,
+    int8pack_mm,
+    quantize_dynamic,
+)
 from rlchat.learner.sampling import DTYPES
 
 log = logging.getLogger(__name__)
@@ -45,8 +50,8 @@ def bf16_supported() -> bool:
     also says yes on AVX-512 CPUs that only emulate bfloat16; and honours
     ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA, which cap what torch uses.
     """
+    native = cpu_bf16_instructions()
     try:
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         allowed = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
@@ -83,10 +88,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", scale.to(dtype))
         self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
         self.out_features, self.in_features = q.shape
+        self.kernel = int8pack_mm()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).contiguous()
-        y = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale)
+        y = self.kernel(flat, self.weight_int8, self.scale)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -102,6 +108,8 @@ def _linear_weight(module: nn.Module) -> torch.Tensor | None:
 
 
 def _int8_works(dtype: torch.dtype) -> bool:
+    if int8pack_mm() is None:
+        return False
     try:
         layer = Int8Linear(torch.randn(16, 32), torch.zeros(16), dtype)
         return layer(torch.randn(2, 32, dtype=dtype)).shape == (2, 16)
@@ -221,11 +229,10 @@ def _dynamic_int8(model: nn.Module, calibrate: Calibrate | None) -> nn.Module | 
     """Every linear layer (the output head included) as dynamic int8, smoothed
     first where there is calibration; None where this torch build has no int8
     engine for the CPU."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    engine = _quantized_engine()
-    if engine is None:
+    engine, api = _quantized_engine(), quantize_dynamic()
+    if engine is None or api is None:
         return None
+    quantize, per_channel_dynamic_qconfig = api
     torch.backends.quantized.engine = engine
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
@@ -240,7 +247,7 @@ def _dynamic_int8(model: nn.Module, calibrate: Calibrate | None) -> nn.Module | 
         log.info("%d linear layers stay in float32 (activation outliers)", len(kept_float))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's notice that torchao is its successor
-        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+        return quantize(model, spec, dtype=torch.qint8, inplace=True)
 
 
 def _weight_only_int8(model: nn.Module) -> nn.Module:
