@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rlchat.learner.agent import open_agent
 from rlchat.learner.export import preference_pairs
@@ -296,3 +297,30 @@ def test_kto_export_lines_load_with_trls_kto_trainer(thumbs_only, tiny_model, tm
         args=KTOConfig(output_dir=str(tmp_path / "run"), max_steps=1, use_cpu=True,
                        per_device_train_batch_size=4, report_to="none", save_strategy="no"))
     assert trainer.train().training_loss > 0
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["lora", "full"])
+def test_training_moves_the_weights_and_the_margin_on_its_own_pairs(copy_of, tiny_model,
+                                                                     rlchat, full):
+    from rlchat.learner.generator import load_model
+    from rlchat.learner.train import build_dataset, held_out_accuracy, rendered, row_logps
+
+    steps = "6" if full else "20"
+    result = rlchat("train", "--data-dir", str(copy_of), "--model", str(tiny_model),
+                    "--steps", steps, "--json", *(["--full"] if full else []))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["lora"] is not full
+    tokenizer, base = load_model(str(tiny_model))
+    _, trained = load_model(report["path"])
+    changed = [name for name, weight in trained.state_dict().items()
+               if not torch.equal(weight, base.state_dict()[name])]
+    assert changed  # a saved copy of the base would pass everything else
+    # The implicit reward margin on the pairs it trained on: 0 for the base
+    # itself, above 0 once it has learned them.
+    data = rendered(build_dataset(turns_of(copy_of), "dpo", None), tokenizer)
+    rows = data.train[:24]
+    reference = row_logps(base, tokenizer, rows)
+    assert held_out_accuracy(rows, reference, reference, 0.25)["held_out_reward_margin"] == 0
+    moved = held_out_accuracy(rows, row_logps(trained, tokenizer, rows), reference, 0.25)
+    assert moved["held_out_reward_margin"] > 0
