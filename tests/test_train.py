@@ -31,6 +31,17 @@ def chat(model: Path, data: Path, turns: int, seed: int = 0) -> None:
     """A user who likes questions: picks one when there is one (rated 5), else
     the shortest reply (rated 3); every fourth pick they regret (rated 2)."""
     agent = open_agent(Store(data), Settings(model=str(model)), seed=seed)
+    # The token ids each prompt had as the model saw them, turn by turn: the
+    # generator's own method, recorded on the way (beside the data dir).
+    seen: dict[str, list[int]] = {}
+    prompt_ids = agent.source.prompt_ids
+
+    def recorded(*args, **kwargs) -> list[int]:
+        ids = prompt_ids(*args, **kwargs)
+        seen[str(agent.store.count_turns() + 1)] = list(ids)
+        return ids
+
+    agent.source.prompt_ids = recorded
     try:
         for i in range(turns):
             view = agent.say(USERS[i % len(USERS)])
@@ -39,6 +50,7 @@ def chat(model: Path, data: Path, turns: int, seed: int = 0) -> None:
             agent.choose(view.turn, best.id, rating)
     finally:
         agent.store.close()
+    (data.parent / "prompt_ids.json").write_text(json.dumps(seen))
 
 
 @pytest.fixture(scope="module")
@@ -82,32 +94,58 @@ def rlchat(capsys):
     return run
 
 
-def test_pairs_are_what_the_model_saw_and_sampled(logged, tiny_model):
+def test_pairs_are_each_turns_own_and_what_the_model_saw_and_drew(logged, tiny_model):
     from transformers import AutoTokenizer
+
+    from rlchat.learner.export import sampled_text
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     turns = turns_of(logged)
+    seen = json.loads((logged.parent / "prompt_ids.json").read_text())
+    exact = {"prompt": 0, "reply": 0}
+    fallbacks: Counter = Counter()
     dropped: Counter = Counter()
-    pairs = list(preference_pairs(turns, dropped=dropped))
-    assert pairs and dropped["picks rated below 3"] > 0  # disliked picks are no preference
-    liked = {t.prompt for t in turns if t.rating and t.rating >= 3}
-    assert {p["prompt"] for p in pairs} <= liked
-    checked = 0
+    disliked = 0
     for turn in turns:
-        if not turn.rating or turn.rating < 3:
+        pairs = list(preference_pairs([turn], dropped=dropped))
+        # Expected from the turn's own choice and rating (the user of `chat`
+        # always picks): a pick rated 3 or more over every other shown
+        # candidate, as sampled; a pick rated below 3 gives none.
+        if turn.rating is not None and turn.rating < 3:
+            disliked += 1
+            assert pairs == []
             continue
-        pick = turn.candidates[turn.choice]
-        assert pick.sampled.startswith(" ")  # the space the model drew after "Assistant:"
+
+        def text(i: int, turn=turn) -> str:
+            return sampled_text(turn, turn.candidates[i].text, turn.candidates[i].sampled)
+
+        assert pairs == [{"prompt": turn.prompt, "chosen": text(turn.choice),
+                          "rejected": text(i)} for i in turn.shown_ids if i != turn.choice
+                         if text(i).strip() != text(turn.choice).strip()]
+        # The prompt tokenizes to the ids the model saw.
         prompt_ids = tokenizer(turn.prompt, add_special_tokens=False)["input_ids"]
-        both = tokenizer(turn.prompt + pick.sampled, add_special_tokens=False)["input_ids"]
-        alone = tokenizer(pick.sampled, add_special_tokens=False)["input_ids"]
-        # Text gives back the drawn tokens, unless the model drew a spelling
-        # the tokenizer never makes (then no text could).
-        assert both == prompt_ids + pick.token_ids or alone != pick.token_ids
-        checked += both == prompt_ids + pick.token_ids
-    assert checked >= 5
+        assert prompt_ids == seen[turn.id]
+        exact["prompt"] += 1
+        # Each reply, after it, to the tokens the model drew; the documented
+        # exceptions are counted: a reply cut at a turn marker (stored as shown,
+        # with GPT-2's leading space) and a spelling the tokenizer never makes.
+        by_text = {text(i): turn.candidates[i] for i in turn.shown_ids}
+        for pair in pairs:
+            for reply in (pair["chosen"], pair["rejected"]):
+                drawn = by_text[reply].token_ids
+                both = tokenizer(turn.prompt + reply, add_special_tokens=False)["input_ids"]
+                if drawn is None:
+                    fallbacks["cut at a turn marker"] += 1
+                elif both == prompt_ids + drawn:
+                    exact["reply"] += 1
+                else:
+                    assert tokenizer(reply, add_special_tokens=False)["input_ids"] != drawn
+                    fallbacks["a spelling the tokenizer never makes"] += 1
+    assert disliked > 0 and dropped == Counter({"picks rated below 3": disliked})
+    assert exact["prompt"] == len(turns) - disliked
+    assert exact["reply"] >= 4 * sum(fallbacks.values())  # the exceptions stay exceptions
     # The prompt is the one the generator fitted to its 256-token context.
-    assert all(len(tokenizer(p["prompt"])["input_ids"]) <= 256 - 40 for p in pairs)
+    assert all(len(seen[t.id]) <= 256 - 40 for t in turns)
 
 
 def test_every_turn_records_its_generator(logged):
