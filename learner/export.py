@@ -150,7 +150,7 @@ def preference_pairs(
             dropped[f"unrated picks (--min-rating {min_rating})"] += 1
             continue
         if not turn.prompt and not turn.messages:
-            dropped["turns stored before prompts were kept (0.2)"] += 1
+            dropped["turns that did not record their prompt"] += 1
             continue
         for chosen, rejected in _ordered_pairs(turn):
             if rejected.strip() == chosen.strip():

@@ -33,17 +33,16 @@ from rlchat.learner.records import Candidate, Turn
 FEATURE_VERSION = "v3"
 HIDDEN_DIMS = 8
 # The hidden-state projection is random, so its columns are mostly noise for
-# any one taste (v1's ablation: they did not earn their place): v2 scales
-# them down, a stronger prior, and they count where the data says so.
+# any one taste: they are scaled down, a stronger prior, and count where the
+# data says so.
 HIDDEN_SCALE = 0.25
 # A word's own column, for the words replies are made of: the 100 commonest
 # lemmas of English (the Oxford English Corpus list), with the forms of
 # "be", "have" and "do".  General English, not any one model's or user's.
 # Hashed words share columns, and a shared column can only learn what its
-# words have in common: v2 hashed every word into 64 columns, and an exact
-# least-squares fit of the random tastes of benchmarks/tastes.py on its
-# features ranked 2.88x random where v3's rank 3.16x (cached tiny model
-# replies, 400 turns).
+# words have in common: the words replies are made of get their own, and
+# only the rest are hashed (benchmarks/tastes.py's linear fit measures what
+# the columns can express).
 COMMON_WORDS = (
     "the", "be", "is", "are", "was", "were", "am", "been", "to", "of", "and", "a", "in",
     "that", "have", "has", "had", "i", "it", "for", "not", "on", "with", "he", "as", "you",
@@ -93,12 +92,10 @@ _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s", re.MULTILINE)
 _CODE = re.compile(r"`|^(?: {4}|\t)\S", re.MULTILINE)
 # Per occurrence, a word or a character counts this much in its column (at
 # most 2).  Small on purpose: under the ridge every column's prior starts
-# from, a column's scale is its prior, and these 163 columns must not
-# drown the named ones in noise before the data asks for them.  Chosen on
-# benchmarks/tastes.py's random tastes
-# (its README figures are at these scales); for v3's 126 word columns, on a
-# quicker loop of the same tastes (cached replies, 3 seeds): a word at 0.05
-# ranked 2.71x random, 0.1 2.81x, 0.25 2.59x.
+# from, a column's scale is its prior, and the many word and character
+# columns must not drown the named ones in noise before the data asks for
+# them.  Chosen on benchmarks/tastes.py's random tastes (CHANGELOG.md has
+# the figures).
 _WORD_SCALE = 0.1
 _CHAR_SCALE = 0.05
 _MARK_SCALE = 0.25  # punctuation marks: few in a reply, and each one tells

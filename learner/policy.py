@@ -93,7 +93,7 @@ class PolicyConfig:
         """Settings as stored; fields this version does not know are ignored."""
         known = {f.name for f in fields(cls)}
         data = dict(data)
-        if "temperature" in data:  # the name before 0.2
+        if "temperature" in data:  # the field's older name
             data.setdefault("temperature_floor", data.pop("temperature"))
         if data:  # learned before relevance existed: it goes on as it was
             data.setdefault("relevance", False)  # learned, so a replay gives its weights
@@ -314,7 +314,7 @@ class QPolicy:
             fade = self.config.forgetting
         # The prior in P, faded with the data.  At a refresh P has not taken
         # in the turn being learned yet: the first step reads the posterior
-        # before it (faded one turn more than it was; 0.5 % at the default).
+        # before it (faded one turn more than it was: a step of forgetting).
         current = self.prior * fade**self.since_exact
         determined = np.clip(1.0 - current * np.diag(self.P), 0.0, 1.0)
         a, ridge = RELEVANCE_STRENGTH, self.config.ridge
@@ -377,8 +377,8 @@ class QPolicy:
         policy.A = _unpack(data["A"], (policy.dim, policy.dim))
         policy.b = np.array(data["b"], dtype=np.float64)
         # w follows from P and b: the stored w bit for bit.  P is stored
-        # since it is updated incrementally; without it (before 0.3), or
-        # with another ridge, it is inverted again.
+        # since it is updated incrementally; without it (an older snapshot),
+        # or with another ridge, it is inverted again.
         stored = PolicyConfig.from_dict(data["config"])
         if "P" in data and stored.ridge == policy.config.ridge:
             if "prior" in data:  # else stored before relevance: the ridge for all
@@ -407,7 +407,7 @@ def _pack(matrix: np.ndarray) -> str:
 def _unpack(value: str | list, shape: tuple[int, int]) -> np.ndarray:
     if isinstance(value, str):  # _pack's form
         return np.frombuffer(base64.b64decode(value), dtype="<f8").reshape(shape).copy()
-    return np.array(value, dtype=np.float64).reshape(shape)  # a list (before 0.3)
+    return np.array(value, dtype=np.float64).reshape(shape)  # an older snapshot's list
 
 
 def probit_observation(

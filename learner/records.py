@@ -46,7 +46,7 @@ class StoredCandidate:
     tokens: int
     features: list[float]
     truncated: bool = False
-    sampled: str | None = None  # as drawn, leading space included (None before 0.2)
+    sampled: str | None = None  # as drawn, leading space included (None: not recorded)
     token_ids: list[int] | None = None
 
 
@@ -75,9 +75,9 @@ class Turn:
     ranking: list[list[int]] | None = None  # an order of the shown ids, best first, ties grouped
     edit: str | None = None  # the user's edit of the pick: the reply that continued
     edit_features: list[float] | None = None  # phi of the edit (features.text_row)
-    prompt: str | None = None  # the prompt the model continued (None before 0.2)
+    prompt: str | None = None  # the prompt the model continued (None: not recorded)
     system: str = ""  # the session's system prompt when the turn was taken
-    generator: dict[str, str] | None = None  # model, format, dtype (None before 0.2)
+    generator: dict[str, str] | None = None  # model, format, dtype (None: not recorded)
     # The messages a served model was sent, where its rendered prompt is not known.
     messages: list[dict[str, str]] | None = None
     # Candidates marked good or bad without a pick, in the order given:
@@ -140,7 +140,7 @@ class Turn:
         """A turn from `to_dict`'s form, or from the store's (its features
         under "blob", as bytes)."""
         fields = dict(data)
-        if "shown" in fields:  # the name before 0.2
+        if "shown" in fields:  # the field's older name
             fields["shown_count"] = fields.pop("shown")
         blob = fields.pop("blob", None)
         dim = fields.pop("feature_dim", None)

@@ -1,4 +1,4 @@
-"""Rewards from the user's feedback on one turn (DESIGN.md, 'One turn' step 6)."""
+"""Rewards from the user's feedback on one turn (docs/how-it-learns.md)."""
 
 from __future__ import annotations
 

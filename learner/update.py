@@ -115,7 +115,7 @@ def _answer_rows(
 def generator_key(turn: Turn) -> str | None:
     """What the model features of a turn are comparable across: the model's
     family (a model and the models `rlchat train` made from it) and the
-    prompt format.  None for turns stored before 0.2."""
+    prompt format.  None for turns that did not record their generator."""
     if not turn.generator:
         return None
     family = turn.generator.get("family") or turn.generator.get("weights", "")
@@ -129,9 +129,9 @@ def start_turn(policy: QPolicy, turn: Turn) -> None:
         # policy learned on): its log-prob and hidden-state features mean
         # something else, so what the policy learned of them is dropped; the
         # text features carry over.  A fine-tune keeps them: its features
-        # stay close, and on benchmarks/train.py keeping them held the
-        # ranking up where dropping them did not.  The first generator a
-        # policy meets (or the one before 0.2 recorded any) changes nothing.
+        # stay close, and keeping them holds the ranking up
+        # (benchmarks/train.py).  The first generator a policy meets (or
+        # turns that recorded none) changes nothing.
         if policy.generator is not None:
             policy.forget_columns(MODEL_COLUMNS)
         policy.generator = key

@@ -3,9 +3,9 @@ stored once and every row's query meets them in one matrix product.
 
 The rows of a turn share their whole prompt and differ only in what they have
 drawn since.  Repeating the prompt's cache for every row (what `generate`
-does) makes each step read it once per row: at 700 prompt tokens and 8 rows
-that is about 400 MB a step for GPT-2, more than its int8 weights, and the
-cost of a turn then grows with the length of the chat.  Here each layer keeps
+does) makes each step read it once per row: on a long chat that is more
+memory traffic a step than the int8 weights themselves, and the cost of a
+turn then grows with the length of the chat.  Here each layer keeps
 the prompt's keys and values once (batch 1) plus a small per-row suffix, and
 the attention scores every row against the prompt with one product per key
 head, then against its own suffix, under one softmax.  The result is the

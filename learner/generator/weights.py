@@ -12,9 +12,9 @@ decides its speed.  Two int8 formats, one per kind of CPU:
   weights per output channel, and activations rounded to int8 per call.
   Runs on plain AVX2, and runs the prompt pass too, faster than float32.
 
-`auto` takes `qint8` wherever torch has an int8 engine for the CPU: it
-measured fastest on both kinds of CPU (k = 8 on a bfloat16 CPU: 1.0 s against
-2.2 s for `int8`), at the quality bars `benchmarks/generation.py` checks.
+`auto` takes `qint8` wherever torch has an int8 engine for the CPU: it is
+the fastest on both kinds of CPU in `benchmarks/generation.py`, at the
+quality bars that benchmark checks.
 `int8` is the fallback on a bfloat16 CPU without the engine, then float32.
 """
 
@@ -148,8 +148,8 @@ def _quantized_engine() -> str | None:
 SMOOTHING = 0.7  # alpha: the share of activation range moved into the weights
 # A layer whose input, smoothed, still peaks above this many times its RMS is
 # left in float32: one int8 scale over such a tensor leaves the typical value
-# a handful of levels.  On all-MiniLM-L6-v2 the four layers above it (24-34;
-# the median layer is 5.8) are the early FFN outputs; a random GPT-2 has none.
+# a handful of levels.  Trained transformers have a few such layers (early
+# FFN outputs); typical layers sit far below the limit.
 OUTLIER_LIMIT = 20.0
 
 
@@ -162,8 +162,8 @@ class SmoothedLinear(nn.Module):
     (a_j: its largest activation on calibration text, w_j: its largest
     weight) evens the channels out, and the weights, quantized per output
     channel, absorb the scale (SmoothQuant, Xiao et al. 2023).  Same result
-    in exact arithmetic; on all-MiniLM-L6-v2 the embeddings' cosine to
-    float32 goes from 0.971 to 0.989 (benchmarks/generation.py)."""
+    in exact arithmetic; benchmarks/generation.py measures how much closer
+    to float32 it keeps a trained model."""
 
     def __init__(self, linear: nn.Linear, activation_max: torch.Tensor) -> None:
         super().__init__()
