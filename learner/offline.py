@@ -1,20 +1,29 @@
-"""Learning from the logs after the fact: replay and the steps evaluation needs.
+"""Learning from the logs after the fact: the work behind `rlchat replay`,
+`evaluate` and `stats` (the command line only parses and prints).
 
-Both walk the stored turns in order through the same update path as live
-learning (learner/update.py), so `replay` with the live settings rebuilds the
-live policy bit for bit.  No torch, no writes: callers decide what to save.
+Replay and evaluation walk the stored turns in order through the same update
+path as live learning (learner/update.py), so a replay with the live
+settings rebuilds the live policy bit for bit.  No torch; nothing is written
+but by `save_replayed`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from rlchat.learner.evaluate import LoggedStep
+import numpy as np
+
+from rlchat.learner.curves import Curves
+from rlchat.learner.evaluate import Evaluation, LoggedStep, estimate
+from rlchat.learner.export import weekly_stats
 from rlchat.learner.features import DIM
 from rlchat.learner.policy import PolicyConfig, QPolicy
+from rlchat.learner.policy_store import save_policy, stored_config, stored_policy
 from rlchat.learner.records import Turn
 from rlchat.learner.update import (
+    catch_up,
     current,
     finish_turn,
     learn_late_thumbs,
@@ -64,3 +73,62 @@ def evaluation_steps(
         finish_turn(policy, turn)
         learn_late_thumbs(policy, turn)
     return steps
+
+
+def learner_config(snapshot: dict[str, Any] | None, overrides: dict[str, Any]) -> PolicyConfig:
+    """The stored policy's learner settings with `overrides` on top."""
+    return replace(stored_config(snapshot), **overrides)
+
+
+@dataclass
+class Replayed:
+    policy: QPolicy  # learned anew from every stored turn
+    turns: int  # turns read
+    live: QPolicy | None  # the live policy (its checkpoint and the turns since), if any
+    snapshot: dict[str, Any] | None  # the stored policy as it was read
+
+    @property
+    def same_as_live(self) -> bool | None:
+        if self.live is None:
+            return None
+        return bool(np.array_equal(self.live.w, self.policy.w)
+                    and self.live.config == self.policy.config)
+
+
+def replay_store(store, overrides: dict[str, Any], progress: Progress | None = None) -> Replayed:
+    """A policy rebuilt from every stored turn with the live settings and
+    `overrides`, beside the live policy it may replace."""
+    snapshot = store.load_policy()
+    live = stored_policy(snapshot)
+    if live is not None:
+        catch_up(live, store.turns(after_seq=live.last_seq))
+    policy = replay_logs(store.turns(), learner_config(snapshot, overrides), progress)
+    return Replayed(policy, store.count_turns(), live, snapshot)
+
+
+def save_replayed(store, replayed: Replayed) -> int:
+    """Save a replayed policy as the next version; returns that version.  The
+    learning curves describe the log, not the policy: they stay as they are."""
+    latest = (replayed.live.version if replayed.live is not None
+              else (replayed.snapshot or {}).get("version", 0))
+    replayed.policy.version = max(replayed.policy.version, latest) + 1
+    curves = (replayed.snapshot or {}).get("curves")
+    save_policy(store, replayed.policy, Curves.from_dict(curves) if curves else None,
+                source="replay")
+    return replayed.policy.version
+
+
+def evaluate_store(store, overrides: dict[str, Any], bootstrap: int,
+                   progress: Progress | None = None) -> tuple[PolicyConfig, Evaluation | None]:
+    """How a learner with the live settings and `overrides` would have done
+    on the logs (learner/evaluate.py); None when no turn was answered yet."""
+    config = learner_config(store.load_policy(), overrides)
+    steps = evaluation_steps(store.turns(), config, progress)
+    return config, estimate(steps, bootstrap=bootstrap) if steps else None
+
+
+def log_stats(store) -> dict[str, Any]:
+    """Turns, sessions, the policy version, and by ISO week (export.weekly_stats)."""
+    stats = weekly_stats(Turn.from_dict(t) for t in store.turns())
+    stats["policy_version"] = (store.load_policy() or {}).get("version", 0)
+    return stats

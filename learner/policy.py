@@ -79,14 +79,17 @@ RELEVANCE_STEPS = 4
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    gamma: float = 0.5  # discount across the turns of a session
-    ridge: float = 4.0  # prior precision of a weight (where relevance starts from)
-    forgetting: float = 0.995  # lambda, applied once per learned turn
-    temperature_floor: float = 0.002  # softmax temperature of the ranking, at least
-    uncertainty: float = 0.005  # temperature added per unit of the mean posterior sd of Q
-    epsilon: float = 0.02  # share of uniform exploration: no propensity falls to 0
-    pair_margin: float = 0.1  # probit scale of a preference: the Q difference of a sure one
-    relevance: bool = True  # each column's prior fitted to the data (see above)
+    """The learner's parameters and their defaults; what each means, and its
+    range, is said once, in settings.LEARNER_PARAMETERS."""
+
+    gamma: float = 0.5
+    ridge: float = 4.0
+    forgetting: float = 0.995
+    temperature_floor: float = 0.002
+    uncertainty: float = 0.005
+    epsilon: float = 0.02
+    pair_margin: float = 0.1
+    relevance: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:

@@ -54,6 +54,34 @@ def _setting(default: Any, **spec: Any) -> Any:
     return field(default=default, metadata={"spec": Spec(**spec)})
 
 
+# Every learner parameter (learner/policy.py's PolicyConfig, by field name),
+# described once: the chat's settings, the offline commands' options and
+# docs/offline-and-export.md's table all come from here (a test holds the
+# table to it).  The ranges are what a learner accepts.
+LEARNER_PARAMETERS: dict[str, Spec] = {
+    "gamma": Spec("", "discount across the turns of a session", low=0, high=1,
+                  high_open=True),
+    "ridge": Spec("", "prior precision of a weight, where relevance starts", low=0,
+                  low_open=True),
+    "forgetting": Spec("", "forgetting factor per learned turn; lower adapts faster",
+                       low=0.5, high=1),
+    "temperature_floor": Spec("", "lowest softmax temperature of the ranking", low=0),
+    "uncertainty": Spec("", "temperature added per unit of posterior sd of Q", low=0),
+    "epsilon": Spec("", "share of uniform exploration of the ranking", low=0, high=1),
+    "pair_margin": Spec("", "probit scale of a preference (a Q difference)", low=0),
+    "relevance": Spec("", "fit each feature's prior to the data (automatic relevance "
+                      "determination)", choices=("on", "off")),
+}
+
+
+def _learner(name: str, **chat: Any) -> Any:
+    """A chat setting for a learner parameter: its description, unset by
+    default (the learner's own value), with the chat's narrower range if any."""
+    spec = LEARNER_PARAMETERS[name]
+    return _setting(None, **{**{f.name: getattr(spec, f.name) for f in fields(Spec)},
+                             "optional": True, **chat})
+
+
 MAX_SAMPLES = 32
 
 
@@ -107,15 +135,11 @@ class Settings:
         None, label="Max new tokens",
         help="longest reply in tokens (unset: 128 for chat models, 40 otherwise)",
         low=1, high=1024, option=True, metavar="N", reload=True, optional=True)
-    epsilon: float | None = _setting(
-        None, label="Exploration ε", help="share of uniform exploration of the ranking",
-        low=0, high=1, low_open=True, high_open=True, optional=True)
-    gamma: float | None = _setting(
-        None, label="Gamma", help="discount across the turns of a session",
-        low=0, high=1, high_open=True, optional=True)
-    forgetting: float | None = _setting(
-        None, label="Forgetting", help="forgetting factor per learned turn; lower adapts faster",
-        low=0.5, high=1, optional=True)
+    # The learner's settings in the chat: described in LEARNER_PARAMETERS.
+    epsilon: float | None = _learner("epsilon", label="Exploration ε", low_open=True,
+                                     high_open=True)  # 0 would let a propensity fall to 0
+    gamma: float | None = _learner("gamma", label="Gamma")
+    forgetting: float | None = _learner("forgetting", label="Forgetting")
     keys: dict[str, str] = field(default_factory=dict)  # binding id -> key, [keys] in the file
 
     def sampling(self) -> Sampling:

@@ -351,3 +351,26 @@ def test_dpo_pairs_from_an_order_and_an_edit():
     assert pairs(edited) == {(" better C", " C"), (" better C", " A"), (" better C", " B"),
                              (" better C", " D")}
     assert pairs(turn(status="rejected")) == set()
+
+
+def test_the_documented_learner_options_are_the_learner_parameters():
+    from pathlib import Path
+
+    from rlchat.learner.policy import PolicyConfig
+    from rlchat.learner.settings import LEARNER_PARAMETERS
+    from rlchat.tui.offline import LEARNER_OPTIONS
+
+    doc = (Path(__file__).parents[1] / "docs" / "offline-and-export.md").read_text()
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in doc.splitlines() if line.startswith("| `--")]
+    described = {f"`--{name.replace('_', '-')}`": spec
+                 for name, spec in LEARNER_PARAMETERS.items()}
+    assert [row[0] for row in rows] == list(described)  # every parameter, in order
+    defaults = PolicyConfig()
+    for option, what, limits, default in rows:
+        assert (what, limits) == (described[option].help, described[option].range_text())
+        value = getattr(defaults, option.strip("`-").replace("-", "_"))
+        assert default == (("on" if value else "off") if isinstance(value, bool) else str(value))
+    # The command line's options are the same descriptions, and cover every parameter.
+    assert {name for name, _ in LEARNER_OPTIONS.values()} | {"relevance"} == {
+        f for f in PolicyConfig.__dataclass_fields__}

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +20,12 @@ from rlchat.tui.exit_status import ExitStatus
 
 
 def _learner_options() -> dict:
-    """option -> (PolicyConfig field, the range and help as a settings Spec).
-    gamma and forgetting are the chat's own settings, with their ranges;
-    epsilon may be 0 here (a greedy target is worth evaluating)."""
-    from rlchat.learner.settings import SPECS, Spec
+    """option -> (PolicyConfig field, its Spec), every numeric learner
+    parameter as settings.LEARNER_PARAMETERS describes it."""
+    from rlchat.learner.settings import LEARNER_PARAMETERS
 
-    def spec(help_text: str, **limits: Any) -> Spec:
-        return Spec(label="", help=help_text, **limits)
-
-    return {
-        "--gamma": ("gamma", SPECS["gamma"]),
-        "--ridge": ("ridge", spec("prior precision of a weight, where relevance starts",
-                                  low=0, low_open=True)),
-        "--forgetting": ("forgetting", SPECS["forgetting"]),
-        "--temperature-floor": ("temperature_floor",
-                                spec("lowest softmax temperature of the ranking", low=0)),
-        "--uncertainty": ("uncertainty", spec("temperature added per unit of posterior sd",
-                                              low=0)),
-        "--epsilon": ("epsilon", spec("share of uniform exploration", low=0, high=1)),
-        "--pair-margin": ("pair_margin", spec("probit scale of a preference (a Q difference)",
-                                              low=0)),
-    }
+    return {f"--{name.replace('_', '-')}": (name, spec)
+            for name, spec in LEARNER_PARAMETERS.items() if not spec.choices}
 
 
 LEARNER_OPTIONS = _learner_options()
@@ -67,9 +51,11 @@ def add_learner_options(parser: argparse.ArgumentParser) -> None:
     for option, (_, spec) in LEARNER_OPTIONS.items():
         group.add_argument(option, type=_number_in(spec), metavar="X", default=None,
                            help=f"{spec.help} ({spec.range_text()})")
-    group.add_argument("--relevance", choices=("on", "off"), default=None,
-                       help="fit each feature's prior to the data (automatic relevance "
-                       "determination); a policy learned before it existed has it off")
+    from rlchat.learner.settings import LEARNER_PARAMETERS
+
+    relevance = LEARNER_PARAMETERS["relevance"]
+    group.add_argument("--relevance", choices=relevance.choices, default=None,
+                       help=f"{relevance.help}; a policy learned before it existed has it off")
 
 
 def add_offline_commands(sub, add_common) -> None:
@@ -119,24 +105,17 @@ def _reader(data_dir: Path):
     return Store(data_dir, readonly=True)
 
 
-def _config(args: argparse.Namespace, snapshot: dict | None):
-    from rlchat.learner.policy_store import stored_config
-
-    config = stored_config(snapshot)
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The learner options given on the command line, by PolicyConfig field."""
     overrides: dict[str, Any] = {name: getattr(args, name) for name, _ in LEARNER_OPTIONS.values()
                                  if getattr(args, name, None) is not None}
     if getattr(args, "relevance", None) is not None:
         overrides["relevance"] = args.relevance == "on"
-    return replace(config, **overrides)
+    return overrides
 
 
 def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
-    import numpy as np
-
-    from rlchat.learner.curves import Curves
-    from rlchat.learner.offline import replay_logs
-    from rlchat.learner.policy_store import save_policy, stored_policy
-    from rlchat.learner.update import catch_up
+    from rlchat.learner.offline import replay_store, save_replayed
     from rlchat.storage import CorruptFileError, DataDirInUse, StorageFault, Store
     from rlchat.tui.progress import Progress
 
@@ -146,34 +125,23 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"rlchat: {exc}", file=sys.stderr)
         return ExitStatus.IN_USE
     try:
-        live = store.load_policy()
-        current = stored_policy(live)
-        if current is not None:  # the live policy: its checkpoint and the turns since
-            catch_up(current, store.turns(after_seq=current.last_seq))
-        config = _config(args, live)
         progress = Progress("replay", store.count_turns())
-        policy = replay_logs(store.turns(), config, progress)
+        replayed = replay_store(store, _overrides(args), progress)
         progress.done()
         report_damage(store)
-        print(f"replayed {store.count_turns()} turns; {policy.version} learned")
+        policy = replayed.policy
+        print(f"replayed {replayed.turns} turns; {policy.version} learned")
         if policy.generator_switches:
             print(f"the generator changed {policy.generator_switches} time(s): at each change "
                   f"the model features (log-prob, similarity, hidden state) were learned anew, "
                   f"the text features carried over, as in the live policy")
-        if current is not None:
-            same = np.array_equal(current.w, policy.w) and current.config == config
-            print("equal to the live policy, bit for bit" if same
+        if replayed.same_as_live is not None:
+            print("equal to the live policy, bit for bit" if replayed.same_as_live
                   else "differs from the live policy")
         if args.dry_run:
             print("dry run: nothing saved")
             return ExitStatus.OK
-        latest = current.version if current is not None else (live or {}).get("version", 0)
-        policy.version = max(policy.version, latest) + 1
-        # The curves describe the log, not the policy: they stay as they are.
-        curves = (live or {}).get("curves")
-        save_policy(store, policy, Curves.from_dict(curves) if curves else None,
-                    source="replay")
-        print(f"saved as policy version {policy.version}")
+        print(f"saved as policy version {save_replayed(store, replayed)}")
         return ExitStatus.OK
     except StorageFault as fault:
         print(f"rlchat: {fault.message}", file=sys.stderr)
@@ -183,23 +151,20 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 def run_evaluate(args: argparse.Namespace, data_dir: Path) -> int:
-    from rlchat.learner.evaluate import estimate
-    from rlchat.learner.offline import evaluation_steps
+    from rlchat.learner.offline import evaluate_store
     from rlchat.tui.progress import Progress
 
     store = _reader(data_dir)
     try:
-        config = _config(args, store.load_policy())
         progress = Progress("evaluate", store.count_turns())
-        steps = evaluation_steps(store.turns(), config, progress)
+        config, result = evaluate_store(store, _overrides(args), args.bootstrap, progress)
         progress.done()
         report_damage(store)
     finally:
         store.close()
-    if not steps:
+    if result is None:
         print("rlchat: no answered turns to evaluate on yet", file=sys.stderr)
         return ExitStatus.FAILED
-    result = estimate(steps, bootstrap=args.bootstrap)
     if args.json:
         print(json.dumps({"config": config.__dict__, **result.to_dict()}))
         return ExitStatus.OK
@@ -295,17 +260,14 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 def run_stats(args: argparse.Namespace, data_dir: Path) -> int:
-    from rlchat.learner.export import weekly_stats
-    from rlchat.learner.records import Turn
+    from rlchat.learner.offline import log_stats
 
     store = _reader(data_dir)
     try:
-        stats = weekly_stats(Turn.from_dict(t) for t in store.turns())
-        policy = store.load_policy()
+        stats = log_stats(store)
         stats["unreadable_turns"] = report_damage(store)
     finally:
         store.close()
-    stats["policy_version"] = (policy or {}).get("version", 0)
     if args.json:
         print(json.dumps(stats))
         return ExitStatus.OK
