@@ -95,11 +95,6 @@ class PolicyConfig:
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
         """Settings as stored; fields this version does not know are ignored."""
         known = {f.name for f in fields(cls)}
-        data = dict(data)
-        if "temperature" in data:  # the field's older name
-            data.setdefault("temperature_floor", data.pop("temperature"))
-        if data:  # learned before relevance existed: it goes on as it was
-            data.setdefault("relevance", False)  # learned, so a replay gives its weights
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -375,29 +370,28 @@ class QPolicy:
         policy = cls(
             int(data["dim"]),
             config or PolicyConfig.from_dict(data["config"]),
-            data.get("column_forgetting"),
+            data["column_forgetting"],
         )
         policy.A = _unpack(data["A"], (policy.dim, policy.dim))
         policy.b = np.array(data["b"], dtype=np.float64)
         # w follows from P and b: the stored w bit for bit.  P is stored
-        # since it is updated incrementally; without it (an older snapshot),
-        # or with another ridge, it is inverted again.
+        # since it is updated incrementally; where it is null, or with
+        # another ridge, it is inverted again.
         stored = PolicyConfig.from_dict(data["config"])
-        if "P" in data and stored.ridge == policy.config.ridge:
-            if "prior" in data:  # else stored before relevance: the ridge for all
-                policy.prior = np.array(data["prior"], dtype=np.float64)
+        if data["P"] is not None and stored.ridge == policy.config.ridge:
+            policy.prior = np.array(data["prior"], dtype=np.float64)
             policy.P = _unpack(data["P"], (policy.dim, policy.dim))
-            policy.since_exact = int(data.get("since_exact", 0))
+            policy.since_exact = int(data["since_exact"])
             policy._weights()
         elif np.any(policy.A) or np.any(policy.b):
             policy._solve(refit_prior=False)  # the new ridge for all, refitted from there
         policy.version = int(data["version"])
         policy.last_seq = int(data["last_seq"])
-        policy.session = data.get("session")
-        pending = data.get("pending")
+        policy.session = data["session"]
+        pending = data["pending"]
         policy.pending = None if pending is None else np.array(pending, dtype=np.float64)
-        policy.generator = data.get("generator")
-        policy.generator_switches = int(data.get("generator_switches", 0))
+        policy.generator = data["generator"]
+        policy.generator_switches = int(data["generator_switches"])
         return policy
 
 
@@ -407,10 +401,8 @@ def _pack(matrix: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(matrix, dtype="<f8").tobytes()).decode("ascii")
 
 
-def _unpack(value: str | list, shape: tuple[int, int]) -> np.ndarray:
-    if isinstance(value, str):  # _pack's form
-        return np.frombuffer(base64.b64decode(value), dtype="<f8").reshape(shape).copy()
-    return np.array(value, dtype=np.float64).reshape(shape)  # an older snapshot's list
+def _unpack(value: str, shape: tuple[int, int]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(value), dtype="<f8").reshape(shape).copy()
 
 
 def probit_observation(

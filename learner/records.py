@@ -140,8 +140,6 @@ class Turn:
         """A turn from `to_dict`'s form, or from the store's (its features
         under "blob", as bytes)."""
         fields = dict(data)
-        if "shown" in fields:  # the field's older name
-            fields["shown_count"] = fields.pop("shown")
         blob = fields.pop("blob", None)
         dim = fields.pop("feature_dim", None)
         matrix = None

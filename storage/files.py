@@ -64,4 +64,11 @@ def open_db(path: Path, readonly: bool, report: Report) -> TinyDB:
     if not readonly and (raw is None or version != schema.SCHEMA_VERSION
                          or db.salvaged is not None):
         db.storage.write(schema.stamp({}) if raw is None else schema.upgrade(raw))
+    elif readonly and raw is not None and version < schema.SCHEMA_VERSION:
+        # A reader writes nothing: it reads the file upgraded, in memory.
+        salvaged = db.salvaged
+        db.close()
+        db = TinyDB(storage=MemoryStorage)
+        db.storage.write(schema.upgrade(raw))
+        db.salvaged = salvaged
     return db

@@ -1,31 +1,16 @@
-"""Schema versions of the data files, and the numbered steps that upgrade them.
+"""Schema versions of the data files.
 
 Every file holds its version in its `meta` table.  A file older than
-SCHEMA_VERSION is upgraded step by step when the writer opens it: UPGRADES[n]
-turns the raw data of version n into version n + 1 (plain dicts, as TinyDB
-stores them).  Add a step and bump SCHEMA_VERSION together.
+SCHEMA_VERSION is brought up to it by the numbered steps in
+storage/upgrades/: on disk when the writer opens it, in memory for a reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 SCHEMA_VERSION = 2
 META = "meta"
-
-Step = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _attachments(data: dict[str, Any]) -> dict[str, Any]:
-    """1 -> 2: records may point at an attachment (shards.py); a version-1
-    file has none, so its data stays as it is.  The new number keeps an
-    rlchat that cannot read attachments from opening a log that has them."""
-    return data
-
-
-UPGRADES: dict[int, Step] = {1: _attachments}
-
 
 def version_of(data: dict[str, Any] | None) -> int:
     """The schema version of raw file data (0 when it has none)."""
@@ -46,6 +31,8 @@ def upgrade(data: dict[str, Any], target: int | None = None) -> dict[str, Any]:
         raise ValueError(f"written by a newer rlchat (schema {version} > {target})")
     if version == 0:  # a file from before versions were recorded is version 1
         version = 1
+    from rlchat.storage.upgrades import UPGRADES
+
     while version < target:
         data = UPGRADES[version](data)
         version += 1

@@ -205,26 +205,3 @@ def test_a_policy_that_cannot_be_saved_is_a_warning_and_relearned_at_start(
     reopened = Agent(Store(data_dir), None, seed=0)
     assert reopened.policy_view().version == 1  # relearned from the stored turn
     reopened.store.close()
-
-
-def test_records_stored_by_0_1_still_load(store):
-    """Turns, policies and settings written before 0.2 keep working."""
-    from rlchat.learner.policy import PolicyConfig, QPolicy
-    from rlchat.learner.records import Turn
-
-    old_turn = {"session": "1", "user_text": "hi", "feature_version": "v1",
-                "candidates": [{"text": "hello", "logprob": -1.0, "tokens": 2,
-                                "features": [0.0] * 18}],
-                "scores": [0.1], "order": [0], "shown": 1, "propensities": [1.0],
-                "policy_version": 0, "created": 0.0, "status": "chosen", "choice": 0,
-                "rating": 4, "own_reply": None, "rewards": [0.5], "weights": [1.0],
-                "answered": 1.0, "temperature": 0.02}
-    turn = Turn.from_dict(old_turn)
-    assert turn.shown_count == 1 and turn.prompt is None and turn.generator is None
-    assert turn.candidates[0].sampled is None
-    config = PolicyConfig.from_dict({"temperature": 0.05, "epsilon": 0.1})
-    assert config.temperature_floor == 0.05 and config.epsilon == 0.1
-    policy = QPolicy(18)
-    snapshot = policy.to_dict()
-    del snapshot["generator"], snapshot["generator_switches"]
-    assert QPolicy.from_dict(snapshot).generator is None

@@ -258,7 +258,7 @@ def test_relevance_lets_the_column_a_taste_lives_in_grow_and_shrinks_the_rest():
     assert share(fitted) > share(one_ridge) + 0.05
 
 
-def test_fitted_prior_survives_a_snapshot_and_an_older_one_keeps_the_ridge():
+def test_fitted_prior_survives_a_snapshot():
     policy = QPolicy(20)
     _taste_in_one_column(policy, 20)  # past an exact inverse, short of the next
     assert policy.since_exact > 0 and not np.all(policy.prior == policy.config.ridge)
@@ -267,13 +267,7 @@ def test_fitted_prior_survives_a_snapshot_and_an_older_one_keeps_the_ridge():
     for replica in (policy, again):  # and they go on the same, refit included
         _taste_in_one_column(replica, 10, seed=1)
     assert np.array_equal(again.w, policy.w) and np.array_equal(again.prior, policy.prior)
-    # A snapshot stored before relevance existed goes on as it was learned.
-    older = policy.to_dict()
-    del older["prior"]
-    older["config"] = {k: v for k, v in older["config"].items() if k != "relevance"}
-    restored = QPolicy.from_dict(older)
-    assert restored.config.relevance is False
-    assert np.all(restored.prior == restored.config.ridge)
+    # A snapshot stored before relevance existed: tests/test_old_data.py.
 
 
 def test_forgotten_columns_go_back_to_the_ridge():

@@ -111,7 +111,7 @@ def test_schema_version_in_every_file_and_private_modes(tmp_path):
 
 
 def test_upgrade_steps_run_in_order(tmp_path, monkeypatch):
-    from rlchat.storage import schema
+    from rlchat.storage import schema, upgrades
 
     store = Store(tmp_path)
     store.save_policy({"version": 1, "old": True})
@@ -121,7 +121,7 @@ def test_upgrade_steps_run_in_order(tmp_path, monkeypatch):
         now: lambda data: {**data, "policy": {"1": {**data["policy"]["1"], "step2": True}}},
         now + 1: lambda data: {**data, "policy": {"1": {**data["policy"]["1"], "step3": True}}},
     }
-    monkeypatch.setattr(schema, "UPGRADES", steps)
+    monkeypatch.setattr(upgrades, "UPGRADES", steps)
     monkeypatch.setattr(schema, "SCHEMA_VERSION", now + 2)
     store = Store(tmp_path)
     assert store.load_policy() == {"version": 1, "old": True, "step2": True, "step3": True}
