@@ -97,7 +97,7 @@ class ShardedTable:
             entry = self._manifest.get(str(shard))
             if adopt and shard != shards[-1]:
                 # A log from before manifests: its files are taken as they are
-                # (parsing 100k turns once would cost half a minute); checks
+                # (parsing every file of a long log would hold up the start); checks
                 # start from here.  The newest is parsed, as at every start.
                 with contextlib.suppress(OSError):
                     st = (self.folder / f"{self.name}-{shard:06d}.json").stat()

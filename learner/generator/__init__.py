@@ -48,8 +48,8 @@ def quiet_transformers() -> None:
 def _hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
     """Whether the model hub answers a TCP connect within `timeout` seconds.
 
-    Without this check an unreachable hub costs transformers' retry loop
-    (20 s or more) before it fails.  Name resolution is not bounded by the
+    Without this check an unreachable hub costs transformers' whole retry
+    loop before it fails.  Name resolution is not bounded by the
     socket timeout, hence the thread.
     """
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):

@@ -6,7 +6,7 @@ bytes (releases 0.1 to 0.3; see CHANGELOG.md), in today's form.
   (0.1 named it so), and a snapshot that predates `relevance` has it off, so
   that the policy goes on as it learned.  Its prior precisions, where it has
   none, are the ridge for every column (what it learned with); its matrices,
-  stored as JSON lists before 0.3, are packed (base64 of little-endian
+  where stored as JSON lists, are packed (base64 of little-endian
   float64, exactly the same numbers); its inverse `P`, where it kept none,
   is null: the policy inverts it when it loads.  Fields added since it was
   written get the values that mean "none yet".
