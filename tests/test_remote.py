@@ -198,7 +198,9 @@ def test_wrong_key_names_its_variable_and_is_never_stored(gguf, data_dir, tmp_pa
 @needs_llama
 def test_server_killed_mid_stream_loses_nothing(gguf, data_dir, tmp_path):
     server = llama_server(gguf, tmp_path / "kill.log").start()
-    agent = open_remote(data_dir, settings_for(server))
+    # Long, hot samples: the kill at the first token lands while the server is
+    # still drawing (short replies could all be in the socket already).
+    agent = open_remote(data_dir, settings_for(server, max_new_tokens=400, temperature=2.0))
     view = agent.say("first")
     agent.choose(view.turn, view.candidates[0].id, 5)
     version = agent.policy.version
