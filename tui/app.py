@@ -55,7 +55,7 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         Binding("ctrl+n", "new_session", "new", id="new-session",
                 tooltip="end this session, start a new one"),
         Binding("f2", "sessions", "sessions", id="sessions",
-                tooltip="browse, resume, rename, delete sessions"),
+                tooltip="search, browse, resume, rename, delete sessions"),
         Binding("f3", "learning", "learning", id="learning",
                 tooltip="plots of what the learner has learned"),
         Binding("f4", "settings", "settings", id="settings",

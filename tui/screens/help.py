@@ -17,7 +17,7 @@ KeyRow = tuple[str, str, str, str]
 
 COMMANDS = [  # the command palette's entries: (title, help, action)
     ("New session", "End this session and start another", "new_session"),
-    ("Sessions", "Browse, resume, rename or delete sessions", "sessions"),
+    ("Sessions", "Search, browse, resume, rename or delete sessions", "sessions"),
     ("Learning", "Plots of reward, top picks, exploration and weights", "learning"),
     ("Settings", "Model, candidates, sampling and learner settings", "settings"),
     ("Help", "Every key and its binding id", "help"),
