@@ -156,12 +156,19 @@ def preference_pairs(
             if rejected.strip() == chosen.strip():
                 dropped["passed-over candidates equal to the reply"] += 1
                 continue
-            if turn.prompt:
-                yield {"prompt": turn.prompt, "chosen": chosen, "rejected": rejected}
-            else:  # a served model's prompt that the server could not render
-                yield {"prompt": [dict(m) for m in turn.messages or ()],
-                       "chosen": [{"role": "assistant", "content": chosen}],
-                       "rejected": [{"role": "assistant", "content": rejected}]}
+            yield {"prompt": prompt_of(turn), "chosen": reply_as(turn, chosen),
+                   "rejected": reply_as(turn, rejected)}
+
+
+def prompt_of(turn: Turn) -> str | list[dict[str, str]]:
+    """The prompt a turn's rows carry: the rendered prompt, or (a served model's
+    that the server could not render) the messages sent, TRL's conversational form."""
+    return turn.prompt if turn.prompt else [dict(m) for m in turn.messages or ()]
+
+
+def reply_as(turn: Turn, text: str) -> str | list[dict[str, str]]:
+    """A reply in the same form as `prompt_of(turn)`."""
+    return text if turn.prompt else [{"role": "assistant", "content": text}]
 
 
 def _ordered_pairs(turn: Turn) -> Iterator[tuple[str, str]]:
@@ -215,11 +222,10 @@ def kto_rows(
             for completion, label in ((pair["chosen"], True), (pair["rejected"], False)):
                 labels.setdefault(json.dumps(completion), (completion, label))
         if turn.thumbs and not before(turn, since) and (turn.prompt or turn.messages):
-            prompt = turn.prompt or [dict(m) for m in turn.messages or ()]
+            prompt = prompt_of(turn)
             for thumb in turn.thumbs:
                 cand = turn.candidates[thumb["id"]]
-                text = sampled_text(turn, cand.text, cand.sampled)
-                completion = text if turn.prompt else [{"role": "assistant", "content": text}]
+                completion = reply_as(turn, sampled_text(turn, cand.text, cand.sampled))
                 labels[json.dumps(completion)] = (completion, thumb["good"])
         if not labels:
             dropped.update(skipped)

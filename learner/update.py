@@ -63,9 +63,10 @@ def feedback_rows(
     answer = _answer_rows(phi, shown, status, choice, rewards, weights, ranking, edit_phi)
     if not thumbs:
         return answer
-    return Feedback(*(np.concatenate([a, m]) for a, m in zip(
-        (answer.rows, answer.targets, answer.weights), marked[:3], strict=True)),
-        answer.chosen, np.concatenate([answer.preferences, marked.preferences]))
+    return Feedback(np.concatenate([answer.rows, marked.rows]),
+                    np.concatenate([answer.targets, marked.targets]),
+                    np.concatenate([answer.weights, marked.weights]), answer.chosen,
+                    np.concatenate([answer.preferences, marked.preferences]))
 
 
 def _thumb_rows(phi: np.ndarray, thumbs: list[tuple[int, float]]) -> Feedback:

@@ -354,8 +354,8 @@ class TurnActions:
             return
         panel = self.query_one(CandidatePanel)
         if panel.candidates:
-            text, what = panel.candidates[panel.highlighted].text, \
-                f"reply {panel.highlighted + 1}"
+            text = panel.candidates[panel.highlighted].text
+            what = f"reply {panel.highlighted + 1}"
         else:
             text, what = self.query_one(Transcript).last_reply(), "the last reply"
         if not text:
