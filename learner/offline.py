@@ -18,9 +18,8 @@ import numpy as np
 from rlchat.learner.curves import Curves
 from rlchat.learner.evaluate import Evaluation, LoggedStep, estimate
 from rlchat.learner.export import weekly_stats
-from rlchat.learner.features import DIM
 from rlchat.learner.policy import PolicyConfig, QPolicy
-from rlchat.learner.policy_store import save_policy, stored_config, stored_policy
+from rlchat.learner.policy_store import new_policy, save_policy, stored_config, stored_policy
 from rlchat.learner.records import Turn
 from rlchat.learner.update import (
     catch_up,
@@ -48,7 +47,7 @@ def replay_logs(
     records: Iterable[dict[str, Any]], config: PolicyConfig, progress: Progress | None = None
 ) -> QPolicy:
     """A new policy learned from stored turns, in order."""
-    policy = QPolicy(DIM, config)
+    policy = new_policy(config)
     replay(policy, _turns(records, progress))
     return policy
 
@@ -59,7 +58,7 @@ def evaluation_steps(
     """For every answered turn: what a learner with `config` would have placed
     first (its probabilities, learning from the logs as they come), against
     what was logged."""
-    policy = QPolicy(DIM, config)
+    policy = new_policy(config)
     steps = []
     for turn in _turns(records, progress):
         start_turn(policy, turn)

@@ -34,16 +34,19 @@ preference the policy already holds with room to spare weighs next to
 nothing; one it gets wrong weighs the most.  The prior is not
 forgotten, so the problem stays well posed however long the stream.
 
-The ridge is a prior, and not one for all columns: at each exact inverse
-every column's prior precision alpha_j is fitted to the data so far
-(automatic relevance determination: RELEVANCE_STEPS steps of MacKay's
-update, from the posterior at hand): alpha_j = (gamma_j + a) / (w_j^2 + a / ridge),
-where gamma_j = 1 - alpha_j P_jj is how much the data has determined w_j and
-a = RELEVANCE_STRENGTH pseudo-observations tie it to the ridge.  A column a
-taste lives in is then let grow and the rest are shrunk harder: the weight
-of a one-letter taste goes to that letter's column rather than being spread
-over the many columns that grow with length.  `relevance` off keeps the one
-ridge for all.
+The ridge is a prior, and not one for all columns.  Each column starts
+from its base prior, the ridge times the column's population factor
+(learner/population.py: how far that weight strays from 0 across many
+users; without factors, the ridge for all).  Then at each exact inverse
+every column's prior precision is fitted to the data so far (automatic
+relevance determination: RELEVANCE_STEPS steps of MacKay's update, from the
+posterior at hand): alpha_j = (gamma_j + a) / (w_j^2 + a / base_j), where
+gamma_j = 1 - alpha_j P_jj is how much the data has determined w_j and
+a = RELEVANCE_STRENGTH pseudo-observations tie it to the base prior.  A
+column a taste lives in is then let grow and the rest are shrunk harder:
+the weight of a one-letter taste goes to that letter's column rather than
+being spread over the many columns that grow with length.  `relevance` off
+keeps the base prior.
 
 The target y of the candidate that continued the conversation becomes
 r + gamma * max_a' Q(s', a') once the next turn's candidates are known.  That
@@ -68,9 +71,9 @@ import numpy as np
 # new fit of the columns' priors (see above): often enough that the priors
 # follow the first turns of a taste; the turns in between stay O(d^2).
 REFRESH_EVERY = 8
-# Pseudo-observations of the ridge in each column's prior (see above): with
-# none a column that the data has not determined yet could be shrunk to
-# nothing; with many every column keeps the ridge.
+# Pseudo-observations of the base prior in each column's prior (see above):
+# with none a column that the data has not determined yet could be shrunk to
+# nothing; with many every column keeps its base prior.
 RELEVANCE_STRENGTH = 1.0
 # MacKay steps (each an exact inverse) per refresh: the priors move a step
 # at a time, and a few per refresh let them keep up with the first turns.
@@ -88,7 +91,7 @@ class PolicyConfig:
     temperature_floor: float = 0.002
     uncertainty: float = 0.005
     epsilon: float = 0.02
-    pair_margin: float = 0.1
+    pair_margin: float = 0.3
     relevance: bool = True
 
     @classmethod
@@ -104,9 +107,18 @@ class QPolicy:
         dim: int,
         config: PolicyConfig | None = None,
         column_forgetting: np.ndarray | None = None,
+        population: np.ndarray | None = None,
     ) -> None:
         self.dim = dim
         self.config = config or PolicyConfig()
+        # Each column's prior precision before any data, as a factor of the
+        # ridge (learner/population.py); None: the ridge for all.
+        self.population = None
+        if population is not None:
+            factors = np.asarray(population, dtype=np.float64)
+            if factors.shape != (dim,) or not np.all(np.isfinite(factors) & (factors > 0.0)):
+                raise ValueError(f"population: {dim} positive factors expected")
+            self.population = factors
         # lambda by column, in place of config.forgetting for all (see above)
         self.column_forgetting = None
         if column_forgetting is not None:
@@ -117,8 +129,8 @@ class QPolicy:
         self.A = np.zeros((dim, dim))
         self.b = np.zeros(dim)
         self.w = np.zeros(dim)
-        self.prior = np.full(dim, float(self.config.ridge))  # alpha_j (see above)
-        self.P = np.eye(dim) / self.config.ridge  # (A + diag(prior))^-1, see REFRESH_EVERY
+        self.prior = self.base_prior()  # alpha_j (see above)
+        self.P = np.diag(1.0 / self.prior)  # (A + diag(prior))^-1, see REFRESH_EVERY
         self.since_exact = 0  # turns learned since P was last inverted exactly
         self.version = 0  # turns learned
         self.last_seq = 0  # sequence number of the last stored turn applied
@@ -126,6 +138,12 @@ class QPolicy:
         self.pending: np.ndarray | None = None  # phi of the action awaiting its bootstrap
         self.generator: str | None = None  # the generator whose features it learned
         self.generator_switches = 0  # times it forgot the model features for a new one
+
+    def base_prior(self) -> np.ndarray:
+        """Each column's prior precision before any data: what relevance starts
+        from and ties each column to."""
+        ridge = float(self.config.ridge)
+        return np.full(self.dim, ridge) if self.population is None else ridge * self.population
 
     # acting -------------------------------------------------------------
     def scores(self, phi: np.ndarray) -> np.ndarray:
@@ -223,7 +241,7 @@ class QPolicy:
         keep[columns] = False
         self.A = self.A * np.outer(keep, keep)
         self.b = self.b * keep
-        self.prior = np.where(keep, self.prior, self.config.ridge)
+        self.prior = np.where(keep, self.prior, self.base_prior())
         self.pending = None
         self.generator_switches += 1
         self._solve(refit_prior=False)
@@ -315,8 +333,8 @@ class QPolicy:
         # before it (faded one turn more than it was: a step of forgetting).
         current = self.prior * fade**self.since_exact
         determined = np.clip(1.0 - current * np.diag(self.P), 0.0, 1.0)
-        a, ridge = RELEVANCE_STRENGTH, self.config.ridge
-        prior = (determined + a) / (self.w**2 + a / ridge)
+        a = RELEVANCE_STRENGTH
+        prior = (determined + a) / (self.w**2 + a / self.base_prior())
         return prior if np.all(np.isfinite(prior)) else self.prior
 
     def _update_inverse(self, x: np.ndarray, c: np.ndarray, fade: float | np.ndarray) -> bool:
@@ -362,6 +380,7 @@ class QPolicy:
             "column_forgetting": (
                 None if self.column_forgetting is None else self.column_forgetting.tolist()
             ),
+            "population": None if self.population is None else self.population.tolist(),
         }
 
     @classmethod
@@ -371,6 +390,7 @@ class QPolicy:
             int(data["dim"]),
             config or PolicyConfig.from_dict(data["config"]),
             data["column_forgetting"],
+            data["population"],
         )
         policy.A = _unpack(data["A"], (policy.dim, policy.dim))
         policy.b = np.array(data["b"], dtype=np.float64)

@@ -14,6 +14,7 @@ from typing import Any
 from rlchat.learner.curves import Curves
 from rlchat.learner.features import DIM, FEATURE_VERSION
 from rlchat.learner.policy import PolicyConfig, QPolicy
+from rlchat.learner.population import population_factors
 from rlchat.storage import Store
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,13 @@ def load_policy(store: Store, config: PolicyConfig | None = None) -> tuple[QPoli
                 Curves.from_dict(curves) if curves else None)
     if snapshot:
         log.warning("stored policy uses other features; starting a new one")
-    return QPolicy(DIM, config or _settings_of(snapshot)), None
+    return new_policy(config or _settings_of(snapshot)), None
+
+
+def new_policy(config: PolicyConfig | None = None) -> QPolicy:
+    """A policy for today's features that has learned nothing: it starts
+    from the population prior (learner/population.py)."""
+    return QPolicy(DIM, config, population=population_factors())
 
 
 def _settings_of(snapshot: dict[str, Any] | None) -> PolicyConfig:

@@ -61,8 +61,8 @@ def _setting(default: Any, **spec: Any) -> Any:
 LEARNER_PARAMETERS: dict[str, Spec] = {
     "gamma": Spec("", "discount across the turns of a session", low=0, high=1,
                   high_open=True),
-    "ridge": Spec("", "prior precision of a weight, where relevance starts", low=0,
-                  low_open=True),
+    "ridge": Spec("", "prior precision of a weight (times its column's population factor), "
+                  "where relevance starts", low=0, low_open=True),
     "forgetting": Spec("", "forgetting factor per learned turn; lower adapts faster",
                        low=0.5, high=1),
     "temperature_floor": Spec("", "lowest softmax temperature of the ranking", low=0),

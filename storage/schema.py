@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 META = "meta"
 
 def version_of(data: dict[str, Any] | None) -> int:

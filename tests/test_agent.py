@@ -7,7 +7,7 @@ import pytest
 
 from rlchat.learner.errors import AgentError
 from rlchat.learner.features import DIM, FEATURE_NAMES, FEATURE_VERSION
-from rlchat.learner.policy import QPolicy
+from rlchat.learner.policy_store import new_policy
 from rlchat.learner.records import Turn
 from rlchat.learner.update import replay
 
@@ -170,7 +170,7 @@ def test_replaying_stored_turns_gives_the_live_weights_bit_for_bit(make_agent):
     thumbs = [th for t in agent.store.turns() for th in t.get("thumbs") or ()]
     assert {(th["late"], th["good"]) for th in thumbs} == {(a, b) for a in (0, 1) for b in (0, 1)}
     assert any(t["thumbs"] and t["status"] == "unanswered" for t in agent.store.turns())
-    fresh = QPolicy(DIM, agent.policy.config)
+    fresh = new_policy(agent.policy.config)
     replay(fresh, (Turn.from_dict(t) for t in agent.store.turns()))
     assert agent.policy.version > 10
     assert np.array_equal(fresh.A, agent.policy.A)

@@ -18,6 +18,7 @@ from rlchat.learner.features import (
     text_row,
 )
 from rlchat.learner.policy import REFRESH_EVERY, PolicyConfig, QPolicy
+from rlchat.learner.policy_store import new_policy
 from rlchat.learner.records import Candidate, StoredCandidate, Turn
 from rlchat.learner.update import feedback_rows, learnable, replay
 
@@ -179,7 +180,7 @@ def test_a_v1_data_dir_is_learned_again_on_v2_at_start(tmp_path):
     assert agent.policy.dim == DIM and agent.policy.version == 3
     # What a person set carries over; the rest takes today's defaults.
     assert agent.policy.config.gamma == 0.3 and agent.policy.config.temperature_floor == 0.002
-    fresh = QPolicy(DIM, agent.policy.config)
+    fresh = new_policy(agent.policy.config)
     replay(fresh, [refeaturize(Turn.from_dict(t)) for t in agent.store.turns()])
     assert np.array_equal(fresh.w, agent.policy.w)
     assert agent.store.load_policy()["features"] == FEATURE_VERSION

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlchat.learner.policy import PolicyConfig, QPolicy
+from rlchat.learner.policy import REFRESH_EVERY, PolicyConfig, QPolicy
 from rlchat.learner.rewards import RewardConfig, own_reply_feedback, pick_feedback, rating_reward
 
 
@@ -277,3 +277,46 @@ def test_forgotten_columns_go_back_to_the_ridge():
     policy.forget_columns([0, 1])
     assert policy.prior[0] == policy.prior[1] == policy.config.ridge
     assert policy.w[0] == 0.0
+
+
+def test_population_factors_set_where_each_column_starts_and_what_relevance_ties_it_to():
+    cfg = PolicyConfig(ridge=2.0, forgetting=1.0)
+    policy = QPolicy(3, cfg, population=np.array([0.1, 10.0, 1.0]))
+    assert np.allclose(policy.prior, [0.2, 20.0, 2.0])
+    # The same evidence moves a loose column's weight further than a tight one's.
+    for _ in range(REFRESH_EVERY + 1):  # through an exact inverse with a refit of the priors
+        policy.learn(np.array([[1.0, 1.0, 0.0]]), np.array([1.0]), np.array([1.0]), None)
+    assert policy.w[0] > 3 * policy.w[1] > 0
+    # A column no row has touched keeps the population's precision through the refits.
+    assert policy.prior[2] == pytest.approx(2.0)
+    again = QPolicy.from_dict(policy.to_dict())
+    assert np.array_equal(again.population, policy.population)
+    assert np.array_equal(again.w, policy.w)
+    with pytest.raises(ValueError):
+        QPolicy(3, cfg, population=np.array([1.0, 0.0, 1.0]))
+
+
+def test_a_new_chat_policy_starts_from_the_shipped_population_prior(tmp_path, monkeypatch):
+    import json
+
+    from rlchat.learner import population
+    from rlchat.learner.features import DIM, FEATURE_NAMES, FEATURE_VERSION
+    from rlchat.learner.policy_store import new_policy
+
+    shipped = json.loads(population.PRIOR_FILE.read_text())
+    assert shipped["features"] == FEATURE_VERSION
+    assert set(shipped["factors"]) == set(FEATURE_NAMES)
+    policy = new_policy()
+    expected = [policy.config.ridge * shipped["factors"][name] for name in FEATURE_NAMES]
+    assert np.allclose(policy.prior, expected)
+    assert len(set(np.round(policy.prior, 6))) > 3  # not one ridge for all
+    # A file fitted on other features is not used: the ridge for every column.
+    other = tmp_path / "prior.json"
+    other.write_text(json.dumps({**shipped, "features": "v0"}))
+    monkeypatch.setattr(population, "PRIOR_FILE", other)
+    population.population_factors.cache_clear()
+    try:
+        assert np.all(new_policy().prior == policy.config.ridge)
+        assert new_policy().dim == DIM
+    finally:
+        population.population_factors.cache_clear()

@@ -14,7 +14,7 @@ import pytest
 from rlchat.learner.agent import Agent, load_source
 from rlchat.learner.errors import AgentError, GenerationCancelled
 from rlchat.learner.features import FEATURE_NAMES, MODEL_COLUMNS
-from rlchat.learner.policy import QPolicy
+from rlchat.learner.policy_store import new_policy
 from rlchat.learner.remote import RemoteGenerator
 from rlchat.learner.settings import Settings
 from rlchat.learner.update import current, replay
@@ -92,7 +92,7 @@ def test_llama_server_turns_one_request_logprobs_rendered_prompt(llama, data_dir
         assert turn.generator["family"].startswith("remote:tinychat:")
     assert "Hello number 0" in turns[1].prompt  # the dialogue so far goes with the message
     # Replaying the stored turns gives the live policy, bit for bit.
-    replayed = QPolicy(len(FEATURE_NAMES), agent.policy.config)
+    replayed = new_policy(agent.policy.config)
     replay(replayed, turns)
     assert np.array_equal(replayed.w, agent.policy.w)
     agent.store.close()
@@ -111,7 +111,7 @@ def test_switching_local_to_remote_forgets_the_model_columns(llama, make_agent):
     view = agent.say("now served")
     assert np.all(agent.policy.w[MODEL_COLUMNS] == 0)  # forgotten at the switch
     agent.choose(view.turn, view.candidates[0].id, 5)
-    replayed = QPolicy(len(FEATURE_NAMES), agent.policy.config)
+    replayed = new_policy(agent.policy.config)
     replay(replayed, [current(r) for r in agent.store.turns()])
     assert np.array_equal(replayed.w, agent.policy.w)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rlchat.storage.upgrades import v1_to_v2
+from rlchat.storage.upgrades import v1_to_v2, v2_to_v3
 
 Step = Callable[[dict[str, Any]], dict[str, Any]]
 
-UPGRADES: dict[int, Step] = {1: v1_to_v2.upgrade}
+UPGRADES: dict[int, Step] = {1: v1_to_v2.upgrade, 2: v2_to_v3.upgrade}
