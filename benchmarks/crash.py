@@ -34,8 +34,7 @@ VERIFY = r"""
 import json, sys
 import numpy as np
 from rlchat.learner.agent import Agent
-from rlchat.learner.features import DIM
-from rlchat.learner.policy import QPolicy
+from rlchat.learner.policy_store import new_policy
 from rlchat.learner.records import Turn
 from rlchat.learner.update import replay
 from rlchat.storage import Store
@@ -46,7 +45,7 @@ agent = Agent(store, source=None)          # runs the startup recovery
 turns = [Turn.from_dict(t) for t in store.turns()]
 chosen = {t.id for t in turns if t.status == "chosen"}
 answered = sum(t.answered_ok for t in turns)
-fresh = QPolicy(DIM, agent.policy.config)
+fresh = new_policy(agent.policy.config)
 replay(fresh, turns)
 corrupt = len(store.warnings) + len([p for p in store.data_dir.rglob("*.corrupt-*")])
 print(json.dumps({

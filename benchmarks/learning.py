@@ -40,6 +40,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from rlchat.learner.policy import PolicyConfig  # noqa: E402
+
 _HERE = Path(__file__).resolve().parent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +123,10 @@ def _overlap(text: str, message: str) -> float:
     return sum(w in mine for w in cand) / len(cand) if cand else 0.0
 
 
+# The learner before the population prior: the ridge for every column to
+# start from, and preferences at a probit scale of 0.1.
+PREVIOUS = PolicyConfig(pair_margin=0.1)
+
 # Hidden tastes: utility of a reply to a message.  A small length term breaks
 # ties so that a taste always has a favourite.
 TASTES = {
@@ -151,24 +157,31 @@ class WithoutHidden:
         return proposal
 
 
-def make_agent(generator, config, seed: int, directory: str):
+def make_agent(generator, config, seed: int, directory: str, population: bool = True):
+    """`population` off: the policy starts from the ridge for every column."""
     from rlchat.learner.agent import Agent
+    from rlchat.learner.features import DIM
+    from rlchat.learner.policy import QPolicy
     from rlchat.learner.settings import Settings
     from rlchat.storage import Store
 
     generator.reseed(seed)
-    return Agent(Store(directory), generator, Settings(candidates=4, samples=8),
-                 policy_config=config, seed=seed)
+    agent = Agent(Store(directory), generator, Settings(candidates=4, samples=8),
+                  policy_config=config, seed=seed)
+    if not population:
+        agent.policy = QPolicy(DIM, agent.policy.config)
+    return agent
 
 
-def taste_run(generator, taste: str, config, seed: int, turns: int) -> list[bool]:
+def taste_run(generator, taste: str, config, seed: int, turns: int,
+              population: bool = True) -> list[bool]:
     """Per turn: was the first-ranked candidate the user's pick?  The user reads
     all shown candidates and picks the best by their taste (small noise)."""
     utility = TASTES[taste]
     rng = np.random.default_rng([seed, 7])
     hits = []
     with tempfile.TemporaryDirectory() as tmp:
-        agent = make_agent(generator, config, seed, tmp)
+        agent = make_agent(generator, config, seed, tmp, population)
         for t in range(turns):
             message = MESSAGES[int(rng.integers(len(MESSAGES)))]
             view = agent.say(message)
@@ -216,8 +229,7 @@ def rank_learn_timing(generator, config, turns: int) -> tuple[float, float]:
     """(median, mean) seconds of rank + learn for one turn at the chat's
     dimension: the mean carries the exact inverses and prior fits that come
     every REFRESH_EVERY turns."""
-    from rlchat.learner.features import DIM
-    from rlchat.learner.policy import QPolicy
+    from rlchat.learner.policy_store import new_policy
     from rlchat.learner.records import Turn
     from rlchat.learner.update import finish_turn, start_turn
 
@@ -228,7 +240,7 @@ def rank_learn_timing(generator, config, turns: int) -> tuple[float, float]:
             agent.choose(view.turn, view.candidates[0].id, 4)
         stored = [Turn.from_dict(t) for t in agent.store.turns()]
         agent.store.close()
-    policy, rng, times = QPolicy(DIM, config), np.random.default_rng(0), []
+    policy, rng, times = new_policy(config), np.random.default_rng(0), []
     for turn in stored * 5:
         phi = turn.features()
         t0 = time.perf_counter()
@@ -241,7 +253,6 @@ def rank_learn_timing(generator, config, turns: int) -> tuple[float, float]:
 
 def served_tastes(base_url: str, model: str, quick: bool) -> None:
     """The text-level tastes with a served model: learned against random order."""
-    from rlchat.learner.policy import PolicyConfig
     from rlchat.learner.remote import RemoteGenerator
 
     generator = RemoteGenerator(base_url, model, seed=0)
@@ -295,7 +306,6 @@ def main() -> None:
                                         args.jobs)}
 
     from rlchat.learner.generator import Generator
-    from rlchat.learner.policy import PolicyConfig
     from rlchat.learner.tiny_model import write_tiny_model
 
     model_dir = tempfile.mkdtemp()
@@ -309,7 +319,7 @@ def main() -> None:
     turns, seeds = (40, 1) if q else (100, 2)
     lo = turns // 2
 
-    say(f"[2/4] text-level tastes: {len(TASTES)} tastes x {seeds} seeds x {turns} turns x 4")
+    say(f"[2/4] text-level tastes: {len(TASTES)} tastes x {seeds} seeds x {turns} turns x 5")
     tastes = {}
     for taste in TASTES:
         rate = {}
@@ -321,6 +331,11 @@ def main() -> None:
         runs = [np.mean(taste_run(WithoutHidden(generator), taste, default, s, turns)[lo:])
                 for s in range(seeds)]
         rate["no_hidden"] = float(np.mean(runs))
+        # The learner before the population prior, in the same run.
+        runs = [np.mean(taste_run(generator, taste, PREVIOUS, s, turns, population=False)[lo:])
+                for s in range(seeds)]
+        rate["previous"] = float(np.mean(runs))
+        rate["previous_ratio_vs_random"] = rate["previous"] / max(rate["random"], 1e-9)
         rate["ratio_vs_random"] = rate["learned"] / max(rate["random"], 1e-9)
         tastes[taste] = {k: round(v, 3) for k, v in rate.items()}
         say(f"  {taste:10s} {tastes[taste]}")
@@ -351,7 +366,8 @@ def main() -> None:
     for taste, rate in tastes.items():
         print(f"  {taste:10s} learned {rate['learned']:.3f}  gamma=0 {rate['gamma0']:.3f}  "
               f"no hidden-state features {rate['no_hidden']:.3f}  "
-              f"random {rate['random']:.3f}  ratio {rate['ratio_vs_random']:.2f}")
+              f"random {rate['random']:.3f}  ratio {rate['ratio_vs_random']:.2f}  "
+              f"(before the population prior {rate['previous_ratio_vs_random']:.2f})")
     print("carry-over (mean, sd over seeds; second half of the sessions):")
     for label, row in engagement.items():
         print(f"  {label:10s} session length {row['session_len']}  reward {row['session_reward']}")

@@ -36,8 +36,7 @@ from pathlib import Path
 
 from rlchat.learner.curves import Curves
 from rlchat.learner.features import DIM
-from rlchat.learner.policy import QPolicy
-from rlchat.learner.policy_store import save_policy
+from rlchat.learner.policy_store import new_policy, save_policy
 from rlchat.storage import AtomicJSONStorage, Store
 from rlchat.storage.schema import stamp
 from rlchat.storage.shards import BLOB, TABLE
@@ -115,7 +114,7 @@ def fill(data: Path, turns: int, rng: random.Random) -> None:
     # A checkpoint that has learned every turn, as a chat's clean exit leaves
     # it: the start has nothing to learn again, only the search to build.
     store = Store(data)
-    policy, curves = QPolicy(DIM), Curves()
+    policy, curves = new_policy(), Curves()
     policy.last_seq = curves.last_seq = turns
     save_policy(store, policy, curves)
     store.close()
