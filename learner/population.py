@@ -35,7 +35,12 @@ def population_factors() -> np.ndarray | None:
         data = json.loads(PRIOR_FILE.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if data.get("features") != FEATURE_VERSION:
+    if not isinstance(data, dict) or data.get("features") != FEATURE_VERSION:
         return None
-    factors = data.get("factors", {})
-    return np.array([float(factors.get(name, 1.0)) for name in FEATURE_NAMES])
+    factors = data.get("factors")
+    try:
+        values = np.array([float(factors.get(name, 1.0)) for name in FEATURE_NAMES])
+    except (AttributeError, TypeError, ValueError):
+        return None
+    # A damaged file must not stop a new policy: it starts from the ridge then.
+    return values if np.all(np.isfinite(values) & (values > 0.0)) else None

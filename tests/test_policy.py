@@ -318,5 +318,11 @@ def test_a_new_chat_policy_starts_from_the_shipped_population_prior(tmp_path, mo
     try:
         assert np.all(new_policy().prior == policy.config.ridge)
         assert new_policy().dim == DIM
+        # So is a damaged one (a factor that is not a positive number, or no JSON).
+        for damaged in (json.dumps({**shipped, "factors": {"length": -1.0}}),
+                        json.dumps({**shipped, "factors": ["length"]}), "{not json"):
+            other.write_text(damaged)
+            population.population_factors.cache_clear()
+            assert np.all(new_policy().prior == policy.config.ridge)
     finally:
         population.population_factors.cache_clear()
