@@ -39,6 +39,7 @@ from multiprocessing import Pool  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from taste_family import PREVIOUS, without_population  # noqa: E402
 
 from rlchat.learner.policy import PolicyConfig  # noqa: E402
 
@@ -123,10 +124,6 @@ def _overlap(text: str, message: str) -> float:
     return sum(w in mine for w in cand) / len(cand) if cand else 0.0
 
 
-# The learner before the population prior: the ridge for every column to
-# start from, and preferences at a probit scale of 0.1.
-PREVIOUS = PolicyConfig(pair_margin=0.1)
-
 # Hidden tastes: utility of a reply to a message.  A small length term breaks
 # ties so that a taste always has a favourite.
 TASTES = {
@@ -160,8 +157,6 @@ class WithoutHidden:
 def make_agent(generator, config, seed: int, directory: str, population: bool = True):
     """`population` off: the policy starts from the ridge for every column."""
     from rlchat.learner.agent import Agent
-    from rlchat.learner.features import DIM
-    from rlchat.learner.policy import QPolicy
     from rlchat.learner.settings import Settings
     from rlchat.storage import Store
 
@@ -169,7 +164,7 @@ def make_agent(generator, config, seed: int, directory: str, population: bool = 
     agent = Agent(Store(directory), generator, Settings(candidates=4, samples=8),
                   policy_config=config, seed=seed)
     if not population:
-        agent.policy = QPolicy(DIM, agent.policy.config)
+        without_population(agent)
     return agent
 
 

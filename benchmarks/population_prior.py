@@ -29,12 +29,21 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import multiprocessing  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from taste_family import FEATURE_KINDS, KINDS, Pool, Taste, draw_tastes, drive, reply_pool, say  # noqa: E402
+from taste_family import (  # noqa: E402
+    FEATURE_KINDS,
+    KINDS,
+    Taste,
+    draw_tastes,
+    drive,
+    reply_pool,
+    run_users,
+    say,
+    worker_pool,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_SEED = 1000
@@ -42,18 +51,9 @@ FIRST_SEED = 1000
 # starts with a prior a few turns of a real user can loosen.
 FLOOR = 0.01
 
-_POOL: Pool | None = None
-
-
-def _init(pool: Pool) -> None:
-    global _POOL
-    _POOL = pool
-
-
 def user_data(task: tuple[Taste, int, int]) -> tuple[np.ndarray, np.ndarray]:
     taste, seed, turns = task
-    assert _POOL is not None
-    run = drive(taste, _POOL, seed, turns, population=False)
+    run = drive(taste, worker_pool(), seed, turns, population=False)
     return run.policy.A, run.policy.b
 
 
@@ -118,13 +118,7 @@ def main() -> None:
               + draw_tastes(share, pool.texts(), FIRST_SEED + 1, kinds=FEATURE_KINDS))
     tasks = [(t, FIRST_SEED + i, args.turns) for i, t in enumerate(tastes)]
     say(f"{len(tasks)} simulated users x {args.turns} turns on {args.jobs} processes")
-    data = []
-    spawn = multiprocessing.get_context("spawn")
-    with spawn.Pool(args.jobs, initializer=_init, initargs=(pool,)) as workers:
-        for n, item in enumerate(workers.imap_unordered(user_data, tasks, chunksize=4), 1):
-            data.append(item)
-            if n % 20 == 0 or n == len(tasks):
-                say(f"  {n}/{len(tasks)} users ({time.time() - start:.0f} s)")
+    data = list(run_users(pool, user_data, tasks, args.jobs, "users"))
     ridge = PolicyConfig().ridge
     group = groups()
     say("fitting the prior variances (EM)")

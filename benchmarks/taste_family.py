@@ -20,16 +20,27 @@ A turn's replies do not depend on which reply the user picked before.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import pickle
 import re
 import sys
 import tempfile
+import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from rlchat.learner.agent import Agent
+from rlchat.learner.features import CHARS, COMMON_WORDS, DIM, FEATURE_NAMES, V1_NAMES, words
+from rlchat.learner.policy import PolicyConfig, QPolicy
+from rlchat.learner.records import Turn
+from rlchat.learner.sampling import Sampling
+from rlchat.learner.settings import Settings
+from rlchat.storage import Store
 
 MESSAGES = [
     "what should I cook tonight?", "tell me a joke", "how do I fix a slow laptop?",
@@ -84,8 +95,6 @@ class Taste:
     parts: tuple = field(default=())  # a mixture's (taste, scale) pairs
 
     def main(self, text: str, message: str = "") -> float:
-        from rlchat.learner.features import words
-
         kind, arg = self.kind, self.arg
         ws = words(text)
         if kind in FEATURE_KINDS:
@@ -131,8 +140,6 @@ class Taste:
 
 
 def _feature_taste(kind: str, text: str, ws: list[str], message: str) -> float:
-    from rlchat.learner.features import words
-
     if kind == "questions":
         return float("?" in text)
     if kind == "exclaims":
@@ -162,8 +169,6 @@ class PoolSource:
     the pool's proposals for a message, one drawn at random per turn."""
 
     def __init__(self, pool: Pool, seed: int) -> None:
-        from rlchat.learner.sampling import Sampling
-
         self.pool = pool
         self.sampling = Sampling()
         self.rng = np.random.default_rng([seed, 11])
@@ -194,8 +199,6 @@ class Run:
 
 def _v1_only(agent_cls: type) -> type:
     """The agent with the columns added since v1 held at zero: v1's features."""
-    from rlchat.learner.features import FEATURE_NAMES, V1_NAMES
-
     added = [i for i, name in enumerate(FEATURE_NAMES) if name not in V1_NAMES]
 
     class V1Agent(agent_cls):
@@ -207,6 +210,17 @@ def _v1_only(agent_cls: type) -> type:
     return V1Agent
 
 
+# The learner before the population prior: the ridge for every column to
+# start from (`without_population`), and preferences at a probit scale of 0.1.
+PREVIOUS = PolicyConfig(pair_margin=0.1)
+
+
+def without_population(agent: Agent) -> None:
+    """The agent's policy replaced by a new one that starts from the ridge
+    for every column (the population prior left out)."""
+    agent.policy = QPolicy(DIM, agent.policy.config)
+
+
 def drive(taste: Taste, pool: Pool, seed: int, turns: int, *, population: bool = True,
           v1: bool = False, order: bool = False, config=None) -> Run:
     """One simulated user through the real agent and store: each turn it picks
@@ -214,13 +228,6 @@ def drive(taste: Taste, pool: Pool, seed: int, turns: int, *, population: bool =
     the best shown and 3 otherwise (`order`: and orders all shown); a session
     ends every SESSION_TURNS turns.  `population` off: the policy starts from
     the ridge for every column."""
-    from rlchat.learner.agent import Agent
-    from rlchat.learner.features import DIM
-    from rlchat.learner.policy import QPolicy
-    from rlchat.learner.records import Turn
-    from rlchat.learner.settings import Settings
-    from rlchat.storage import Store
-
     messages = list(pool.proposals)
     rng = np.random.default_rng([seed, 7])
     agent_cls = _v1_only(Agent) if v1 else Agent
@@ -229,7 +236,7 @@ def drive(taste: Taste, pool: Pool, seed: int, turns: int, *, population: bool =
         agent = agent_cls(Store(tmp), PoolSource(pool, seed), Settings(candidates=4, samples=8),
                           policy_config=config, seed=seed)
         if not population:
-            agent.policy = QPolicy(DIM, agent.policy.config)
+            without_population(agent)
         for t in range(turns):
             message = messages[int(rng.integers(len(messages)))]
             view = agent.say(message)
@@ -251,12 +258,37 @@ def drive(taste: Taste, pool: Pool, seed: int, turns: int, *, population: bool =
     return Run(hits, chance, ceiling, picks, stored, agent.policy)
 
 
+_WORKER_POOL: Pool | None = None
+
+
+def _hold(pool: Pool) -> None:
+    global _WORKER_POOL
+    _WORKER_POOL = pool
+
+
+def worker_pool() -> Pool:
+    """The reply pool, in a process that run_users started."""
+    assert _WORKER_POOL is not None, "only in a process run_users started"
+    return _WORKER_POOL
+
+
+def run_users(pool: Pool, work: Callable, tasks: list, jobs: int, what: str) -> Iterator:
+    """work(task) for every task on `jobs` processes that hold the pool
+    (worker_pool()), the results as they come, with progress every 20."""
+    start = time.time()
+    # spawn: a forked child would inherit the parent's torch thread locks.
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(jobs, initializer=_hold, initargs=(pool,)) as workers:
+        for n, result in enumerate(workers.imap_unordered(work, tasks, chunksize=4), start=1):
+            if n % 20 == 0 or n == len(tasks):
+                say(f"  {n}/{len(tasks)} {what} ({time.time() - start:.0f} s)")
+            yield result
+
+
 # drawing tastes ---------------------------------------------------------------
 def vocabulary(texts: list[str]) -> list[str]:
     """Words the model says in 3-30 % of its replies (a liked word that it
     never says would be no taste at all)."""
-    from rlchat.learner.features import words
-
     seen: Counter = Counter()
     for text in texts:
         seen.update(set(words(text)))
@@ -270,8 +302,6 @@ def _common(values: list[str], low: float = 0.05, high: float = 0.5) -> list[str
 
 
 def _is_named(kind: str, arg: tuple) -> bool:
-    from rlchat.learner.features import CHARS, COMMON_WORDS
-
     if kind in ("word_liked", "word_disliked"):
         return arg[0] in COMMON_WORDS
     if kind == "chars":
@@ -379,8 +409,6 @@ def _fingerprint(model_dir: Path) -> str:
 def reply_pool(dtype: str = "auto", jobs: int = 2, per_message: int = POOL_PER_MESSAGE) -> Pool:
     """The tiny model's replies to MESSAGES, sampled once and cached under
     ~/.cache/rlchat (by the model's weights and the number format)."""
-    import multiprocessing
-
     from rlchat.learner.generator import Generator
     from rlchat.learner.tiny_model import write_tiny_model
 

@@ -43,38 +43,34 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import multiprocessing  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from taste_family import KINDS, NOISE, Pool, Taste, draw_tastes, drive, reply_pool, say  # noqa: E402
-
-from rlchat.learner.policy import PolicyConfig  # noqa: E402
+from taste_family import (  # noqa: E402
+    KINDS,
+    NOISE,
+    PREVIOUS,
+    Taste,
+    draw_tastes,
+    drive,
+    reply_pool,
+    run_users,
+    say,
+    worker_pool,
+)
 
 VARIANTS = ("current", "no_prior", "previous", "v1", "current_rank")
-# The learner before the population prior: the ridge for every column to
-# start from, and preferences at a probit scale of 0.1.
-PREVIOUS = PolicyConfig(pair_margin=0.1)
 WINDOWS = {"turns_1_20": (0, 20), "turns_11_30": (10, 30)}  # and the second half
-
-
-_POOL: Pool | None = None
-
-
-def _init(pool: Pool) -> None:
-    global _POOL
-    _POOL = pool
-
 
 
 def run_taste(task: tuple[Taste, str, int, int]) -> dict:
     """Per turn: (hit, 1 / shown, ceiling hit) for one taste and one variant."""
     taste, variant, seed, turns = task
-    assert _POOL is not None
     config = PREVIOUS if variant == "previous" else None
-    run = drive(taste, _POOL, seed, turns, population=variant not in ("no_prior", "previous"),
-                v1=variant == "v1", order=variant == "current_rank", config=config)
+    population = variant not in ("no_prior", "previous")
+    run = drive(taste, worker_pool(), seed, turns, population=population, v1=variant == "v1",
+                order=variant == "current_rank", config=config)
     linear = linear_fit_hits(run.stored, taste, run.picks) if variant == "current" else []
     return {"taste": taste.name, "variant": variant, "hits": run.hits, "chance": run.chance,
             "ceiling": run.ceiling, "linear": linear}
@@ -161,12 +157,8 @@ def main() -> None:
     tasks = [(taste, v, args.seed + i, args.turns)
              for i, taste in enumerate(tastes) for v in variants]
     results: dict[str, dict[str, dict]] = {t.name: {} for t in tastes}
-    spawn = multiprocessing.get_context("spawn")
-    with spawn.Pool(args.jobs, initializer=_init, initargs=(pool,)) as workers:
-        for n, res in enumerate(workers.imap_unordered(run_taste, tasks, chunksize=4), start=1):
-            results[res["taste"]][res["variant"]] = res
-            if n % 20 == 0 or n == len(tasks):
-                say(f"  {n}/{len(tasks)} runs ({time.time() - start:.0f} s)")
+    for res in run_users(pool, run_taste, tasks, args.jobs, "runs"):
+        results[res["taste"]][res["variant"]] = res
 
     per_taste = {name: {v: per_taste_row(res, args.turns) for v, res in by.items()}
                  for name, by in results.items()}
