@@ -217,7 +217,7 @@ def test_turns_export_schema(logged, tmp_path):
 
 
 def test_kto_rows_are_the_pairs_labelled_and_the_thumbs(logged):
-    from rlchat.learner.export import kto_rows, preference_pairs
+    from rlchat.learner.export import kto_rows, preference_pairs, sampled_text
     from rlchat.learner.records import Turn
 
     turns = [Turn.from_dict(t) for t in Store(logged, readonly=True).turns()]
@@ -235,14 +235,17 @@ def test_kto_rows_are_the_pairs_labelled_and_the_thumbs(logged):
             labels.setdefault(pair["chosen"], True)
             labels.setdefault(pair["rejected"], False)
         for thumb in turn.thumbs or ():  # a thumb says more than a pair: it wins
-            labels[turn.candidates[thumb["id"]].sampled] = thumb["good"]
+            cand = turn.candidates[thumb["id"]]
+            # As drawn; a reply cut at a turn marker was not stored so.
+            labels[sampled_text(turn, cand.text, cand.sampled)] = thumb["good"]
         expected |= {(turn.prompt, text, label) for text, label in labels.items()}
     assert got == expected
     thumbs_only = [t for t in turns if t.status == "unanswered" and t.thumbs]
     assert len(thumbs_only) == 4
     for turn in thumbs_only:  # no pair, yet both its thumbs are rows
-        assert {(turn.prompt, turn.candidates[th["id"]].sampled, th["good"])
-                for th in turn.thumbs} <= got
+        cands = [turn.candidates[th["id"]] for th in turn.thumbs]
+        assert {(turn.prompt, sampled_text(turn, c.text, c.sampled), th["good"])
+                for c, th in zip(cands, turn.thumbs, strict=True)} <= got
     assert f"exported {len(rows)} labelled replies" in out.stderr
 
 
