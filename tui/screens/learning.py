@@ -94,8 +94,12 @@ class LearningScreen(Screen[None]):
         plt = self.query_one("#weights", PlotextPlot).plt
         plt.title("feature weights (largest 6)")
         weights = self.policy.weights
-        top = sorted(range(len(weights)), key=lambda i: -abs(weights[i]))[:6]
-        plt.bar([self.policy.names[i] for i in top], [weights[i] for i in top],
+        names = self.policy.names
+        # Weights that are equal on paper (columns no turn told apart) differ
+        # in the last bits between CPUs: compared at 6 digits, then by name.
+        top = sorted(range(len(weights)),
+                     key=lambda i: (-float(f"{abs(weights[i]):.6g}"), names[i]))[:6]
+        plt.bar([names[i] for i in top], [weights[i] for i in top],
                 orientation="horizontal", width=0.3)
 
     def action_back(self) -> None:
