@@ -61,7 +61,7 @@ def peers_table(peers_dir: Path, turns: int, seeds: int, jobs: int) -> dict:
     if not (peers_dir / "run.py").exists():
         say(f"[1/4] peers harness skipped: no run.py in {peers_dir} (--peers-dir)")
         return {}
-    sys.path.insert(0, str(peers_dir))
+    sys.path.insert(0, str(peers_dir.resolve()))  # before the chdir: it may be relative
     os.chdir(ROOT)  # where PLUGIN's path starts
     import run as harness  # the harness's own runner, metrics and table
     from peers import default_peers

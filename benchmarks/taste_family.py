@@ -14,6 +14,9 @@ init-model`) sampled once for every message, in sessions of five turns
 (cached on disk by the model's weights): the agent, its features, store and
 policy are the real ones, and a turn costs milliseconds instead of the
 second a sampling takes, so a family of hundreds of users runs in minutes.
+The tiny model trains for a few seconds when it is built, so its weights,
+and the pool, follow the CPU's floating-point kernels: another machine
+samples another pool (the cache file is named by the weights).
 A turn's replies do not depend on which reply the user picked before.
 """
 

@@ -13,7 +13,15 @@ The ceiling is what ranking by the true taste would score on the same
 turns: the user's noise alone keeps it under 4x (4 shown).  The linear fit
 is what the features can express: a least-squares fit of the true utility
 on the features of every candidate of the other turns (exact utilities, far
-more than feedback tells), ranking each turn of the second half.
+more than feedback tells), ranking each turn of the second half.  Two
+more figures of the second half say how far the learner is from what its
+model can reach on the data it had: the greedy figure is the learner's own
+first choice, before exploration drew the order; the batch fit is the same
+model (probit preferences, each column's prior fitted by MacKay's update)
+fitted in batch every ten turns to all preferences so far, where the
+learner reads each preference once, online.  The median ceiling by kind
+sits beside the median by kind: kinds differ in how often the user's noise
+decides.
 
 Each taste runs through the real agent, store and features, on replies the
 tiny GPT-2 sampled (a pool sampled once per model, see taste_family.py);
@@ -60,6 +68,8 @@ from taste_family import (  # noqa: E402
     worker_pool,
 )
 
+from rlchat.learner.policy import RELEVANCE_STRENGTH, QPolicy, probit_observation  # noqa: E402
+
 VARIANTS = ("current", "no_prior", "previous", "v1", "current_rank")
 WINDOWS = {"turns_1_20": (0, 20), "turns_11_30": (10, 30)}  # and the second half
 
@@ -71,9 +81,14 @@ def run_taste(task: tuple[Taste, str, int, int]) -> dict:
     population = variant not in ("no_prior", "previous")
     run = drive(taste, worker_pool(), seed, turns, population=population, v1=variant == "v1",
                 order=variant == "current_rank", config=config)
-    linear = linear_fit_hits(run.stored, taste, run.picks) if variant == "current" else []
+    current = variant == "current"
+    linear = linear_fit_hits(run.stored, taste, run.picks) if current else []
+    batch = batch_fit_hits(run.stored, run.picks, run.policy) if current else []
+    # The learner's own first choice, before exploration drew the order.
+    greedy = [int(np.argmax(np.asarray(turn.scores)[turn.shown_ids])) == pick
+              for turn, pick in zip(run.stored, run.picks, strict=True)]
     return {"taste": taste.name, "variant": variant, "hits": run.hits, "chance": run.chance,
-            "ceiling": run.ceiling, "linear": linear}
+            "ceiling": run.ceiling, "linear": linear, "batch": batch, "greedy": greedy}
 
 
 def linear_fit_hits(stored: list, taste: Taste, picks: list, folds: int = 5) -> list[bool]:
@@ -97,6 +112,36 @@ def linear_fit_hits(stored: list, taste: Taste, picks: list, folds: int = 5) -> 
     return [hit for _, hit in sorted(hits)]
 
 
+def batch_fit_hits(stored: list, picks: list, policy: QPolicy, every: int = 10,
+                   relevance_steps: int = 4, newton_steps: int = 6) -> list[bool]:
+    """What the learner's model class reaches on the same picks when nothing
+    is spared: every 10 turns of the second half, the preferences of all
+    turns before (the pick against each other shown) are fitted in batch, to
+    the posterior mode of the probit likelihood (Newton steps), with every
+    column's prior fitted by MacKay's update on that posterior from the
+    learner's base prior; then, for each of the next turns, whether its
+    first-ranked shown candidate was the pick.  The learner does the same
+    online, each preference read once at the posterior of its turn."""
+    scale = policy.config.pair_margin
+    base = policy.base_prior()
+    half, hits, w = len(stored) // 2, [], np.zeros(policy.dim)
+    for t in range(half, len(stored)):
+        if (t - half) % every == 0:
+            rows = [turn.features()[turn.choice] - turn.features()[j]
+                    for turn in stored[:t] if turn.choice is not None
+                    for j in turn.shown_ids if j != turn.choice]
+            x, prior = np.array(rows), base.copy()
+            for _ in range(relevance_steps):
+                for _ in range(newton_steps):
+                    target, precision = probit_observation(x @ w, np.zeros(len(x)), scale)
+                    cov = np.linalg.inv((x * precision[:, None]).T @ x + np.diag(prior))
+                    w = cov @ (x.T @ (precision * target))
+                determined = np.clip(1.0 - prior * np.diag(cov), 0.0, 1.0)
+                prior = (determined + RELEVANCE_STRENGTH) / (w**2 + RELEVANCE_STRENGTH / base)
+        hits.append(int(np.argmax(stored[t].features()[stored[t].shown_ids] @ w)) == picks[t])
+    return hits
+
+
 def window_ratio(values: list[bool], chance: list[float], lo: int, hi: int) -> float:
     return round(float(np.mean(values[lo:hi]) / np.mean(chance[lo:hi])), 3)
 
@@ -107,9 +152,11 @@ def per_taste_row(res: dict, turns: int) -> dict:
     for name, (lo, hi) in windows.items():
         row[name] = window_ratio(res["hits"], res["chance"], lo, hi)
         row[f"{name}_ceiling"] = window_ratio(res["ceiling"], res["chance"], lo, hi)
-    if res["linear"]:
-        row["linear_fit"] = round(float(np.mean(res["linear"])
-                                        / np.mean(res["chance"][turns // 2:])), 3)
+    row["late_greedy"] = window_ratio(res["greedy"], res["chance"], turns // 2, turns)
+    for fit in ("linear", "batch"):
+        if res[fit]:
+            row[f"{fit}_fit"] = round(float(np.mean(res[fit])
+                                            / np.mean(res["chance"][turns // 2:])), 3)
     return row
 
 
@@ -123,12 +170,14 @@ def summary(rows: list[dict]) -> dict:
     for window in (*WINDOWS, "late"):
         out[f"{window}_median"] = median(window)
         out[f"{window}_ceiling_median"] = median(f"{window}_ceiling")
+    out["late_greedy_median"] = median("late_greedy")
     out["late_share_ge_2x"] = round(sum(r >= 2.0 for r in late) / len(late), 3)
     out["late_min"] = min(late)
     out["turns_1_20_share_ge_2x"] = round(
         sum(r["turns_1_20"] >= 2.0 for r in rows) / len(rows), 3)
-    if median("linear_fit") is not None:
-        out["linear_fit_median"] = median("linear_fit")
+    for fit in ("linear_fit", "batch_fit"):
+        if median(fit) is not None:
+            out[f"{fit}_median"] = median(fit)
     return out
 
 
@@ -177,7 +226,12 @@ def main() -> None:
             kind: round(statistics.median(per_taste[t.name][v]["late"]
                                           for t in tastes if t.kind == kind), 3)
             for kind in KINDS if any(t.kind == kind for t in tastes)}
-    figures["per_taste"] = {name: {v: {k: row[k] for k in ("turns_1_20", "turns_11_30", "late")}
+        figures[v]["late_ceiling_median_by_kind"] = {
+            kind: round(statistics.median(per_taste[t.name][v]["late_ceiling"]
+                                          for t in tastes if t.kind == kind), 3)
+            for kind in KINDS if any(t.kind == kind for t in tastes)}
+    figures["per_taste"] = {name: {v: {k: row[k] for k in ("turns_1_20", "turns_11_30", "late",
+                                                          "late_ceiling")}
                                    for v, row in rows.items()}
                             for name, rows in per_taste.items()}
     current = figures.get("current")
