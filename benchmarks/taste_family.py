@@ -413,13 +413,16 @@ def reply_pool(dtype: str = "auto", jobs: int = 2, per_message: int = POOL_PER_M
     """The tiny model's replies to MESSAGES, sampled once and cached under
     ~/.cache/rlchat (by the model's weights and the number format)."""
     from rlchat.learner.generator import Generator
+    from rlchat.learner.generator.weights import resolve_dtype
     from rlchat.learner.tiny_model import write_tiny_model
 
     model_dir = Path(tempfile.mkdtemp())
     say("building the tiny model (as `rlchat init-model`)")
     write_tiny_model(model_dir)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rlchat"
-    key = f"{_fingerprint(model_dir)}-{dtype}-{per_message}"
+    # The format as this CPU resolves it: "auto" is qint8 on one machine and
+    # float32 on another, and a pool sampled in one is not the other's.
+    key = f"{_fingerprint(model_dir)}-{resolve_dtype(dtype)}-{per_message}"
     path = cache / f"taste-pool-{key}.pickle"
     if path.exists():
         with path.open("rb") as fh:
