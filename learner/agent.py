@@ -373,8 +373,11 @@ class Agent(AnswerDoor, SessionDoor):
             self._warning = AgentError(fault.code, fault.message)
 
 
-def load_source(settings: Settings, *, seed: int | None = None) -> CandidateSource:
+def load_source(settings: Settings, *, seed: int | None = None,
+                progress: Callable[[str], None] | None = None) -> CandidateSource:
     """Load the model these settings name; raises ModelUnavailable.
+    `progress` hears each stage of a local model's load (a fetch, a GGUF
+    conversion, the weights).
 
     With a base URL the model is served: the source connects and probes the
     server, and a server that does not answer yet is no failure here (its
@@ -391,13 +394,15 @@ def load_source(settings: Settings, *, seed: int | None = None) -> CandidateSour
         return remote
     from rlchat.learner.generator import Generator  # torch and transformers load here
 
-    return Generator.load(settings.model, seed=seed, dtype=settings.dtype,
+    return Generator.load(settings.model, progress=progress or (lambda _message: None),
+                          seed=seed, dtype=settings.dtype,
                           sampling=settings.sampling(), prompt_format=settings.prompt_format,
                           max_new_tokens=settings.max_new_tokens)
 
 
 def open_agent(store: Store, settings: Settings | None = None, *,
-               seed: int | None = None) -> Agent:
+               seed: int | None = None,
+               progress: Callable[[str], None] | None = None) -> Agent:
     """An agent with its model loaded (ModelUnavailable if it cannot be)."""
     settings = settings or Settings()
-    return Agent(store, load_source(settings, seed=seed), settings, seed=seed)
+    return Agent(store, load_source(settings, seed=seed, progress=progress), settings, seed=seed)

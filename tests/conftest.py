@@ -68,3 +68,26 @@ def make_agent(tiny_model: Path, data_dir: Path):
     yield make
     for agent in opened:
         agent.store.close()
+
+
+@pytest.fixture(scope="session")
+def real_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF file, as `rlchat init-model --real` fetches
+    it: a fixture cached per machine (`.ci/real-model.sh` fetches it), never
+    fetched by a test.  Skipped where it is missing, except in CI."""
+    from rlchat.learner.model_files import PACKAGED_SHA256, file_sha256, packaged_gguf_path
+
+    path = packaged_gguf_path()
+    if not path.is_file() or file_sha256(path) != PACKAGED_SHA256:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"the real model is missing at {path}: run .ci/real-model.sh")
+        pytest.skip("the real model is not fetched here: bash .ci/real-model.sh")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_model(real_gguf: Path) -> Path:
+    """The real model as an ordinary model folder (the cached conversion)."""
+    from rlchat.learner.generator.gguf import converted_folder
+
+    return converted_folder(real_gguf)

@@ -27,10 +27,11 @@ from rlchat.storage import Store
 USERS = [line.removeprefix("User:").strip() for line in corpus_lines() if line.startswith("User:")]
 
 
-def chat(model: Path, data: Path, turns: int, seed: int = 0) -> None:
+def chat(model: Path, data: Path, turns: int, seed: int = 0, **options) -> None:
     """A user who likes questions: picks one when there is one (rated 5), else
-    the shortest reply (rated 3); every fourth pick they regret (rated 2)."""
-    agent = open_agent(Store(data), Settings(model=str(model)), seed=seed)
+    the shortest reply (rated 3); every fourth pick they regret (rated 2).
+    `options`: more settings (the real model's tests keep replies short)."""
+    agent = open_agent(Store(data), Settings(model=str(model), **options), seed=seed)
     # The token ids each prompt had as the model saw them, turn by turn: the
     # generator's own method, recorded on the way (beside the data dir).
     seen: dict[str, list[int]] = {}
@@ -95,11 +96,20 @@ def rlchat(capsys):
 
 
 def test_pairs_are_each_turns_own_and_what_the_model_saw_and_drew(logged, tiny_model):
+    exact = assert_pairs_are_what_the_model_saw_and_drew(logged, tiny_model)
+    # The prompt is the one the generator fitted to its 256-token context.
+    assert all(len(ids) <= 256 - 40 for ids in exact["seen"].values())
+
+
+def assert_pairs_are_what_the_model_saw_and_drew(logged: Path, model: Path) -> dict:
+    """Each turn's DPO pairs against its own choice and rating; every prompt
+    tokenizes to the ids the model saw and every reply to the tokens it drew,
+    the documented exceptions counted.  Returns the counts and the ids seen."""
     from transformers import AutoTokenizer
 
     from rlchat.learner.export import sampled_text
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
     turns = turns_of(logged)
     seen = json.loads((logged.parent / "prompt_ids.json").read_text())
     exact = {"prompt": 0, "reply": 0}
@@ -144,8 +154,7 @@ def test_pairs_are_each_turns_own_and_what_the_model_saw_and_drew(logged, tiny_m
     assert disliked > 0 and dropped == Counter({"picks rated below 3": disliked})
     assert exact["prompt"] == len(turns) - disliked
     assert exact["reply"] >= 4 * sum(fallbacks.values())  # the exceptions stay exceptions
-    # The prompt is the one the generator fitted to its 256-token context.
-    assert all(len(seen[t.id]) <= 256 - 40 for t in turns)
+    return {**exact, "fallbacks": fallbacks, "seen": seen}
 
 
 def test_every_turn_records_its_generator(logged):

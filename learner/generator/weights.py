@@ -10,7 +10,8 @@ decides its speed.  Two int8 formats, one per kind of CPU:
   copy, the fastest format there.
 - `qint8`: dynamic int8 (torch's fbgemm/x86 kernels, qnnpack on ARM): int8
   weights per output channel, and activations rounded to int8 per call.
-  Runs on plain AVX2, and runs the prompt pass too, faster than float32.
+  Runs on plain AVX2.  Its prompt pass runs on a float32 copy (see
+  `apply_dtype`).
 
 `auto` takes `qint8` wherever torch has an int8 engine for the CPU: it is
 the fastest on both kinds of CPU in `benchmarks/generation.py`, at the
@@ -146,6 +147,10 @@ def _quantized_engine() -> str | None:
 
 
 SMOOTHING = 0.7  # alpha: the share of activation range moved into the weights
+# A trained model's first positions (the attention sink) carry activations far
+# above the rest; they run only in the float32 prompt pass, so the ranges the
+# int8 steps are smoothed for leave them out.
+SINK_POSITIONS = 4
 # A layer whose input, smoothed, still peaks above this many times its RMS is
 # left in float32: one int8 scale over such a tensor leaves the typical value
 # a handful of levels.  Trained transformers have a few such layers (early
@@ -195,7 +200,10 @@ def _smooth(model: nn.Module, calibrate: Calibrate) -> set[int]:
     counts: dict[int, int] = {}
 
     def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+        x = inputs[0].detach().float()
+        if x.dim() == 3 and x.shape[1] > 4 * SINK_POSITIONS:
+            x = x[:, SINK_POSITIONS:]  # steps never meet them: they sit in the prompt cache
+        x = x.reshape(-1, x.shape[-1])
         key = id(module)
         peak, square = x.abs().amax(dim=0), x.pow(2).sum(dim=0)
         peaks[key] = torch.maximum(peaks[key], peak) if key in peaks else peak
@@ -292,17 +300,22 @@ def apply_dtype(model: nn.Module, name: str, calibration: list[int] | None = Non
     model = model.float()
     if chosen == "float32":
         return Formatted(model, model, chosen)
+    # The prompt pass runs in float32 in every format.  For int8 it is bound by
+    # arithmetic, where float32 is the fastest.  For qint8, one activation scale
+    # per call spans the whole prompt, and a trained model's first positions
+    # (the attention sink) carry activations hundreds of times the rest: on a
+    # real 30-layer model that cost a quarter of the top-10 next tokens, while
+    # steps of a few rows, from a float32 prompt cache, keep them.
+    prompt_model = copy.deepcopy(model)
     if chosen == "qint8":
         def calibrate(m: nn.Module) -> None:
             m(input_ids=torch.tensor([calibration]))
 
         quantized = quantize_linears(model, "qint8", calibrate if calibration else None)
         if quantized is not None:
-            return Formatted(quantized, quantized, chosen)
+            return Formatted(prompt_model, quantized, chosen)
         log.warning("no int8 engine for this CPU in this torch build; using float32")
-        return Formatted(model, model, "float32")
-    # The prompt pass is bound by arithmetic, where float32 is the fastest of these.
-    prompt_model = copy.deepcopy(model)
+        return Formatted(prompt_model, prompt_model, "float32")
     if chosen == "int8":
         quantized = quantize_linears(model, "int8")
         if quantized is not None:

