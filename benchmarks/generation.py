@@ -26,9 +26,12 @@ and the cosine between float32 and quantized sentence embeddings of
 all-MiniLM-L6-v2 (real trained weights, from the `bench` extra) over 100
 sentences, its linear layers quantized the same way.
 
-Run: .venv/bin/python benchmarks/generation.py [--runs 3] [--emulate-avx2]
+Run: .venv/bin/python benchmarks/generation.py [--runs 3] [--emulate-avx2] [--real]
 `--emulate-avx2` reruns it with torch, oneDNN, fbgemm and MKL capped at AVX2,
-as on a CPU without AVX-512 or bfloat16.  Ends by printing one JSON object.
+as on a CPU without AVX-512 or bfloat16.  `--real` measures the real model
+instead (SmolLM2-135M-Instruct, fetched once): its turn against llama-server
+serving the same GGUF file, and each format's quality against float32 over
+100 real messages (benchmarks/real_model.py).  Ends by printing one JSON object.
 """
 
 from __future__ import annotations
@@ -319,10 +322,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quality-prompts", type=int, default=30)
     parser.add_argument("--emulate-avx2", action="store_true",
                         help="cap torch, oneDNN, fbgemm and MKL at AVX2 (reruns itself)")
+    parser.add_argument("--real", action="store_true",
+                        help="the real model: turn against llama-server, quality over 100 "
+                        "real messages")
+    parser.add_argument("--messages", type=int, default=100,
+                        help="with --real: messages for the quality figures")
     args = parser.parse_args(argv)
     began = time.perf_counter()
     quiet_transformers()
     set_threads()
+    if args.real:
+        return real_main(args, began)
     torch.manual_seed(0)
     chosen = resolve_dtype("auto")
     cpu = cpu_summary()
@@ -397,6 +407,22 @@ def main(argv: list[str] | None = None) -> dict:
         "long_first_token_p50_le_0_3s": long["first_token_p50_s"] <= 0.3,
         "long_first_token_p95_le_1s": long["first_token_p95_s"] <= 1.0,
         "long_turn_p50_le_1_2x_early": long["late_over_early_turn_p50"] <= 1.2,
+    }
+    figures["total_s"] = round(time.perf_counter() - began, 1)
+    print(json.dumps(figures))
+    return figures
+
+
+def real_main(args: argparse.Namespace, began: float) -> dict:
+    from real_model import real_figures  # beside this file
+
+    figures: dict = {"cpu": cpu_summary(),
+                     "emulated_avx2": os.environ.get("ATEN_CPU_CAPABILITY") == "avx2",
+                     "runs": args.runs, **real_figures(args.runs, args.messages)}
+    turn, quality = figures["turn"], figures["quality"]
+    figures["bars"] = {
+        "qint8_top10_ge_0_9": quality["qint8"]["top10_agreement"] >= 0.9,
+        "rlchat_le_1x_llama_q4_1": turn.get("rlchat_over_llama_q4_1", float("inf")) <= 1.0,
     }
     figures["total_s"] = round(time.perf_counter() - began, 1)
     print(json.dumps(figures))

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from rlchat.learner.agent_sessions import checked_text, storing
+from rlchat.learner.agent_views import ShownCandidate
 from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.features import text_row
 from rlchat.learner.feedback import complete_order
@@ -105,6 +107,59 @@ class AnswerDoor:
             rewards, weights = again_feedback(turn.shown_count, none, self.rewards)
             self._finish(turn, rewards, weights, status=REJECTED if none else REGENERATED)
         return self.say(turn.user_text, on_token=on_token, cancel=cancel)
+
+    def continue_reply(
+        self: Agent,
+        turn_id: str,
+        candidate_id: int,
+        *,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ShownCandidate:
+        """A shown candidate of the open turn that was cut at the token limit,
+        continued by the model for up to as many tokens again.  The stored
+        turn takes the whole reply (its text, as sampled and as token ids):
+        the pick stores and exports it.  Its features stay those it was
+        ranked by.  `on_token(candidate_id, text)` streams the new text."""
+        with self._lock, storing():
+            turn = self._answerable(turn_id)
+            if not isinstance(candidate_id, int) or isinstance(candidate_id, bool) or (
+                    candidate_id not in turn.shown_ids):
+                raise AgentError(ErrorCode.BAD_ID, f"Candidate id {candidate_id!r} was not shown "
+                                 f"in turn {turn_id}; shown ids: {turn.shown_ids}.")
+            cut = turn.candidates[candidate_id]
+            if not cut.truncated:
+                raise AgentError(ErrorCode.NOT_CUT, f"Candidate {candidate_id} ended on its own; "
+                                 "only a reply cut at the token limit can be continued.")
+            extend = getattr(self.source, "extend", None)
+            if extend is None or turn.prompt is None:
+                raise AgentError(ErrorCode.NOT_CUT, "This model's replies cannot be continued "
+                                 "(a served model's prompt is rendered by its server).")
+            epoch = self._epoch
+        stream = None if on_token is None else (
+            lambda _row, text: on_token(candidate_id, text))
+        try:
+            more = extend(turn.prompt, cut.text, cut.token_ids, on_token=stream, cancel=cancel)
+        except AgentError:  # a cancel: its own code and sentence
+            raise
+        except Exception as exc:
+            raise AgentError(ErrorCode.GENERATION_FAILED,
+                             f"Continuing the reply failed: {exc}") from exc
+        with self._lock, storing():
+            if epoch != self._epoch:
+                raise AgentError(ErrorCode.SESSION_GONE, "The session ended while the reply was "
+                                 "being continued.")
+            turn = self._answerable(turn_id)
+            whole = replace(turn.candidates[candidate_id], text=more.text, tokens=more.tokens,
+                            truncated=more.truncated, sampled=more.sampled,
+                            token_ids=more.token_ids)
+            candidates = list(turn.candidates)
+            candidates[candidate_id] = whole
+            self.store.update_turn(turn.id, candidates=[
+                {k: v for k, v in asdict(c).items() if k != "features"} for c in candidates])
+            self.open_turn = replace(turn, candidates=candidates)
+            return ShownCandidate(candidate_id, whole.text, turn.scores[candidate_id],
+                                  turn.propensities[candidate_id], whole.truncated)
 
     def rate(self: Agent, turn_id: str, candidate_id: int, good: bool) -> bool:
         """The user marks a shown candidate of the latest turn good or bad,

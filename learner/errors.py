@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     NO_MODEL = "no_model"
     GENERATION_FAILED = "generation_failed"
     NO_CANDIDATES = "no_candidates"
+    NOT_CUT = "not_cut"  # continue: the reply ended on its own, or the model cannot continue
     CANCELLED = "cancelled"
     BACKEND_UNREACHABLE = "backend_unreachable"  # no connection, or it broke off
     BACKEND_AUTH = "backend_auth"  # 401/403: the key is missing or wrong

@@ -552,21 +552,36 @@ async def test_escape_and_no_change_nothing(store, config_dir):
         assert not isinstance(app.screen, SessionsScreen) and app.flow.phase == TYPING
 
 
-LONG = "Here is a plan:\n- one\n- two\n- three\n- four"
+LONG = "Here is a plan:\n" + "\n".join(f"- step {n}: do the thing number {n}" for n in range(1, 13))
 
 
-async def test_long_candidates_show_their_first_lines_and_expand_and_replies_are_markdown(store):
+async def test_all_candidates_in_view_the_highlighted_whole_and_replies_are_markdown(store):
     app = scripted_app(store, texts=[LONG, "short", "[b]x[/b]", "Thanks!"])
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(app, pilot)
         await send(app, pilot, "plan my day")
-        order = [c.text for c in app.query_one(CandidatePanel).candidates]
+        panel = app.query_one(CandidatePanel)
+        order = [c.text for c in panel.candidates]
         rank = order.index(LONG) + 1
+        if rank == 1:  # a glimpse is what the others get: move the highlight off it
+            await pilot.press("down")
+            await pilot.pause()
         line = texts(app, ".candidate")[rank - 1]
-        assert "- two" in line and "- four" not in line and "x shows all lines" in line
+        assert "- step 1" in line and "step 12" not in line and line.endswith("…")
+        assert "⏎" in line and len(line.split("\n")) <= 2
+        assert panel.highlighted != rank - 1
+        # The others are in view together with it: every candidate's widget fits the panel.
+        assert all(w.region.height <= 2 for i, w in enumerate(panel.query(".candidate"))
+                   if i != panel.highlighted)
         await pilot.press("x")
         await pilot.pause()
-        assert "- four" in texts(app, ".candidate")[rank - 1]
+        assert "step 12" in texts(app, ".candidate")[rank - 1]
+        await pilot.press("x")
+        await pilot.pause()
+        while panel.highlighted != rank - 1:  # highlighted, it is shown whole
+            await pilot.press("down")
+            await pilot.pause()
+        assert "step 12" in texts(app, ".candidate")[rank - 1]
         await pilot.press(str(rank), "5")
         await settle(app, pilot)
         reply = app.query_one(Transcript).query(".assistant").last()
@@ -726,3 +741,36 @@ async def test_the_message_box_keys_follow_the_keymap(store):
         await settle(app, pilot)
         assert app.flow.phase == CHOOSING
     assert next(iter(store.turns()))["user_text"] == "one\ntwo"
+
+
+async def test_g_continues_a_cut_candidate_and_the_pick_is_the_whole_reply(tiny_chat_model,
+                                                                           store):
+    app = RlchatApp(settings=Settings(model=str(tiny_chat_model), max_new_tokens=4),
+                    store=store, seed=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "tell me about the weather")
+        panel = app.query_one(CandidatePanel)
+        rank = next(i for i, c in enumerate(panel.candidates) if c.truncated) + 1
+        before = panel.candidates[rank - 1]
+        while panel.highlighted != rank - 1:
+            await pilot.press("down")
+            await pilot.pause()
+        await pilot.press("g")
+        await settle(app, pilot)
+        assert app.flow.phase is CHOOSING
+        after = panel.candidates[rank - 1]
+        assert after.id == before.id and len(after.text) > len(before.text)
+        assert app.flow.view.candidates[rank - 1] == after
+        assert "continued" in status(app)
+        ended = [i for i, c in enumerate(panel.candidates) if not c.truncated]
+        if ended:  # a reply that ended on its own is not continued
+            while panel.highlighted != ended[0]:
+                await pilot.press("down")
+                await pilot.pause()
+            await pilot.press("g")
+            await pilot.pause()
+            assert app.flow.phase is CHOOSING and "ended on its own" in status(app)
+        await pilot.press(str(rank), "4")
+        await settle(app, pilot)
+        assert app.query_one(Transcript).messages()[-1] == "Assistant: " + after.text

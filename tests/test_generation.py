@@ -114,8 +114,11 @@ def test_each_format_keeps_the_next_token_distribution(tiny_model, name):
     assert any(isinstance(m, Int8Linear) for m in other.modules()) == (name == "int8")
     dynamic = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in other.modules())
     assert dynamic == (name == "qint8")
-    if name == "qint8":  # the prompt pass runs in it too: no float32 copy kept
-        assert formatted.prompt_model is formatted.step_model
+    if name != "float32":  # the prompt pass runs on a float32 copy in every format
+        assert formatted.prompt_model is not formatted.step_model
+        assert all(p.dtype == torch.float32 for p in formatted.prompt_model.parameters())
+        assert not any(type(m).__module__.startswith("torch.ao.nn.quantized")
+                       for m in formatted.prompt_model.modules())
     ids = torch.tensor([tokenizer("User: hello, how are you?\nAssistant:")["input_ids"]])
     with torch.inference_mode():
         p = reference(input_ids=ids).logits[0, -1].float()

@@ -189,14 +189,14 @@ def _open_store(args: argparse.Namespace):
 
 
 def _loading_progress() -> Callable[[str], None]:
-    """Stages of a model load on stderr, from the first one that comes two
-    seconds in (a fetch or a conversion), so a quick load prints nothing."""
-    import time
-
-    start = time.monotonic()
+    """Stages of a model load on stderr, from a fetch or a GGUF conversion on
+    (the slow, once-only stages); an ordinary load prints nothing."""
+    seen = []
 
     def progress(stage: str) -> None:
-        if time.monotonic() - start >= 2.0 or stage.startswith(("fetching", "converting")):
+        if stage.startswith(("fetching", "converting")):
+            seen.append(stage)
+        if seen:
             print(f"rlchat: loading the model: {stage}", file=sys.stderr, flush=True)
 
     return progress

@@ -17,7 +17,8 @@ from rlchat.tui.exit_status import ExitStatus
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 3  # 2 added order and edit to choose, regenerate and none; 3 rate
+# 2 added order and edit to choose, regenerate and none; 3 rate; 4 continue
+PROTOCOL_VERSION = 4
 
 
 def _field(request: dict[str, Any], name: str, kind: type) -> Any:
@@ -92,6 +93,13 @@ def _rate(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
             "policy_version": agent.policy.version}
 
 
+def _continue(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    turn, candidate = _field(req, "turn", str), _field(req, "id", int)
+    shown = agent.continue_reply(turn, candidate, on_token=_streamer(req, emit))
+    return {"ok": True, "turn": turn, "id": shown.id, "text": shown.text,
+            "truncated": shown.truncated}
+
+
 def _end(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     return {"ok": True, "session": agent.end()}
 
@@ -105,6 +113,7 @@ OPS: dict[str, Callable[[Agent, dict[str, Any], Emit], dict[str, Any]]] = {
     "choose": _choose,
     "reply": _reply,
     "rate": _rate,
+    "continue": _continue,
     "regenerate": _again(none=False),
     "none": _again(none=True),
     "end": _end,

@@ -64,8 +64,10 @@ class TurnActions:
                 tooltip="none of these will do: sample new candidates"),
         Binding("w", "toggle_why", "why", id="why",
                 tooltip="show or hide what sets each candidate apart from the others"),
-        Binding("x", "toggle_expand", "all lines", id="expand",
-                tooltip="show every line of long candidates, or their first lines"),
+        Binding("g", "continue_reply", "go on", id="continue-reply",
+                tooltip="continue the highlighted candidate that was cut at the token limit (✂)"),
+        Binding("x", "toggle_expand", "all whole", id="expand",
+                tooltip="show every candidate whole, or the others in glimpses again"),
         Binding("plus,equals_sign", "thumb(True)", "good", id="thumb-up", show=False,
                 tooltip="mark the highlighted candidate good, with or without a pick"),
         Binding("minus", "thumb(False)", "bad", id="thumb-down", show=False,
@@ -324,6 +326,48 @@ class TurnActions:
 
     def action_none(self: RlchatApp) -> None:
         self.start_generation(again=(self.flow.regenerate(), True))
+
+    def action_continue_reply(self: RlchatApp) -> None:
+        panel = self.query_one(CandidatePanel)
+        rank = panel.highlighted + 1
+        if self.flow.view is None or self.agent is None:
+            return
+        if not self.flow.view.candidates[rank - 1].truncated:
+            self.set_status(f"Reply {rank} ended on its own; only a reply cut at the token "
+                            "limit (✂) can be continued.")
+            return
+        cand = self.flow.start_continue(rank)
+        self.refresh_bindings()
+        self.busy(True)
+        self.set_status(f"Continuing reply {rank}… Esc cancels.")
+        self._cancel = cancel = threading.Event()
+        turn = self.flow.view.turn
+        self.run_worker(lambda: self._continue(turn, cand.id, rank, cancel), thread=True,
+                        exclusive=True, group="turn")
+
+    def _continue(self: RlchatApp, turn: str, candidate: int, rank: int,
+                  cancel: threading.Event) -> None:
+        assert self.agent is not None
+        background_priority()
+        try:
+            whole = self.agent.continue_reply(turn, candidate, cancel=cancel)
+        except GenerationCancelled:
+            self.call_from_thread(self.continue_done, None, "Cancelled; the reply is as it was.",
+                                  False)
+        except AgentError as exc:
+            self.call_from_thread(self.continue_done, None, exc.message, True)
+        else:
+            more = " It was cut again: g goes on." if whole.truncated else ""
+            self.call_from_thread(self.continue_done, whole, f"Reply {rank} continued.{more}",
+                                  False)
+
+    def continue_done(self: RlchatApp, whole, status: str, error: bool) -> None:
+        self.flow.continued(whole)
+        self.busy(False)
+        self.refresh_bindings()
+        if whole is not None:
+            self.query_one(CandidatePanel).replace_candidate(whole)
+        self.set_status(status, error=error)
 
     def action_cancel(self: RlchatApp) -> None:
         self._cancel.set()

@@ -8,8 +8,10 @@
 
 ORDERING (several ranked, best first) and EDITING (the pick changed before
 it is accepted) sit between CHOOSING and RATING: submitted, they go on to
-the rating like a pick; Esc goes back.  "Again" (regenerate, or "none of
-these") leaves CHOOSING for GENERATING with the same message.
+the rating like a pick; Esc goes back.  CONTINUING (the model goes on with a
+candidate cut at the token limit) comes back to CHOOSING, Esc cancelling.
+"Again" (regenerate, or "none of these") leaves CHOOSING for GENERATING with
+the same message.
 
 The App maps keys to these calls and renders the phase; which actions a phase
 allows is written once, in ALLOWED.  A call in the wrong phase raises
@@ -18,7 +20,7 @@ FlowError: that is a bug in the caller, never the user's doing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,7 @@ class Phase(Enum):
     REPLYING = "replying"  # the user writes their own reply
     ORDERING = "ordering"  # the user types an order of the candidates
     EDITING = "editing"  # the user edits the highlighted candidate
+    CONTINUING = "continuing"  # a cut candidate is being continued by the model
     LEARNING = "learning"  # the answer is being stored and learned
 
 
@@ -46,7 +49,8 @@ ALLOWED: dict[str, tuple[Phase, ...]] = {
     "move": (Phase.CHOOSING,),
     "pick_highlighted": (Phase.CHOOSING,),
     "skip_rating": (Phase.RATING,),
-    "cancel": (Phase.GENERATING,),
+    "cancel": (Phase.GENERATING, Phase.CONTINUING),
+    "continue_reply": (Phase.CHOOSING,),
     "cancel_reply": (Phase.REPLYING, Phase.ORDERING, Phase.EDITING),
     "own_reply": CHOICE,
     "order": (Phase.CHOOSING,),
@@ -137,6 +141,23 @@ class TurnFlow:
             return None
         self.picked, self.phase = self.view.candidates[rank - 1], Phase.RATING
         return self.picked
+
+    def start_continue(self, rank: int) -> ShownCandidate:
+        """The model goes on with the candidate shown at `rank` (1-based)."""
+        self._expect(Phase.CHOOSING)
+        assert self.view is not None
+        self.phase = Phase.CONTINUING
+        return self.view.candidates[rank - 1]
+
+    def continued(self, whole: ShownCandidate | None) -> None:
+        """Back to choosing, with the continued candidate in place (None:
+        cancelled or refused, the candidate as it was)."""
+        self._expect(Phase.CONTINUING)
+        assert self.view is not None
+        if whole is not None:
+            shown = [whole if c.id == whole.id else c for c in self.view.candidates]
+            self.view = replace(self.view, candidates=shown)
+        self.phase = Phase.CHOOSING
 
     def start_order(self) -> None:
         self._expect(Phase.CHOOSING)

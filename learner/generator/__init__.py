@@ -340,10 +340,47 @@ class Generator:
         return Proposal(candidates=candidates, context_hidden=context, prompt=prompt,
                         generator=self.identity)
 
-    def _streamer(self, n: int, on_token: TokenCallback):
-        """An on_step callback that turns token ids into each row's new text."""
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        shown = [""] * n
+    def extend(self, prompt: str, text: str, token_ids: list[int] | None, *,
+               on_token: TokenCallback | None = None,
+               cancel: threading.Event | None = None) -> Candidate:
+        """A reply cut at max_new_tokens, continued for up to max_new_tokens
+        more: the turn's prompt and the reply's own tokens re-prompted (the
+        turn's cached prompt pass is reused, so only the reply's tokens run).
+        `on_token(0, text)` streams the new text; the returned candidate holds
+        the whole reply, its signals those of the continuation."""
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        drawn = list(token_ids) if token_ids is not None else self.tokenizer(
+            text, add_special_tokens=False)["input_ids"]
+        budget = min(self.max_new_tokens, self.context_size - len(ids) - len(drawn))
+        if budget < 1:
+            raise FormatError("the reply already fills the model's context")
+        self._cores.apply()
+        rows = sample_rows(
+            self.model, ids + drawn, 1, max_new_tokens=budget, sampling=self.sampling,
+            stop_ids=self._stop_ids, generator=self._rng(),
+            on_step=self._streamer(1, on_token, skip=drawn) if on_token else None,
+            cancel=cancel, prompt_model=self.prompt_model, reuse=self._prompt_pass,
+        )
+        self.last_steps, self.last_prompt_run = rows.steps, rows.prompt_tokens_run
+        new = rows.tokens[0]
+        reply = self._reply_tokens(drawn + new)
+        decoded = self.tokenizer.decode(reply, skip_special_tokens=True)
+        whole = self.format.reply_text(decoded)
+        added = max(len(reply) - len(drawn), 1)
+        return Candidate(
+            text=whole, logprob=float(np.mean(rows.logprobs[0][:added])), tokens=len(reply),
+            hidden=torch.stack(rows.states[0][:added]).mean(dim=0).numpy().astype(np.float64),
+            truncated=len(reply) == len(drawn) + len(new) and len(new) == budget,
+            sampled=decoded if decoded.strip() == whole else None,
+            token_ids=reply if decoded.strip() == whole else None,
+        )
+
+    def _streamer(self, n: int, on_token: TokenCallback, skip: list[int] | None = None):
+        """An on_step callback that turns token ids into each row's new text
+        (after `skip`, tokens already shown, where a reply is continued)."""
+        tokens: list[list[int]] = [list(skip or ()) for _ in range(n)]
+        start = self.tokenizer.decode(self._reply_tokens(tokens[0]), skip_special_tokens=True)
+        shown = [start] * n
 
         def on_step(row_ids: list[int], token_ids: list[int]) -> None:
             for row, token in zip(row_ids, token_ids, strict=True):

@@ -14,16 +14,26 @@ if TYPE_CHECKING:
     from rlchat.learner.agent import ShownCandidate
 
 BAR_WIDTH = 10
-PREVIEW_LINES = 3  # a candidate's lines shown until expanded (x)
 INDENT = " " * 5  # under the text of the first line's "1. " prefix
+HEIGHT_SHARE = 0.75  # of the room between header and message box: the panel's max-height
+AROUND = 6  # rows that are not the panel's room: header, footer, message box and its margin
+# Rows a candidate that is not highlighted gets: two where there is room for
+# them and a highlighted reply of several lines, else one.
+ROOMY_ROWS = 20
+WIDE = 90  # text columns from which every candidate shows its Q and propensity
 
 
-def preview(text: str, expanded: bool) -> tuple[str, bool]:
-    """(what to show of a candidate, whether lines were left out)."""
-    lines = text.split("\n")
-    if expanded or len(lines) <= PREVIEW_LINES:
-        return text, False
-    return "\n".join(lines[:PREVIEW_LINES]), True
+def glimpse(text: str, chars: int) -> str:
+    """A candidate in at most `chars` characters on one run of lines: line
+    breaks as ⏎, the rest left out with …, enough to tell it from the others."""
+    flat = " ⏎ ".join(line.strip() for line in text.strip().split("\n") if line.strip())
+    if len(flat) <= chars:
+        return flat
+    cut = flat[: max(chars - 1, 1)]
+    space = cut.rfind(" ")
+    if space > chars * 0.6:  # end on a word where one ends close to the limit
+        cut = cut[:space]
+    return cut.rstrip() + "…"
 
 
 def score_bar(value: float, low: float, high: float, width: int = BAR_WIDTH) -> str:
@@ -38,7 +48,8 @@ class CandidatePanel(VerticalScroll):
     for up/down + Enter."""
 
     DEFAULT_CSS = """
-    CandidatePanel { height: auto; max-height: 60%; border: round $accent; padding: 0 1; }
+    CandidatePanel { height: auto; max-height: 75%; border: round $accent; padding: 0 1;
+                     scrollbar-size-vertical: 1; }
     CandidatePanel.-empty { display: none; }
     CandidatePanel > .candidate { margin: 0; }
     CandidatePanel > .draft { color: $text-muted; }
@@ -96,39 +107,79 @@ class CandidatePanel(VerticalScroll):
         self.highlighted = 0
         self.expanded = False
         self.border_title = ("Candidates (1-9 or ↑↓ Enter pick · +/- good/bad · o order · "
-                             "m edit · e own · r again · n none · c copy · w why)")
+                             "m edit · e own · g go on · r again · n none · c copy · w why)")
         self._render_ranking()
         self.remove_class("-empty")
 
+    def _text_room(self) -> tuple[int, int]:
+        """(columns for text on a line, rows for the panel's content) at this screen size."""
+        columns = (self.size.width or self.app.size.width - 4) - 1  # the scrollbar's column
+        rows = int((self.app.size.height - AROUND) * HEIGHT_SHARE) - 2  # less the border
+        return max(columns, 20), max(rows, 4)
+
+    def _fit(self, line: Text, columns: int, rows: int) -> Text:
+        """`line` wrapped to `columns`, cut to `rows` display lines (the last
+        saying how to see the rest)."""
+        lines = line.wrap(self.app.console, columns)
+        if len(lines) <= rows:
+            return line
+        kept = Text("\n").join(lines[: max(rows - 1, 1)])
+        kept.append(f"\n{INDENT}… {len(lines) - rows + 1} more lines: x shows all whole",
+                    style="dim")
+        return kept
+
     def _render_ranking(self) -> None:
+        """Every candidate in view together: the highlighted one whole, the
+        others a glimpse in the room left (one or two lines each); x shows
+        them all whole."""
         self.remove_children()
         if not self.candidates:
             return
         scores = [c.score for c in self.candidates]
         low, high = min(scores), max(scores)
+        columns, rows = self._text_room()
+        others = 2 if rows >= ROOMY_ROWS else 1
         widgets = []
         for rank, cand in enumerate(self.candidates, start=1):
+            highlighted = rank - 1 == self.highlighted
             line = Text()
             line.append(f"{rank}. ", style="bold")
             line.append(score_bar(cand.score, low, high), style="green")
-            line.append(f" Q {cand.score:+.2f} p {cand.propensity:.2f}  ", style="dim")
-            shown, more = preview(literal(cand.text), self.expanded)
-            # A Text append is never parsed as markup.
-            line.append(shown.replace("\n", "\n" + INDENT))
-            if more:
-                line.append(f"\n{INDENT}… (x shows all lines)", style="dim")
+            if highlighted or self.expanded or columns >= WIDE:
+                line.append(f" Q {cand.score:+.2f} p {cand.propensity:.2f}  ", style="dim")
+            else:  # a narrow screen keeps its columns for the glimpse
+                line.append("  ")
+            tail = ""
             if cand.truncated:
-                line.append(" ✂ cut at the token limit", style="dim italic")
+                tail = " ✂ cut at the token limit (g goes on)" if highlighted else " ✂"
+            mark = ""
             if cand.id in self.marks:
+                mark = "  + good" if self.marks[cand.id] else "  − bad"
+            # A Text append is never parsed as markup.
+            if highlighted or self.expanded:
+                line.append(literal(cand.text).replace("\n", "\n" + INDENT))
+                if not self.expanded:  # the others keep their glimpses in view
+                    room = rows - others * (len(self.candidates) - 1)
+                    line = self._fit(line, columns, max(room, 3))
+            else:
+                room = others * columns - len(line.plain) - len(tail) - len(mark)
+                line.append(glimpse(literal(cand.text), room))
+            if tail:
+                line.append(tail, style="dim italic")
+            if mark:
                 good = self.marks[cand.id]
-                line.append("  + good" if good else "  − bad",
-                            style="bold green" if good else "bold red")
-            classes = "candidate" + (" highlighted" if rank - 1 == self.highlighted else "")
+                line.append(mark, style="bold green" if good else "bold red")
+            classes = "candidate" + (" highlighted" if highlighted else "")
             widgets.append(Static(line, classes=classes))
             if self.show_why and cand.id in self._why:
                 parts = ", ".join(f"{name} {value:+.2f}" for name, value in self._why[cand.id])
                 widgets.append(Static(Text(f"why: {parts}"), classes="why"))
         self.mount_all(widgets)
+
+    def replace_candidate(self, whole: ShownCandidate) -> None:
+        """A candidate's text after the model continued it, in its place."""
+        self.candidates = [whole if c.id == whole.id else c for c in self.candidates]
+        self._render_ranking()
 
     def mark(self, candidate_id: int, good: bool) -> None:
         self.marks[candidate_id] = good
@@ -141,14 +192,18 @@ class CandidatePanel(VerticalScroll):
     def toggle_expanded(self) -> None:
         self.expanded = not self.expanded
         self._render_ranking()
-        self.query(".candidate")[self.highlighted].scroll_visible(animate=False)
+        self.call_after_refresh(self._highlight_in_view)
 
     def move(self, delta: int) -> None:
         if self.candidates:
             self.highlighted = (self.highlighted + delta) % len(self.candidates)
-            for i, child in enumerate(self.query(".candidate")):
-                child.set_class(i == self.highlighted, "highlighted")
-            self.query(".candidate")[self.highlighted].scroll_visible(animate=False)
+            self._render_ranking()  # the highlighted one is shown whole, the rest in glimpses
+            self.call_after_refresh(self._highlight_in_view)
+
+    def _highlight_in_view(self) -> None:
+        shown = self.query(".candidate")
+        if len(shown) > self.highlighted:
+            shown[self.highlighted].scroll_visible(animate=False)
 
     def mark_picked(self, rank: int) -> None:
         for i, child in enumerate(self.query(".candidate")):
