@@ -141,7 +141,6 @@ def turn_figures(gguf: Path, folder: Path, runs: int, tmp: Path) -> dict:
 @torch.inference_mode()
 def quality_figures(folder: Path, messages: list[str]) -> dict:
     """Each fast format against float32 on the product's path (see the module doc)."""
-    from transformers import DynamicCache  # noqa: F401  (the cache type the model returns)
 
     tokenizer, reference = load_model(str(folder))
     reference.eval()
@@ -160,23 +159,23 @@ def quality_figures(folder: Path, messages: list[str]) -> dict:
                                             return_dict=False)
         prefix = reference(input_ids=torch.tensor([ids]), use_cache=True)
         # float32's greedy reply: the tokens every format is fed, step by step.
-        greedy, logits, cache = [], prefix.logits[0, -1], prefix.past_key_values
+        greedy, logits, cache = [], prefix.logits[0, -1], prefix.cache
         expected = []
         for _ in range(STEPS):
             token = int(logits.argmax())
             greedy.append(token)
-            out = reference(input_ids=torch.tensor([[token]]), past_key_values=cache,
+            out = reference(input_ids=torch.tensor([[token]]), cache=cache,
                             use_cache=True)
-            logits, cache = out.logits[0, -1], out.past_key_values
+            logits, cache = out.logits[0, -1], out.cache
             expected.append(logits.float().log_softmax(-1))
         for name in names:
             step_model = formatted[name].step_model
             cache = formatted[name].prompt_model(input_ids=torch.tensor([ids]),
-                                                 use_cache=True).past_key_values
+                                                 use_cache=True).cache
             for token, p in zip(greedy, expected, strict=True):
-                out = step_model(input_ids=torch.tensor([[token]]), past_key_values=cache,
+                out = step_model(input_ids=torch.tensor([[token]]), cache=cache,
                                  use_cache=True)
-                cache = out.past_key_values
+                cache = out.cache
                 q = out.logits[0, -1].float().log_softmax(-1)
                 stats[name]["top10"].append(
                     len(set(p.topk(10).indices.tolist()) & set(q.topk(10).indices.tolist())) / 10)

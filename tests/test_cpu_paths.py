@@ -94,3 +94,37 @@ def test_without_the_attention_attribute_the_library_attention_is_used(tiny_mode
     assert not shared  # the library's own way: the prompt's cache repeated for every row
     assert repeated.layers[0].keys.shape[0] == 3
     assert any("_attn_implementation" in r.getMessage() for r in caplog.records)
+
+
+def test_threads_follow_the_cores_other_processes_leave_free():
+    """Busy neighbours on all cores but one: a turn gets one thread (spinning
+    threads on a taken core cost a turn 4x); gone, it gets every core again.
+    Polled with a deadline: the sampler reads /proc/stat four times a second."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from rlchat.learner.generator.threads import CoreShare, usable_cores
+
+    if not Path("/proc/stat").exists() or usable_cores() < 2:
+        pytest.skip("needs /proc/stat and two cores")
+    share = CoreShare()
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(share.cores - 1)]
+
+    def until(threads: int) -> bool:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if share.apply() == threads:
+                return True
+            time.sleep(0.1)
+        return False
+
+    try:
+        assert until(1) and torch.get_num_threads() == 1
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert until(share.cores) and torch.get_num_threads() == share.cores

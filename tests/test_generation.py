@@ -210,6 +210,7 @@ def test_shared_prefix_attention_draws_what_repeating_the_prompt_draws(tiny_mode
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rlchat.learner.generator.decoding import sample_rows
+    from rlchat.learner.generator.lean_step import lean_step
     from rlchat.learner.sampling import Sampling
 
     torch.manual_seed(0)
@@ -223,6 +224,7 @@ def test_shared_prefix_attention_draws_what_repeating_the_prompt_draws(tiny_mode
     plain.set_attn_implementation("sdpa")
     shared = apply_dtype(model, "float32").step_model
     assert shared.config._attn_implementation == "rlchat_shared_prefix"
+    assert lean_step(shared) is not None  # the steps skip the library's plumbing
     prompt = torch.randint(0, model.config.vocab_size, (30,)).tolist()
 
     def draw(m):
@@ -232,6 +234,9 @@ def test_shared_prefix_attention_draws_what_repeating_the_prompt_draws(tiny_mode
     a, b = draw(shared), draw(plain)
     assert a.tokens == b.tokens and a.steps == b.steps == 11
     np.testing.assert_allclose(np.array(a.logprobs), np.array(b.logprobs), atol=1e-4)
+    for row_a, row_b in zip(a.states, b.states, strict=True):  # the final norm's output
+        np.testing.assert_allclose(torch.stack(row_a).numpy(), torch.stack(row_b).numpy(),
+                                   atol=1e-4)
 
 
 def test_smoothing_moves_activation_scale_into_the_weights_without_changing_the_result():

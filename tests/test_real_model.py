@@ -111,10 +111,10 @@ def test_the_fast_formats_agree_with_float32_on_real_prompts(real_model):
                                              return_dict=False) for p in PROMPTS]
 
     def steps(prompt_model, step_model, ids, tokens):
-        cache = prompt_model(input_ids=torch.tensor([ids])).past_key_values
+        cache = prompt_model(input_ids=torch.tensor([ids])).cache
         for token in tokens:
-            out = step_model(input_ids=torch.tensor([[token]]), past_key_values=cache)
-            cache = out.past_key_values
+            out = step_model(input_ids=torch.tensor([[token]]), cache=cache)
+            cache = out.cache
             yield out.logits[0, -1].float()
 
     with torch.inference_mode():

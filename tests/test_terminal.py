@@ -226,3 +226,38 @@ def test_served_model_in_a_real_terminal_survives_its_server_dying(
     store = Store(data_dir, readonly=True)
     assert [t["user_text"] for t in store.turns()] == ["hello server", "are you still there"]
     store.close()
+
+
+def test_the_run_command_without_the_hub_shows_real_replies(real_model: Path, data_dir: Path,
+                                                           config_dir: Path, tmp_path: Path):
+    """`rlchat` as the README runs it, on a machine that cannot reach the
+    hub (and has no hub cache): the real packaged model, said in one line,
+    and candidates that are English sentences."""
+    from rlchat.learner.generator import DEFAULT_MODEL
+    from rlchat.storage import Store
+    from tests.test_real_model import english
+
+    rlchat = Path(sys.executable).with_name("rlchat")
+    (config_dir).mkdir(parents=True, exist_ok=True)
+    # Short replies keep the turn to seconds; the model is the default's.
+    (config_dir / "config.toml").write_text("max_new_tokens = 24\n", encoding="utf-8")
+    command = (f"env RLCHAT_CONFIG_DIR={config_dir} HF_HUB_OFFLINE=1 HF_HOME={tmp_path / 'hf'} "
+               f"{rlchat} --data-dir {data_dir} --seed 1")
+    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", command)
+    try:
+        shown = wait_for("Ready. Type a message", timeout=180)
+        assert "SmolLM2-135M-Instruct" in shown and "cannot be reached" in shown
+        say("How do I make a cup of tea?")
+        tmux("send-keys", "-t", SESSION, "1", "5")
+        wait_for("policy v1.")
+        tmux("send-keys", "-t", SESSION, "C-q")
+        wait_quit()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    store = Store(data_dir, readonly=True)
+    turn = next(store.turns())
+    store.close()
+    texts = [c["text"] for c in turn["candidates"]]
+    assert sum(english(t) for t in texts) >= len(texts) // 2, texts
+    assert turn["generator"]["gguf"] and turn["generator"]["format"] == "chat-template"
+    assert DEFAULT_MODEL == "gpt2"

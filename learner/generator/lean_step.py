@@ -1,12 +1,13 @@
-"""One decode step of a GPT-2 model without the library's per-call plumbing.
+"""One decode step of a GPT-2 or Llama-style model without the library's
+per-call plumbing.
 
 A step at k = 8 spends about as long in Python (argument handling,
 decorators, the attention mask, output bookkeeping: a dozen calls per block)
-as in its arithmetic.  This runs the same modules with the same weights, in
-the same order, for one new token per row over a shared-prefix cache; the
-tests check that it draws what the library's forward draws.  Other
-architectures, and GPT-2 variants with options it does not cover, use the
-library's forward.
+as in its arithmetic; a chat model of 30 blocks pays it 30 times a token.
+This runs the same modules with the same weights, in the same order, for one
+new token per row over a shared-prefix cache; the tests check that it draws
+what the library's forward draws.  Other architectures, and variants with
+options it does not cover, use the library's forward.
 """
 
 from __future__ import annotations
@@ -23,6 +24,57 @@ Step = Callable[[torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]]
 def lean_step(model) -> Step | None:
     """step(tokens, cache) -> (last-layer states, logits), one row per token,
     over a cache of SharedPrefixLayer; None for a model it does not cover."""
+    return _gpt2_step(model) or _llama_step(model)
+
+
+# Llama's block as these families write it: RMS norms, rotary positions from
+# the body's own rotary module, grouped-query attention, a gated SiLU MLP (Qwen2
+# adds biases to q/k/v, which its linear layers carry).
+LLAMA_LIKE = ("llama", "mistral", "qwen2")
+
+
+def _llama_step(model) -> Step | None:
+    config = model.config
+    body = getattr(model, "model", None)
+    if getattr(config, "model_type", "") not in LLAMA_LIKE or body is None or any(
+            getattr(config, name, None) for name in ("sliding_window", "use_sliding_window")):
+        return None
+    layers = list(body.layers)
+    if not layers or not hasattr(body, "rotary_emb") or any(
+            hasattr(block.self_attn, "q_norm") or not hasattr(block.mlp, "gate_proj")
+            for block in layers):
+        return None
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    head = model.lm_head
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+
+    def step(tokens: torch.Tensor, cache) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = tokens.shape[0]
+        position = torch.tensor([[cache.get_seq_length()]])
+        hidden = body.embed_tokens(tokens)
+        cos, sin = body.rotary_emb(hidden[None], position)
+        for index, block in enumerate(layers):
+            attn, mlp = block.self_attn, block.mlp
+            x = block.input_layernorm(hidden)
+            query = attn.q_proj(x).view(rows, heads, 1, dim)
+            key = attn.k_proj(x).view(rows, kv_heads, 1, dim)
+            value = attn.v_proj(x).view(rows, kv_heads, 1, dim)
+            query, key = apply_rotary_pos_emb(query, key, cos, sin)
+            key, value = cache.layers[index].update(key, value)
+            attended, _ = shared_prefix_attention(attn, query, key, value, None,
+                                                  scaling=attn.scaling, shared_cache=cache)
+            hidden = hidden + attn.o_proj(attended.reshape(rows, heads * dim))
+            x = block.post_attention_layernorm(hidden)
+            hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+        hidden = body.norm(hidden)
+        return hidden, head(hidden)
+
+    return step
+
+
+def _gpt2_step(model) -> Step | None:
     config = model.config
     if type(model).__name__ != "GPT2LMHeadModel" or any(
             getattr(config, name, False) for name in
