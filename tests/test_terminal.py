@@ -245,8 +245,8 @@ def test_the_run_command_without_the_hub_shows_real_replies(real_model: Path, da
                f"{rlchat} --data-dir {data_dir} --seed 1")
     tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", command)
     try:
-        shown = wait_for("Ready. Type a message", timeout=180)
-        assert "SmolLM2-135M-Instruct" in shown and "cannot be reached" in shown
+        shown = wait_for("Ready. Type a message", "cannot be reached", timeout=180)
+        assert "rlchat — SmolLM2-135M-Instruct (qint8, chat-template)" in shown  # the title
         say("How do I make a cup of tea?")
         tmux("send-keys", "-t", SESSION, "1", "5")
         wait_for("policy v1.")

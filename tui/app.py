@@ -262,7 +262,8 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
             shown.append(f"trained run {identity['lineage']}")
         fmt = f" ({', '.join(v for v in shown if v)})" if any(shown) else ""
         where = f" @ {identity['host']}" if identity.get("host") else ""
-        self.sub_title = f"{self.settings.model}{where}{fmt} · policy v{version}"
+        name = getattr(source, "label", "") or self.settings.model  # a fallback says its own
+        self.sub_title = f"{name}{where}{fmt} · policy v{version}"
 
     def busy(self, on: bool) -> None:
         self.query_one("#busy").set_class(on, "-on")

