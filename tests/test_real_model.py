@@ -79,6 +79,10 @@ def test_a_file_that_is_not_a_model_gets_one_sentence(tmp_path, monkeypatch):
 
 def test_chatml_prompt_and_replies_that_stop_at_im_end(real):
     assert real.format.name == "chat-template"
+    if real.dtype == "qint8":  # steps run q/k/v, and gate/up, as one int8 layer each
+        block = real.model.model.layers[0]
+        assert hasattr(block.self_attn, "qkv_proj") and not hasattr(block.self_attn, "q_proj")
+        assert hasattr(block.mlp, "gate_up_proj") and not hasattr(block.mlp, "up_proj")
     im_end = real.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end in real.format.stop_ids
     prompt = real.tokenizer.decode(real.prompt_ids([], "Say hello.", "Be brief."))
@@ -100,6 +104,7 @@ def test_the_fast_formats_agree_with_float32_on_real_prompts(real_model):
     import torch
 
     from rlchat.learner.generator import calibration_ids
+    from rlchat.learner.generator.decoding import forced_steps
     from rlchat.learner.generator.weights import apply_dtype, bf16_supported, resolve_dtype
 
     tokenizer, reference = load_model(str(real_model))
@@ -110,31 +115,22 @@ def test_the_fast_formats_agree_with_float32_on_real_prompts(real_model):
                                              add_generation_prompt=True, tokenize=True,
                                              return_dict=False) for p in PROMPTS]
 
-    def steps(prompt_model, step_model, ids, tokens):
-        cache = prompt_model(input_ids=torch.tensor([ids])).cache
-        for token in tokens:
-            out = step_model(input_ids=torch.tensor([[token]]), cache=cache)
-            cache = out.cache
-            yield out.logits[0, -1].float()
-
     with torch.inference_mode():
-        greedy = []
+        greedy = []  # float32's greedy reply, 3 tokens: what every format is fed
         for ids in prompts:
-            first = reference(input_ids=torch.tensor([ids])).logits[0, -1].argmax()
-            tokens = [int(first)]
-            for logits in steps(reference, reference, ids, tokens):
-                tokens.append(int(logits.argmax()))
-                if len(tokens) == 3:
-                    break
+            tokens = [int(reference(input_ids=torch.tensor([ids])).logits[0, -1].argmax())]
+            while len(tokens) < 3:
+                tokens.append(int(forced_steps(reference, ids, tokens)[-1].argmax()))
             greedy.append(tokens)
-        expected = [list(steps(reference, reference, ids, tokens))
+        expected = [forced_steps(reference, ids, tokens)
                     for ids, tokens in zip(prompts, greedy, strict=True)]
         for name in sorted(names):
             _, model = load_model(str(real_model))
             formatted = apply_dtype(model.eval(), name, calibration_ids(tokenizer, model.config))
             agree, count = 0.0, 0
             for ids, tokens, want in zip(prompts, greedy, expected, strict=True):
-                got = steps(formatted.prompt_model, formatted.step_model, ids, tokens)
+                got = forced_steps(formatted.step_model, ids, tokens,
+                                   prompt_model=formatted.prompt_model)
                 for p, q in zip(want, got, strict=True):
                     agree += len(set(p.topk(10).indices.tolist())
                                  & set(q.topk(10).indices.tolist())) / 10

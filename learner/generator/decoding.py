@@ -173,6 +173,27 @@ def sample_rows(
     return result
 
 
+@torch.inference_mode()
+def forced_steps(model, prompt: list[int], tokens: list[int], *,
+                 prompt_model=None) -> list[torch.Tensor]:
+    """The next-token logits after each of `tokens`, fed one at a time after
+    `prompt`, as a turn runs them (the prompt pass on `prompt_model`, the
+    steps on `model`, one row): for checking a number format against float32."""
+    _, _, cache = _forward(prompt_model or model, input_ids=torch.tensor([prompt]), cache=None)
+    cache, shared = _share(cache, model, 1, len(tokens) + 1)
+    lean = lean_step(model) if shared else None
+    extra = {"shared_cache": cache} if shared else {}
+    out = []
+    for token in tokens:
+        step = torch.tensor([token])
+        if lean is not None:
+            _, logits = lean(step, cache)
+        else:
+            _, logits, cache = _forward(model, input_ids=step[:, None], cache=cache, **extra)
+        out.append(logits[0].float())
+    return out
+
+
 # Configuration fields of models whose logits are more than the head applied
 # to the last state; those run their own forward.
 _LOGIT_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "logit_softcapping")

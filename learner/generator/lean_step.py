@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from rlchat.learner.generator.attention import shared_prefix_attention
 
@@ -33,22 +34,75 @@ def lean_step(model) -> Step | None:
 LLAMA_LIKE = ("llama", "mistral", "qwen2")
 
 
-def _llama_step(model) -> Step | None:
-    config = model.config
+def _llama_blocks(model) -> list | None:
+    """The blocks of a model the Llama step covers, else None."""
+    config = getattr(model, "config", None)
     body = getattr(model, "model", None)
     if getattr(config, "model_type", "") not in LLAMA_LIKE or body is None or any(
             getattr(config, name, None) for name in ("sliding_window", "use_sliding_window")):
         return None
-    layers = list(body.layers)
+    layers = list(getattr(body, "layers", ()))
     if not layers or not hasattr(body, "rotary_emb") or any(
-            hasattr(block.self_attn, "q_norm") or not hasattr(block.mlp, "gate_proj")
-            for block in layers):
+            hasattr(block.self_attn, "q_norm") for block in layers):
+        return None
+    return layers
+
+
+# Layers that read the same input, run as one int8 layer in the steps (one
+# call and one rounding of the input instead of three, or two): (the module
+# holding them, the fused layer's name, theirs, the norm whose output they read).
+FUSED = (("self_attn", "qkv_proj", ("q_proj", "k_proj", "v_proj"), "input_layernorm"),
+         ("mlp", "gate_up_proj", ("gate_proj", "up_proj"), "post_attention_layernorm"))
+
+
+def shared_input_groups(model) -> list[tuple[nn.Module, str, tuple[str, ...], nn.Module]]:
+    """(parent, fused name, member names, the norm before them) for every
+    group of linear layers that the Llama step can run fused; [] for other models."""
+    groups = []
+    for block in _llama_blocks(model) or ():
+        for holder, fused, members, norm in FUSED:
+            parent = getattr(block, holder)
+            if all(isinstance(getattr(parent, m, None), nn.Linear) for m in members):
+                groups.append((parent, fused, members, getattr(block, norm)))
+    return groups
+
+
+def shared_input_groups_fused(model) -> list[tuple[nn.Module, str, tuple[str, ...], nn.Module]]:
+    """The groups `shared_input_groups` named, where they have been fused."""
+    groups = []
+    for block in _llama_blocks(model) or ():
+        for holder, fused, members, norm in FUSED:
+            parent = getattr(block, holder)
+            if hasattr(parent, fused):
+                groups.append((parent, fused, members, getattr(block, norm)))
+    return groups
+
+
+def _llama_step(model) -> Step | None:
+    config = model.config
+    layers = _llama_blocks(model)
+    if layers is None:
         return None
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    head = model.lm_head
+    body, head = model.model, model.lm_head
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    q_width, kv_width = heads * dim, kv_heads * dim
+    inner = config.intermediate_size
+
+    def projections(attn, x, rows):
+        if hasattr(attn, "qkv_proj"):
+            qkv = attn.qkv_proj(x)
+            return (qkv[:, :q_width], qkv[:, q_width:q_width + kv_width],
+                    qkv[:, q_width + kv_width:])
+        return attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+
+    def feed_forward(mlp, x):
+        if hasattr(mlp, "gate_up_proj"):
+            gate_up = mlp.gate_up_proj(x)
+            return mlp.down_proj(mlp.act_fn(gate_up[:, :inner]) * gate_up[:, inner:])
+        return mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
 
     def step(tokens: torch.Tensor, cache) -> tuple[torch.Tensor, torch.Tensor]:
         rows = tokens.shape[0]
@@ -58,16 +112,17 @@ def _llama_step(model) -> Step | None:
         for index, block in enumerate(layers):
             attn, mlp = block.self_attn, block.mlp
             x = block.input_layernorm(hidden)
-            query = attn.q_proj(x).view(rows, heads, 1, dim)
-            key = attn.k_proj(x).view(rows, kv_heads, 1, dim)
-            value = attn.v_proj(x).view(rows, kv_heads, 1, dim)
+            query, key, value = projections(attn, x, rows)
+            query = query.reshape(rows, heads, 1, dim)
+            key = key.reshape(rows, kv_heads, 1, dim)
+            value = value.reshape(rows, kv_heads, 1, dim)
             query, key = apply_rotary_pos_emb(query, key, cos, sin)
             key, value = cache.layers[index].update(key, value)
             attended, _ = shared_prefix_attention(attn, query, key, value, None,
                                                   scaling=attn.scaling, shared_cache=cache)
             hidden = hidden + attn.o_proj(attended.reshape(rows, heads * dim))
             x = block.post_attention_layernorm(hidden)
-            hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+            hidden = hidden + feed_forward(mlp, x)
         hidden = body.norm(hidden)
         return hidden, head(hidden)
 

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from rlchat.learner.generator.attention import use_shared_prefix_attention
+from rlchat.learner.generator.lean_step import shared_input_groups, shared_input_groups_fused
 from rlchat.learner.generator.private_api import (
     cpu_bf16_instructions,
     int8pack_mm,
@@ -216,6 +217,16 @@ def _smooth(model: nn.Module, calibrate: Calibrate) -> set[int]:
     finally:
         for hook in hooks:
             hook.remove()
+    for parent, name, members, _norm in shared_input_groups(model):
+        parts = [getattr(parent, member) for member in members]
+        if any(id(part) not in peaks for part in parts):
+            continue
+        fused = _concatenated(parts)
+        for stats in (peaks, squares, counts):  # one input: the first member's ranges
+            stats[id(fused)] = stats[id(parts[0])]
+        for member in members:  # from here on only the lean step runs these layers
+            delattr(parent, member)
+        setattr(parent, name, fused)
     kept_float: set[int] = set()
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
@@ -230,7 +241,32 @@ def _smooth(model: nn.Module, calibrate: Calibrate) -> set[int]:
                 kept_float.add(id(child))
             else:
                 setattr(parent, child_name, smoothed)
+    _fold_into_norms(model)
     return kept_float
+
+
+def _concatenated(parts: list[nn.Linear]) -> nn.Linear:
+    """One linear layer computing `parts` side by side (their outputs concatenated)."""
+    weight = torch.cat([p.weight.detach() for p in parts])
+    biased = any(p.bias is not None for p in parts)
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=biased)
+    fused.weight = nn.Parameter(weight, requires_grad=False)
+    if biased:
+        fused.bias = nn.Parameter(torch.cat([
+            p.bias.detach() if p.bias is not None else weight.new_zeros(p.out_features)
+            for p in parts]), requires_grad=False)
+    return fused
+
+
+def _fold_into_norms(model: nn.Module) -> None:
+    """A fused layer that reads a norm's output alone divides its input by the
+    smoothing scale: the norm's own weight does it instead, one multiply less
+    per layer and step."""
+    for parent, name, _members, norm in shared_input_groups_fused(model):
+        smoothed = getattr(parent, name)
+        if isinstance(smoothed, SmoothedLinear) and hasattr(norm, "weight"):
+            norm.weight.data.mul_(smoothed.inverse_scale.to(norm.weight.dtype))
+            setattr(parent, name, smoothed.linear)
 
 
 def _dynamic_int8(model: nn.Module, calibrate: Calibrate | None) -> nn.Module | None:
