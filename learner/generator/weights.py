@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from rlchat.learner.generator.attention import use_shared_prefix_attention
-from rlchat.learner.generator.lean_step import shared_input_groups, shared_input_groups_fused
+from rlchat.learner.generator.lean_step import shared_input_groups
 from rlchat.learner.generator.private_api import (
     cpu_bf16_instructions,
     int8pack_mm,
@@ -217,16 +217,7 @@ def _smooth(model: nn.Module, calibrate: Calibrate) -> set[int]:
     finally:
         for hook in hooks:
             hook.remove()
-    for parent, name, members, _norm in shared_input_groups(model):
-        parts = [getattr(parent, member) for member in members]
-        if any(id(part) not in peaks for part in parts):
-            continue
-        fused = _concatenated(parts)
-        for stats in (peaks, squares, counts):  # one input: the first member's ranges
-            stats[id(fused)] = stats[id(parts[0])]
-        for member in members:  # from here on only the lean step runs these layers
-            delattr(parent, member)
-        setattr(parent, name, fused)
+    _fuse_shared_inputs(model, (peaks, squares, counts))
     kept_float: set[int] = set()
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
@@ -243,6 +234,21 @@ def _smooth(model: nn.Module, calibrate: Calibrate) -> set[int]:
                 setattr(parent, child_name, smoothed)
     _fold_into_norms(model)
     return kept_float
+
+
+def _fuse_shared_inputs(model: nn.Module, stats: tuple[dict, ...]) -> None:
+    """Layers that read one input (q/k/v, gate/up of Llama-style blocks) made
+    one layer, which takes over their calibrated input ranges."""
+    for parent, name, members, _norm in shared_input_groups(model):
+        parts = [getattr(parent, member) for member in members]
+        if any(id(part) not in stats[0] for part in parts):
+            continue
+        fused = _concatenated(parts)
+        for table in stats:  # one input: the first member's ranges
+            table[id(fused)] = table[id(parts[0])]
+        for member in members:  # from here on only the lean step runs these layers
+            delattr(parent, member)
+        setattr(parent, name, fused)
 
 
 def _concatenated(parts: list[nn.Linear]) -> nn.Linear:
@@ -262,7 +268,7 @@ def _fold_into_norms(model: nn.Module) -> None:
     """A fused layer that reads a norm's output alone divides its input by the
     smoothing scale: the norm's own weight does it instead, one multiply less
     per layer and step."""
-    for parent, name, _members, norm in shared_input_groups_fused(model):
+    for parent, name, _members, norm in shared_input_groups(model, fused=True):
         smoothed = getattr(parent, name)
         if isinstance(smoothed, SmoothedLinear) and hasattr(norm, "weight"):
             norm.weight.data.mul_(smoothed.inverse_scale.to(norm.weight.dtype))
