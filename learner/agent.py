@@ -198,7 +198,10 @@ class Agent(AnswerDoor, SessionDoor):
             if epoch != self._epoch:
                 raise AgentError(ErrorCode.SESSION_GONE, "The session ended while the replies were "
                                  "being generated; send the message again.")
-            return self._store_turn(text, proposal, phi)
+            view = self._store_turn(text, proposal, phi)
+            if proposal.notice and self._warning is None:
+                self._warning = AgentError(ErrorCode.IDENTICAL_REPLIES, proposal.notice)
+            return view
 
     def _store_turn(self, text: str, proposal: Proposal, phi: np.ndarray) -> TurnView:
         if self.session is None:

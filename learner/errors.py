@@ -28,6 +28,9 @@ class ErrorCode(StrEnum):
     NO_MODEL = "no_model"
     GENERATION_FAILED = "generation_failed"
     NO_CANDIDATES = "no_candidates"
+    # A warning: every sample of the turn was the same reply (a server that
+    # ignores the sampling settings).
+    IDENTICAL_REPLIES = "identical_replies"
     NOT_CUT = "not_cut"  # continue: the reply ended on its own, or the model cannot continue
     CANCELLED = "cancelled"
     BACKEND_UNREACHABLE = "backend_unreachable"  # no connection, or it broke off

@@ -37,6 +37,7 @@ class Proposal:
     generator: dict[str, str] | None = None  # model, format, dtype
     # The chat messages sent to a server that cannot render its prompt (else None).
     messages: list[dict[str, str]] | None = None
+    notice: str | None = None  # a sentence for the user about this draw (a warning)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, LoadingIndicator, Static
 
-from rlchat.learner.errors import AgentError
+from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.settings import LEARNER, Settings
 from rlchat.tui.config_file import config_path, save_settings
 from rlchat.tui.model_loading import ModelLoading
@@ -288,8 +288,13 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         status.update(Text(text))
         status.set_class(error, "-error")
 
-    def warn_storage(self) -> None:
-        """A storage problem the last step survived: say it once."""
+    def say_warning(self) -> None:
+        """A problem the last step survived (storage), or a word on what it
+        drew (every reply the same): said once."""
         warning = self.agent.take_warning() if self.agent else None
-        if warning is not None:
+        if warning is None:
+            return
+        if warning.code == ErrorCode.IDENTICAL_REPLIES:
+            self.set_status(warning.message, error=True)
+        else:
             self.notify(warning.message, severity="error", markup=False, timeout=15)

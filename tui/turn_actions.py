@@ -177,8 +177,8 @@ class TurnActions:
         self.query_one(CandidatePanel).show(view.candidates, why)
         self.busy(False)
         self.query_one(PromptInput).clear()
-        self.warn_storage()
         self.to_choosing()
+        self.say_warning()
 
     def to_choosing(self: RlchatApp) -> None:
         assert self.flow.view is not None
@@ -319,7 +319,7 @@ class TurnActions:
         self.query_one(CandidatePanel).clear()
         self._subtitle()
         self.to_typing(f"{what}; policy v{self.agent.policy_view().version}.")
-        self.warn_storage()
+        self.say_warning()
 
     def action_regenerate(self: RlchatApp) -> None:
         self.start_generation(again=(self.flow.regenerate(), False))

@@ -15,6 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rlchat.learner.dialogue import valid_unicode
 from rlchat.learner.errors import (
     BACKEND_AUTH,
     BACKEND_ERROR,
@@ -22,7 +23,7 @@ from rlchat.learner.errors import (
     BackendError,
 )
 from rlchat.learner.remote.client import Refused, ServerClient
-from rlchat.learner.remote.streaming import stream_draws
+from rlchat.learner.remote.streaming import stream_assembly, stream_draws
 
 CHAT, COMPLETIONS = "chat", "completions"
 PATHS = {CHAT: "/chat/completions", COMPLETIONS: "/completions"}
@@ -30,6 +31,13 @@ PATHS = {CHAT: "/chat/completions", COMPLETIONS: "/completions"}
 # sent explicitly so that only the settings shape the draw.
 EXTRA_SAMPLERS = ("top_k", "min_p")
 _PROBE_MESSAGE = "Hello"
+# Enough tokens, drawn hot enough, that two samples of a server that samples
+# at all differ; two that agree mean the server decodes greedily.
+_PROBE_TOKENS, _PROBE_TEMPERATURE = 8, 2.0
+SAME_SAMPLES = ("the server returns the same reply for every sample: it ignores the "
+                "sampling settings and decodes greedily (transformers serve does so for a "
+                "model whose generation config does not sample); serve a model that samples, "
+                "or another server")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class Capabilities:
     render: str | None  # "apply-template", "tokenize-messages", or None
     build: str  # what the server says of its build
     weights: str  # a hash of how the server describes the model
+    listed: bool = True  # /v1/models lists it (else it is served on request)
+    samples_vary: bool | None = None  # two probe samples differed (None: not measured)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -56,8 +66,10 @@ class Capabilities:
         def yes(flag: bool) -> str:
             return "yes" if flag else "no"
 
+        vary = {True: "yes", False: f"no: {SAME_SAMPLES}", None: "not measured"}
         return [
-            f"model: {self.model} (weights {self.weights})",
+            f"model: {self.model} (weights {self.weights})"
+            + ("" if self.listed else ", served on request (the server does not list it)"),
             f"endpoint: {self.endpoint}",
             f"n choices in one request: {yes(self.n_choices)}",
             f"log-probs: {yes(self.logprobs)}",
@@ -66,19 +78,22 @@ class Capabilities:
             "token counts: " + ("the server's /tokenize" if self.tokenize else "estimated"),
             "prompt stored as: " + ("rendered by the server" if self.render
                                     or self.endpoint == COMPLETIONS else "messages"),
+            f"samples differ: {vary[self.samples_vary]}",
             f"server: {self.build or 'not told'}",
         ]
 
 
 def refusal(client: ServerClient, exc: Refused, model: str,
-            listed: tuple[str, ...] = ()) -> BackendError:
-    """One sentence for an HTTP refusal."""
+            listed: tuple[str, ...] = (), *, unlisted: bool = False) -> BackendError:
+    """One sentence for an HTTP refusal; `unlisted`: the server does not list
+    the model, so a refusal that speaks of the model is that it does not serve it."""
     if exc.status in (401, 403):
         fix = (f"check the key in ${client.api_key_env}" if client.api_key_env else
                "name the environment variable that holds the key with --api-key-env NAME")
         return BackendError(BACKEND_AUTH, f"The server at {client.host} refused the request "
                             f"({exc.status}: {exc.message}); {fix}.")
-    if exc.status == 404 and "model" in exc.message.lower():
+    if "model" in exc.message.lower() and (exc.status == 404 or unlisted
+                                           and exc.status in (400, 422)):
         return unknown_model(client, model, listed)
     return BackendError(BACKEND_ERROR, f"The server at {client.host} refused the request "
                         f"({exc.status}: {exc.message}).")
@@ -91,7 +106,10 @@ def unknown_model(client: ServerClient, model: str, listed: tuple[str, ...]) -> 
                         f"'{model}'; {where}. Pass one with --model.")
 
 
-def _listing(client: ServerClient, model: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+def _listing(client: ServerClient, model: str) -> tuple[tuple[str, ...], dict[str, Any] | None]:
+    """The ids the server lists and its entry for `model`, if it lists one:
+    a hint only, since some servers (`transformers serve` without a model,
+    gateways) load any model they are asked for."""
     try:
         answer = client.call("GET", "/models")
     except Refused as exc:
@@ -105,19 +123,21 @@ def _listing(client: ServerClient, model: str) -> tuple[tuple[str, ...], dict[st
         raise BackendError(BACKEND_ERROR, f"The server at {client.host} answered /models "
                            "without a list of models.")
     entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
-    ids = tuple(e["id"] for e in entries)
-    entry = next((e for e in entries if e["id"] == model), None)
-    if entry is None:
-        raise unknown_model(client, model, ids)
-    return ids, entry
+    ids = tuple(client.mask(valid_unicode(e["id"]))[:200] for e in entries)
+    return ids, next((e for e in entries if e["id"] == model), None)
 
 
 def _optional(client: ServerClient, method: str, path: str, body: Any = None) -> Any:
-    """A server-specific endpoint's answer, or None where there is none."""
+    """A server-specific endpoint's answer, or None where there is none (a
+    server that stops answering, or the deadline, still ends the probe)."""
     try:
         return client.call(method, path, body, root=True)
-    except (Refused, BackendError):
+    except Refused:
         return None
+    except BackendError as exc:
+        if exc.code == BACKEND_ERROR:
+            return None
+        raise
 
 
 def _context(client: ServerClient, entry: dict[str, Any], model: str, props: Any) -> int | None:
@@ -126,7 +146,8 @@ def _context(client: ServerClient, entry: dict[str, Any], model: str, props: Any
             return value  # vLLM and SGLang list it with the model
     if isinstance(props, dict):  # llama.cpp: per slot
         settings = props.get("default_generation_settings")
-        for value in ((settings or {}).get("n_ctx"), props.get("n_ctx")):
+        per_slot = settings.get("n_ctx") if isinstance(settings, dict) else None
+        for value in (per_slot, props.get("n_ctx")):
             if isinstance(value, int) and value > 0:
                 return value
     show = _optional(client, "POST", "/api/show", {"model": model})  # Ollama
@@ -139,12 +160,12 @@ def _context(client: ServerClient, entry: dict[str, Any], model: str, props: Any
 
 
 def _build(client: ServerClient, props: Any) -> str:
-    if isinstance(props, dict) and props.get("build_info"):
-        return f"llama.cpp {props['build_info']}"
+    if isinstance(props, dict) and isinstance(props.get("build_info"), str):
+        return client.mask(valid_unicode(f"llama.cpp {props['build_info']}"))[:200]
     for path in ("/version", "/api/version"):  # vLLM, Ollama
         answer = _optional(client, "GET", path)
         if isinstance(answer, dict) and isinstance(answer.get("version"), str):
-            return f"version {answer['version']}"
+            return client.mask(valid_unicode(f"version {answer['version']}"))[:200]
     return ""
 
 
@@ -160,12 +181,16 @@ def _named_fields(message: str, sent: list[str]) -> list[str]:
     return [name for name in sent if re.search(rf"\b{name}\b", message)]
 
 
-def _probe_draw(client: ServerClient, model: str, endpoint: str) -> tuple[bool, bool, bool]:
-    """(n choices, log-probs, extra samplers) from one tiny request, dropping
-    what the server refuses: first a field it names, else the extras, then
-    log-probs, then n."""
-    body: dict[str, Any] = {"model": model, "max_tokens": 1, "temperature": 1.0, "n": 2,
-                            "top_k": 50, "min_p": 0.0}
+def _probe_draw(client: ServerClient, model: str, endpoint: str,
+                listed: tuple[str, ...] | None) -> tuple[bool, bool, bool, bool]:
+    """(n choices, log-probs, extra samplers, samples differ) from tiny
+    requests, dropping what the server refuses: first a field it names, else
+    the extras, then log-probs, then n.  `listed`: the ids the server lists
+    where `model` is not among them; an answer from one of those instead
+    (llama-server answers any id with the model it has) is backend_model."""
+    body: dict[str, Any] = {"model": model, "max_tokens": _PROBE_TOKENS,
+                            "temperature": _PROBE_TEMPERATURE, "n": 2, "top_k": 50,
+                            "min_p": 0.0}
     if endpoint == CHAT:
         body.update(messages=[{"role": "user", "content": _PROBE_MESSAGE}], logprobs=True)
     else:
@@ -173,7 +198,8 @@ def _probe_draw(client: ServerClient, model: str, endpoint: str) -> tuple[bool, 
     order = ["top_k", "min_p", "logprobs", "n"]
     while True:
         try:
-            draws = stream_draws(client, PATHS[endpoint], body, rows=2)
+            assembly = stream_assembly(client, PATHS[endpoint], body,
+                                       rows=2 if "n" in body else 1)
             break
         except Refused as exc:
             if exc.status not in (400, 422) or not any(k in body for k in order):
@@ -184,9 +210,17 @@ def _probe_draw(client: ServerClient, model: str, endpoint: str) -> tuple[bool, 
                 drop = list(EXTRA_SAMPLERS)
             for key in drop:
                 body.pop(key, None)
-    n_choices = "n" in body and sum(1 for d in draws if d.text or d.finish) >= 2
-    logprobs = any(d.logprobs for d in draws)
-    return n_choices, logprobs, "top_k" in body
+    if listed and assembly.model != model and assembly.model in listed:
+        raise unknown_model(client, model, listed)
+    draws = assembly.draws
+    came = [d for d in draws if d.text or d.finish]
+    n_choices = "n" in body and len(came) >= 2
+    if not n_choices:  # the second sample from a request of its own
+        came = came[:1] + stream_draws(client, PATHS[endpoint],
+                                       {k: v for k, v in body.items() if k != "n"}, rows=1)
+    texts = [d.text for d in came if d.text]
+    vary = len(set(texts)) > 1 if len(texts) >= 2 else None
+    return n_choices, any(d.logprob_count for d in draws), "top_k" in body, vary
 
 
 def _tokenizer(client: ServerClient, model: str) -> str | None:
@@ -218,20 +252,33 @@ def probe(client: ServerClient, model: str, prompt_format: str) -> Capabilities:
     if prompt_format == "dialogpt":
         raise BackendError(BACKEND_ERROR, "The dialogpt format needs a local model; use "
                            "--format chat-template or gpt2 with --base-url.")
+    try:
+        return _probe(client, model, prompt_format)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        # A field of a type no server documents, somewhere in an answer.
+        raise BackendError(BACKEND_ERROR, f"The server at {client.host} answered the probe "
+                           "in a way rlchat does not understand "
+                           f"({type(exc).__name__}).") from exc
+
+
+def _probe(client: ServerClient, model: str, prompt_format: str) -> Capabilities:
     models, entry = _listing(client, model)
     endpoints = {"chat-template": [CHAT], "gpt2": [COMPLETIONS]}.get(
         prompt_format, [CHAT, COMPLETIONS])
-    found: tuple[bool, bool, bool] | None = None
+    found: tuple[bool, bool, bool, bool] | None = None
     endpoint = endpoints[0]
     for endpoint in endpoints:
         try:
-            found = _probe_draw(client, model, endpoint)
+            found = _probe_draw(client, model, endpoint, models if entry is None else None)
             break
         except Refused as exc:
-            if exc.status in (401, 403) or endpoint == endpoints[-1]:
-                raise refusal(client, exc, model, models) from exc
+            if exc.status in (401, 403) or endpoint == endpoints[-1] or (
+                    entry is None and "model" in exc.message.lower()):
+                raise refusal(client, exc, model, models, unlisted=entry is None) from exc
     assert found is not None
-    n_choices, logprobs, extras = found
+    n_choices, logprobs, extras, vary = found
+    listed = entry is not None
+    entry = entry if entry is not None else {"id": model}
     props = _optional(client, "GET", "/props")  # llama.cpp's: its context and build
     return Capabilities(
         model=model, models=models, endpoint=endpoint, n_choices=n_choices,
@@ -239,4 +286,5 @@ def probe(client: ServerClient, model: str, prompt_format: str) -> Capabilities:
         tokenize=_tokenizer(client, model),
         render=_renderer(client, model) if endpoint == CHAT else None,
         build=_build(client, props), weights=weights_of(entry),
+        listed=listed, samples_vary=vary,
     )

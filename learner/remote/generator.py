@@ -14,10 +14,13 @@ log-probs are used where the server returns them and are absent otherwise.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import re
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from rlchat.learner.context_window import ContextWindow
@@ -27,6 +30,7 @@ from rlchat.learner.dialogue import (
     message_block,
     one_line,
     unique_nonempty,
+    valid_unicode,
 )
 from rlchat.learner.errors import BACKEND_ERROR, BackendError, ErrorCode, GenerationCancelled
 from rlchat.learner.prompt_format import DEFAULT_MAX_NEW_TOKENS
@@ -35,11 +39,13 @@ from rlchat.learner.remote.capabilities import (
     CHAT,
     COMPLETIONS,
     PATHS,
+    SAME_SAMPLES,
     Capabilities,
     probe,
     refusal,
 )
 from rlchat.learner.remote.client import Refused, ServerClient
+from rlchat.learner.remote.deadline import guarded
 from rlchat.learner.remote.streaming import Draw, stream_draws
 from rlchat.learner.sampling import Sampling, TokenCallback
 
@@ -112,6 +118,18 @@ class RemoteGenerator:
         self._token_cache: dict[str, int] = {}
         self.last_requests = 0  # sampling requests of the latest propose
 
+    @contextmanager
+    def _served(self, cancel: threading.Event | None = None) -> Iterator[None]:
+        """One deadline for all the requests of a turn or a probe, and the
+        key's value masked in any sentence built from the server's words."""
+        try:
+            with guarded(self.client.timeout, cancel):
+                yield
+        except BackendError as exc:
+            exc.message = self.client.mask(exc.message)
+            exc.args = (exc.message,)
+            raise
+
     # connecting -----------------------------------------------------------
     def connect(self) -> Capabilities:
         """Probe the server once it answers; BackendError while it cannot serve."""
@@ -119,7 +137,8 @@ class RemoteGenerator:
             if self.capabilities is not None:
                 return self.capabilities
             try:
-                caps = probe(self.client, self.model, self.prompt_format)
+                with self._served():
+                    caps = probe(self.client, self.model, self.prompt_format)
             except BackendError as exc:
                 self.problem = exc
                 raise
@@ -188,6 +207,12 @@ class RemoteGenerator:
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Proposal:
+        with self._served(cancel):
+            return self._propose(history, message, n, system, on_token, cancel)
+
+    def _propose(self, history: list[tuple[str, str]], message: str, n: int, system: str,
+                 on_token: TokenCallback | None,
+                 cancel: threading.Event | None) -> Proposal:
         caps = self.connect()
         assert self._window is not None
         seed = self._next_seed()
@@ -265,7 +290,9 @@ class RemoteGenerator:
 
         try:
             with ThreadPoolExecutor(max_workers=min(n, MAX_CONCURRENT)) as pool:
-                futures = [pool.submit(one, row) for row in range(n)]
+                # Each request carries the turn's deadline (a copy of this context).
+                futures = [pool.submit(contextvars.copy_context().run, one, row)
+                           for row in range(n)]
                 draws, failure = [], None
                 for future in futures:
                     try:
@@ -286,16 +313,16 @@ class RemoteGenerator:
     def _proposal(self, caps: Capabilities, draws: list[Draw],
                   body: dict[str, Any]) -> Proposal:
         assert self._window is not None
-        texts = [self._window.format.reply_text(d.text) for d in draws]
+        drawn = [self.client.mask(d.text) for d in draws]  # a key split across pieces
+        texts = [self._window.format.reply_text(text) for text in drawn]
         candidates = [
             Candidate(
                 text=texts[row],
-                logprob=(sum(draws[row].logprobs) / len(draws[row].logprobs)
-                         if draws[row].logprobs else None),
+                logprob=draws[row].logprob,
                 tokens=draws[row].tokens,
                 hidden=None,
-                truncated=draws[row].finish == "length",
-                sampled=draws[row].text if draws[row].text.strip() == texts[row] else None,
+                truncated=draws[row].finish == "length" or draws[row].capped,
+                sampled=drawn[row] if drawn[row].strip() == texts[row] else None,
             )
             for row in unique_nonempty(texts)
         ]
@@ -304,12 +331,21 @@ class RemoteGenerator:
                                "without any choices; try again.")
         messages = body.get("messages")
         prompt = body.get("prompt") or (self._render(caps, messages) if messages else None)
+        same = len(draws) > 1 and len(candidates) == 1 and len(set(texts)) == 1
         return Proposal(candidates=candidates, context_hidden=None, prompt=prompt or "",
                         generator=self.identity,
-                        messages=None if prompt else messages)
+                        messages=None if prompt else messages,
+                        notice=f"All {len(draws)} replies are the same: {SAME_SAMPLES}."
+                        if same else None)
 
     def _render(self, caps: Capabilities, messages: list[dict[str, str]]) -> str | None:
         """The prompt as the server's template renders it, where it can."""
+        rendered = self._rendered(caps, messages)
+        if not isinstance(rendered, str):
+            return None
+        return self.client.mask(valid_unicode(rendered))
+
+    def _rendered(self, caps: Capabilities, messages: list[dict[str, str]]) -> Any:
         try:
             if caps.render == "apply-template":
                 answer = self.client.call("POST", "/apply-template", {"messages": messages},
@@ -322,7 +358,13 @@ class RemoteGenerator:
                 answer = self.client.call("POST", "/detokenize",
                                           {"model": self.model, "tokens": tokens}, root=True)
                 return answer.get("prompt") if isinstance(answer, dict) else None
-        except (Refused, BackendError, AttributeError):
+        except Refused:
+            return None
+        except BackendError as exc:
+            if exc.code == BACKEND_ERROR:
+                return None
+            raise
+        except AttributeError:  # an answer that is not an object
             return None
         return None
 
