@@ -21,14 +21,37 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from rlchat.learner.dialogue import valid_unicode
 from rlchat.learner.features import NAMES_BY_VERSION
 from rlchat.learner.records import CHOSEN, REGENERATED, REJECTED, REPLIED, Turn
 
 TURN_SCHEMA = "rlchat.turn/5"  # each version's additions: docs/offline-and-export.md
+
+
+def mended(value: Any) -> Any:
+    """A value that strict JSON can hold: numbers that are not finite become
+    null, text with lone surrogates gets U+FFFD.  Data dirs written before
+    rlchat checked what servers send may hold both; every export line passes
+    through here, so it is valid JSON (`jq` reads it) whatever was stored."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return valid_unicode(value)
+    if isinstance(value, dict):
+        return {mended(k): mended(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mended(v) for v in value]
+    return value
+
+
+def json_line(value: Any) -> str:
+    """One line of a JSON-lines export: strict JSON, UTF-8 text."""
+    return json.dumps(mended(value), ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _iso(timestamp: float | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -49,6 +50,12 @@ class StoredCandidate:
     truncated: bool = False
     sampled: str | None = None  # as drawn, leading space included (None: not recorded)
     token_ids: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        # Stores written before served answers were checked may hold a log-prob
+        # that is no finite number: it reads as absent, as it is now stored.
+        if self.logprob is not None and not math.isfinite(self.logprob):
+            self.logprob = None
 
 
 @dataclass

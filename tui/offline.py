@@ -196,8 +196,10 @@ def _write(chunks, out: Path | None) -> None:
 
 
 def _json_lines(lines, counted: list[int]):
+    from rlchat.learner.export import json_line
+
     for line in lines:
-        yield json.dumps(line, ensure_ascii=False) + "\n"
+        yield json_line(line)
         counted[0] += 1
 
 
@@ -213,6 +215,7 @@ def _sessions(store, session: str | None):
 def run_export(args: argparse.Namespace, data_dir: Path) -> int:
     from collections import Counter
 
+    from rlchat.learner.dialogue import valid_unicode
     from rlchat.learner.export import export_dpo, export_turns, kto_rows, summary
     from rlchat.learner.records import Turn
     from rlchat.learner.transcript import export_markdown
@@ -231,7 +234,7 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
         if args.format == "markdown":
             sessions = list(_sessions(store, args.session))
             counted[0] = len(sessions)
-            chunks = export_markdown(sessions, args.candidates)
+            chunks = map(valid_unicode, export_markdown(sessions, args.candidates))
         else:
             turns = ((Turn.from_dict(t) for t in store.session_turns(args.session))
                      if args.session is not None else (Turn.from_dict(t) for t in store.turns()))

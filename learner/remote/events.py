@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from rlchat.learner.dialogue import one_line, valid_unicode
 from rlchat.learner.errors import BACKEND_ERROR, BackendError
 
 MAX_LINE_BYTES = 4 << 20  # one event; a reply capped at max_tokens needs far less
@@ -73,5 +74,5 @@ def parse_event(data: bytes, host: str) -> dict[str, Any]:
         error = event["error"]
         message = error.get("message", error) if isinstance(error, dict) else error
         raise BackendError(BACKEND_ERROR, f"The server at {host} reported an error in its "
-                           f"stream: {str(message)[:300]}")
+                           f"stream: {one_line(valid_unicode(str(message)))[:300]}")
     return event

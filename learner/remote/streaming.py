@@ -55,7 +55,8 @@ class Draw:
 
     @property
     def tokens(self) -> int:
-        return self.logprob_count or self.pieces
+        """Log-probs count tokens; chunks with text count them where none came."""
+        return max(self.logprob_count, self.pieces)
 
     @property
     def logprob(self) -> float | None:
@@ -151,7 +152,7 @@ class Assembly:
         if finish is not None and not isinstance(finish, str):
             raise _wrong(self.host, "a finish reason that is not a string")
         draw.came = True
-        if draw.capped:
+        if draw.ended:  # what a server sends after a row's end is not the reply
             return
         if piece:
             room = self.max_chars - draw.chars
