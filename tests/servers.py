@@ -123,10 +123,11 @@ def llama_server(gguf: Path, log: Path, *, port: int | None = None, parallel: in
     return Server(command, port, log)
 
 
-def transformers_server(model: Path, log: Path, *, port: int | None = None) -> Server:
+def transformers_server(model: Path | None, log: Path, *, port: int | None = None) -> Server:
+    """`transformers serve`, with one model, or none (it loads what it is asked for)."""
     port = port or free_port()
     cli = shutil.which("transformers", path=str(Path(sys.executable).parent))
-    command = [cli or "transformers", "serve", str(model), "--host", "127.0.0.1",
-               "--port", str(port)]
+    command = [cli or "transformers", "serve", *([str(model)] if model else []),
+               "--host", "127.0.0.1", "--port", str(port)]
     server = Server(command, port, log)
     return server

@@ -214,3 +214,71 @@ def test_a_model_the_server_does_not_list_is_tried_on_request(server, data_dir, 
     answer = refused.say("no such model", code="backend_model")
     assert "'other'" in answer["error"]["message"]
     refused.finish(tmp_path / "other", tmp_path)
+
+
+@pytest.mark.parametrize("message", ["fault trickle", "fault no-headers", "fault retry-0"])
+def test_cancel_ends_a_request_at_once_whatever_the_server_does(server, message):
+    from rlchat.learner.errors import GenerationCancelled
+    from rlchat.learner.remote import RemoteGenerator
+
+    remote = RemoteGenerator(server.url(), MODEL, timeout=60.0)
+    remote.connect()
+    cancel, outcome = threading.Event(), queue.Queue()
+
+    def turn() -> None:
+        try:
+            remote.propose([], message, 2, cancel=cancel)
+            outcome.put("answered")
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome.put(exc)
+
+    before = server.hits[message.split()[1]]
+    worker = threading.Thread(target=turn, daemon=True)
+    worker.start()
+    while server.hits[message.split()[1]] == before:  # the request is in flight
+        assert worker.is_alive()
+        time.sleep(0.01)
+    cancel.set()
+    began = time.monotonic()
+    result = outcome.get(timeout=10)
+    assert isinstance(result, GenerationCancelled), result
+    assert time.monotonic() - began < 0.5  # not the 60 s deadline
+    remote.close()
+
+
+def test_a_data_dir_holding_bad_numbers_and_text_exports_strict_json(tmp_path, data_dir):
+    """Turns stored before rlchat checked what servers send: NaN log-probs,
+    lone surrogates.  The export writer mends them (and the reader reads such
+    a log-prob as absent)."""
+    from rlchat.learner.agent import Agent
+    from rlchat.learner.records import Candidate, Proposal
+    from rlchat.learner.settings import Settings
+    from rlchat.storage import Store
+    from tests.helpers import ScriptedSource
+
+    class OldServer(ScriptedSource):
+        def propose(self, history, message, n, **options) -> Proposal:
+            proposal = super().propose(history, message, n, **options)
+            proposal.candidates = [
+                Candidate(text=c.text + " \ud800", logprob=float("nan"), tokens=c.tokens,
+                          hidden=c.hidden) for c in proposal.candidates]
+            proposal.prompt = f"User: {message} \udfff\nAssistant:"
+            return proposal
+
+    agent = Agent(Store(data_dir), OldServer(["one", "two", "three"]),
+                  Settings(model="old", candidates=3, samples=3), seed=0)
+    said = []
+    for i in range(3):
+        view = agent.say(f"message {i} \udfff")
+        agent.choose(view.turn, view.candidates[0].id, 5)
+        said.append((view.turn, f"message {i} ?"))  # a person's text is mended as it comes
+    agent.end()
+    agent.store.close()
+    # As the writer before this release stored a server's NaN log-prob:
+    for shard in (data_dir / "turns").glob("turns-*.json"):
+        shard.write_bytes(shard.read_bytes().replace(b'"logprob":null', b'"logprob":NaN'))
+    assert b"NaN" in (data_dir / "turns" / "turns-000001.json").read_bytes()
+    check_exports(data_dir, tmp_path, said)
+    rows = [strict(line) for line in (tmp_path / "export.turns").read_text().splitlines()]
+    assert all(c["logprob"] is None and c["text"].endswith(" ?") for r in rows
+               for c in r["candidates"])

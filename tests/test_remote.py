@@ -138,6 +138,37 @@ def test_transformers_serve_one_request_per_candidate_no_logprobs(tserve, data_d
     agent.store.close()
 
 
+def test_transformers_serve_without_a_model_serves_one_on_request_and_greedy_is_told(
+        tiny_chat_model, data_dir, tmp_path, capsys):
+    """It lists no model and loads any it is asked for; a model whose
+    generation config does not sample is decoded greedily whatever is sent."""
+    import json
+    import shutil
+
+    from rlchat.tui.cli import main
+
+    greedy = tmp_path / "greedy"
+    shutil.copytree(tiny_chat_model, greedy)
+    config = json.loads((greedy / "generation_config.json").read_text())
+    (greedy / "generation_config.json").write_text(json.dumps({**config, "do_sample": False}))
+    server = transformers_server(None, tmp_path / "serve.log").start()
+    try:
+        agent = open_remote(data_dir, settings_for(server, model=str(greedy)))
+        caps = agent.source.capabilities
+        assert caps is not None, agent.source.problem
+        assert caps.models == () and not caps.listed and caps.samples_vary is False
+        view = agent.say("What is for dinner?")
+        assert len(view.candidates) == 1  # 8 requests, 8 times the same reply
+        warning = agent.take_warning()
+        assert warning is not None and warning.code == "identical_replies"
+        assert "greedily" in warning.message
+        agent.store.close()
+        assert main(["probe", "--base-url", server.base_url, "--model", str(greedy)]) == 0
+        assert "samples differ: no" in capsys.readouterr().out
+    finally:
+        server.stop()
+
+
 @needs_llama
 def test_server_down_at_start_then_up(gguf, data_dir, tmp_path):
     port = free_port()
