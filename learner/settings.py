@@ -103,7 +103,8 @@ class Settings:
         option=True, metavar="NAME", reload=True, empty_ok=True)
     request_timeout: float = _setting(
         60.0, label="Request timeout",
-        help="seconds a request to the server may take, retries while it is busy included",
+        help="total deadline in seconds of a served turn's requests, from connect to last "
+        "byte, streams and retries while the server is busy included",
         low=0, high=3600, low_open=True, option=True, metavar="SECONDS", reload=True)
     candidates: int = _setting(
         4, label="Candidates K", help="candidates shown per turn", low=1, high=9,
