@@ -141,7 +141,10 @@ def served_figures(server, runs: int) -> dict:
 def protocol_figures(settings_kw: dict, data_dir: Path, turns: int) -> dict:
     """`turns` say + choose through the headless handler; per turn: sampling
     requests, log-prob features, the stored prompt."""
+    import numpy as np
+
     from rlchat.learner.agent import Agent, load_source
+    from rlchat.learner.records import Turn
     from rlchat.learner.settings import Settings
     from rlchat.storage import Store
     from rlchat.tui.headless import handle_line
@@ -161,11 +164,13 @@ def protocol_figures(settings_kw: dict, data_dir: Path, turns: int) -> dict:
     stored = list(agent.store.turns())
     logprob = FEATURE_NAMES.index("logprob")
     agent.store.close()
+    # Features live in the store's binary blob: read each turn back whole.
+    with_logprob = sum(bool(np.any(Turn.from_dict(r).features()[:, logprob] != 0))
+                       for r in stored)
     return {
         "turns": len(stored), "errors": errors,
         "sampling_requests_per_turn": sorted(set(requests)),
-        "logprob_features": sum(any(c["features"][logprob] != 0 for c in r["candidates"])
-                                for r in stored),
+        "logprob_features": with_logprob,
         "prompt_stored": sum(bool(r.get("prompt")) for r in stored),
         "messages_stored": sum(bool(r.get("messages")) for r in stored),
         "chat_template_prompts": sum((r.get("prompt") or "").startswith("<|im_start|>")

@@ -774,3 +774,21 @@ async def test_g_continues_a_cut_candidate_and_the_pick_is_the_whole_reply(tiny_
         await pilot.press(str(rank), "4")
         await settle(app, pilot)
         assert app.query_one(Transcript).messages()[-1] == "Assistant: " + after.text
+
+
+async def test_a_served_model_whose_replies_are_all_the_same_says_why_in_the_status(store):
+    """The misbehaving server's `greedy` fault: every sample the same reply."""
+    from tests.misbehaving import MODEL, MisbehavingServer
+
+    server = MisbehavingServer().start()
+    try:
+        app = RlchatApp(settings=Settings(model=MODEL, base_url=server.url(), candidates=4,
+                                          samples=4), store=store, seed=0)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await send(app, pilot, "please fault greedy")
+            await until(pilot, lambda: "same" in status(app))
+            assert "greedily" in status(app) and app.flow.phase == CHOOSING
+            assert len(app.flow.view.candidates) == 1
+    finally:
+        server.stop()

@@ -275,6 +275,19 @@ def test_prompt_over_the_context_evicts_more_and_retries(gguf, data_dir, tmp_pat
         server.stop()
 
 
+def test_transformers_serve_context_refusal_evicts_and_retries(tserve, data_dir):
+    """It tells no context length, and refuses a prompt over the model's in
+    words of its own ("takes at most 512"): the window learns the size."""
+    agent = open_remote(data_dir, settings_for(tserve, model=str(tserve.command[2]),
+                                               max_new_tokens=8))
+    for i in range(6):
+        view = agent.say(f"message {i} " + "words " * 120)
+        agent.choose(view.turn, view.candidates[0].id, 3)
+    window = agent.source._window
+    assert window.budget == 512 - 8 and window.start > 0
+    agent.store.close()
+
+
 def test_served_turns_export_conversational_pairs_and_train_an_adapter(
         tserve, tiny_chat_model, data_dir, tmp_path, capsys):
     from rlchat.learner.export import preference_pairs

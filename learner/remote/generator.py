@@ -52,9 +52,12 @@ from rlchat.learner.sampling import Sampling, TokenCallback
 MAX_CONCURRENT = 8  # requests at once where the server gives one choice per request
 MESSAGE_OVERHEAD = 8  # tokens a chat template adds around one message, at most
 ASSUMED_CONTEXT = 4096  # where the server does not tell its context length
-_CONTEXT_ERROR = re.compile(r"context|too long|exceed|maximum.*length|n_ctx", re.IGNORECASE)
-# How llama.cpp and vLLM name the context size in that refusal.
-_CONTEXT_SIZE = re.compile(r"(?:context size|context length is)\D{0,8}(\d+)", re.IGNORECASE)
+_CONTEXT_ERROR = re.compile(r"context|too long|exceed|maximum.*length|n_ctx|max-model-len",
+                            re.IGNORECASE)
+# How llama.cpp, vLLM and `transformers serve` ("the model takes at most 512,
+# prompt and answer") name the context size in that refusal.
+_CONTEXT_SIZE = re.compile(r"(?:context size|context length is|takes at most)\D{0,8}(\d+)",
+                           re.IGNORECASE)
 FORMAT_OF = {CHAT: "chat-template", COMPLETIONS: "gpt2"}
 
 
