@@ -142,6 +142,8 @@ TURN_FAULTS = {
     "redirect": "backend_error",
     "echo-key-refusal": "backend_error",
     "retry-0": "backend_busy",
+    "retry-negative": "backend_busy",
+    "retry-date": "backend_busy",
     **dict.fromkeys(WRONG_TYPES, "backend_error"),
 }
 # Faults a turn survives: what the server sent is mended before it is kept.
@@ -170,10 +172,14 @@ def test_every_fault_in_a_turn_is_one_coded_answer_and_keeps_nothing(server, dat
     session.finish(data_dir, tmp_path)
     # Each redirect stayed with the server that sent it; the key went nowhere else.
     assert server.keys <= {"", f"Bearer {KEY}"}
-    # Busy: a few attempts, the waits between them never under the floor.
-    times = server.times["retry-0"]
-    assert 2 <= len(times) <= MAX_ATTEMPTS
-    assert all(b - a >= BACKOFF_FLOOR * 0.9 for a, b in zip(times, times[1:], strict=False))
+    # Busy: a few attempts, the waits between them never under the floor, and
+    # growing, whatever Retry-After said (0, negative, a date gone by).
+    for fault in ("retry-0", "retry-negative", "retry-date"):
+        times = server.times[fault]
+        assert 2 <= len(times) <= MAX_ATTEMPTS
+        waits = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert all(w >= BACKOFF_FLOOR * 0.9 for w in waits)
+        assert all(b > a for a, b in zip(waits, waits[1:], strict=False))
 
 
 def test_the_stored_turns_hold_no_bad_numbers_or_text(server, data_dir, tmp_path):
@@ -193,6 +199,8 @@ def test_the_stored_turns_hold_no_bad_numbers_or_text(server, data_dir, tmp_path
     ("html", "backend_error"), ("not-json", "backend_error"), ("bad-gzip", "backend_error"),
     ("redirect", "backend_error"), ("retry-days", "backend_busy"),
     ("retry-junk", "backend_busy"), ("busy-503", "backend_busy"),
+    ("choices-string", "backend_error"), ("index-float", "backend_error"),
+    ("error-in-stream", "backend_error"), ("early-end", "backend_unreachable"),
 ])
 def test_a_fault_at_start_opens_as_a_server_that_is_down(server, data_dir, tmp_path,
                                                          fault, code):
