@@ -53,7 +53,7 @@ began = time.perf_counter()
 try:
     proposal = remote.propose([], "fault " + sys.argv[2], 8)
     kept = sum(len(c.text) for c in proposal.candidates)
-    truncated = all(c.truncated for c in proposal.candidates)
+    truncated = all(c.truncated for c in proposal.candidates) if kept else None
 except AgentError as exc:
     kept, truncated = exc.code, None
 print(json.dumps({"seconds": time.perf_counter() - began, "peak_mb": peak_mb(),
