@@ -33,6 +33,7 @@ from typing import Any
 
 from rlchat.learner.export import kto_rows, preference_pairs, summary
 from rlchat.learner.records import Turn
+from rlchat.learner.version import installed_version
 
 METHODS = ("dpo", "kto")
 HOLDOUT = 0.2  # the newest share of pairs, for the held-out accuracy
@@ -209,7 +210,7 @@ def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, An
                  "since": options.since.isoformat() if options.since else None},
         "settings": {k: (str(v) if isinstance(v, Path | dt.date) else v)
                      for k, v in asdict(options).items()},
-        "metrics": metrics, "created": _iso(time.time()),
+        "metrics": metrics, "created": _iso(time.time()), "rlchat": installed_version(),
     }
     _save(model, tokenizer, lineage, target, say)
     done = {**report, "run": run, "path": str(target)}

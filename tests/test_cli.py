@@ -57,10 +57,32 @@ def test_help_imports_neither_torch_nor_transformers():
         assert word in result["help"]
 
 
-def test_version():
+def _release(version: str) -> tuple[int, ...]:
+    numbers = [int(n) for n in version.split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
+
+
+def test_one_version_number():
+    """pyproject's version is the CHANGELOG's newest release, and it is what
+    `rlchat --version` and a trained model's lineage say (the installed
+    package's metadata)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from rlchat.learner.version import installed_version
+
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    newest = re.search(r"^## (\d+(?:\.\d+)*) \(", (root / "CHANGELOG.md").read_text(),
+                       re.MULTILINE)
+    assert newest is not None and _release(newest.group(1)) == _release(declared)
+    assert installed_version() == declared  # reinstall (`pip install -e .`) after a bump
     result = subprocess.run([sys.executable, "-m", "rlchat.tui.cli", "--version"],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.startswith("rlchat ")
+    assert result.returncode == 0 and result.stdout.strip() == f"rlchat {declared}"
 
 
 def test_common_options_before_or_after_the_subcommand_win_over_the_config_file(config_dir):

@@ -22,6 +22,7 @@ from rlchat.learner.policy_store import stored_policy
 from rlchat.learner.records import Turn
 from rlchat.learner.settings import Settings
 from rlchat.learner.tiny_model import corpus_lines
+from rlchat.learner.version import installed_version
 from rlchat.storage import Store
 
 USERS = [line.removeprefix("User:").strip() for line in corpus_lines() if line.startswith("User:")]
@@ -187,6 +188,7 @@ def test_train_writes_a_model_the_chat_can_switch_to(copy_of, tiny_model, config
     lineage = json.loads((path / "rlchat_lineage.json").read_text())
     assert lineage["base"] == str(tiny_model) and lineage["method"] == "dpo"
     assert lineage["data"]["pairs"] == report["pairs"] and "train_loss" in lineage["metrics"]
+    assert lineage["rlchat"] == installed_version() != "unknown"  # the release that trained it
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp left
     assert f'model = "{path}"' in (config_dir / "config.toml").read_text()  # --use, said so
 

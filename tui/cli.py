@@ -16,20 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlchat.learner.settings import KINDS, SPECS, Settings
+from rlchat.learner.version import installed_version
 from rlchat.storage.paths import DATA_DIR_ENV
 from rlchat.tui.config_file import CONFIG_DIR_ENV, load_settings
 from rlchat.tui.exit_status import ExitStatus
 from rlchat.tui.offline import RUNNERS, add_offline_commands
 from rlchat.tui.train_command import add_train_command
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rlchat")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def flag(name: str) -> str:
@@ -86,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Settings are read from config.toml in ${CONFIG_DIR_ENV} or the user config "
         "dir; options given here win over it.",
     )
-    parser.add_argument("--version", action="version", version=f"rlchat {_version()}")
+    parser.add_argument("--version", action="version", version=f"rlchat {installed_version()}")
     _add_common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chat = sub.add_parser("chat", help="chat in the terminal app (the default)")

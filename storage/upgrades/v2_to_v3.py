@@ -1,5 +1,5 @@
 """Version 2 -> 3: policy snapshots learned before the population prior
-(releases up to 0.4) started every column from the ridge; they say so
+(releases up to 0.3) started every column from the ridge; they say so
 (`population` null) and go on as they learned.  Turns are unchanged.
 Pure Python: storage imports nothing heavy.
 """
