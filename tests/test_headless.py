@@ -318,3 +318,60 @@ def test_the_documented_error_codes_are_exactly_the_codes():
     assert documented == {code.value for code in ErrorCode}
     storage = {kind[0] for kind in _KINDS.values()} | {"storage_error"}
     assert storage <= documented  # storage names its own codes: they must be in the enum
+
+
+def _documented_exchanges() -> list[tuple[dict, list[dict]]]:
+    """(request, the lines documented after it) of docs/headless.md's example."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "headless.md").read_text()
+    block = text.split("$ rlchat headless", 1)[1].split("```", 1)[0]
+    exchanges: list[tuple[dict, list[dict]]] = []
+    for line in block.splitlines()[1:]:
+        value = json.loads(line)  # every line of the example is JSON
+        if "op" in value:
+            exchanges.append((value, []))
+        else:
+            exchanges[-1][1].append(value)
+    return exchanges
+
+
+def _same_names(real, documented, where: str) -> None:
+    if isinstance(documented, dict):
+        assert isinstance(real, dict) and set(real) == set(documented), (where, real)
+        for key, value in documented.items():
+            _same_names(real[key], value, f"{where}.{key}")
+    elif isinstance(documented, list) and documented and isinstance(documented[0], dict):
+        assert isinstance(real, list) and real, (where, real)
+        for item in real:
+            _same_names(item, documented[0], f"{where}[]")
+
+
+def test_the_documented_example_has_the_real_field_names(headless):
+    """Each request of docs/headless.md's example, sent to a real headless
+    process: each answer (and stream event) has the documented field names,
+    and an error the documented code.  Candidate ids are mapped by position:
+    the documented say's n-th candidate is the real one's n-th."""
+    exchanges = _documented_exchanges()
+    assert {request["op"] for request, _ in exchanges} >= {"say", "choose", "rate", "end",
+                                                          "stats"}
+    child = headless()
+    ids: dict[int, int] = {}
+    for request, documented in exchanges:
+        if "id" in request:
+            request = {**request, "id": ids[request["id"]]}
+        assert child.proc.stdin and child.proc.stdout
+        child.proc.stdin.write(json.dumps(request) + "\n")
+        child.proc.stdin.flush()
+        for expected in documented:
+            real = json.loads(child.proc.stdout.readline())
+            while "event" in real and "event" not in expected:  # more pieces than shown
+                real = json.loads(child.proc.stdout.readline())
+            _same_names(real, expected, request["op"])
+            if "error" in expected:
+                assert real["error"]["code"] == expected["error"]["code"]
+            if "candidates" in expected and "event" not in real:
+                ids = {doc["id"]: got["id"] for doc, got
+                       in zip(expected["candidates"], real["candidates"], strict=False)}
+    code, _, err = child.close()
+    assert code == 0, err
