@@ -373,3 +373,34 @@ def test_training_moves_the_weights_and_the_margin_on_its_own_pairs(copy_of, tin
     assert held_out_accuracy(rows, reference, reference, 0.25)["held_out_reward_margin"] == 0
     moved = held_out_accuracy(rows, row_logps(trained, tokenizer, rows), reference, 0.25)
     assert moved["held_out_reward_margin"] > 0
+
+
+def test_an_unexpected_failure_leaves_its_traceback_in_the_data_dirs_log(
+        data_dir, tiny_model, monkeypatch, capsys):
+    """What TRL or torch raise is one line on the terminal; the traceback goes
+    to DATA/rlchat.log, which `train` sets up as the app does."""
+    import logging
+
+    import rlchat.learner.train as training
+    from rlchat.tui.cli import main
+
+    def broken(*args, **kwargs):  # stands for an error deep inside a trainer
+        raise RuntimeError("a tensor of the wrong shape")
+
+    monkeypatch.setattr(training, "train", broken)
+    Store(data_dir).close()  # a data dir, as any with turns to train on
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        assert main(["train", "--data-dir", str(data_dir), "--model", str(tiny_model),
+                     "--steps", "1"]) != 0
+    finally:
+        for handler in root.handlers[len(handlers):]:
+            handler.close()
+        root.handlers[:] = handlers
+    err = capsys.readouterr().err
+    log_file = data_dir / "rlchat.log"
+    assert "a tensor of the wrong shape" in err and str(log_file) in err
+    logged = log_file.read_text()
+    assert "Traceback" in logged and "RuntimeError: a tensor of the wrong shape" in logged
+    assert log_file.stat().st_mode & 0o777 == 0o600

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from rlchat.learner.version import installed_version
 from rlchat.storage.paths import DATA_DIR_ENV
 from rlchat.tui.config_file import CONFIG_DIR_ENV, load_settings
 from rlchat.tui.exit_status import ExitStatus
+from rlchat.tui.log_file import log_to_data_dir
 from rlchat.tui.offline import RUNNERS, add_offline_commands
 from rlchat.tui.train_command import add_train_command
 
@@ -234,16 +234,7 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     store = _open_store(args)
     if store is None:
         return ExitStatus.IN_USE
-    # The screen belongs to the app: logs go to a file in the data dir,
-    # private like every other file there.
-    log_file = store.data_dir / "rlchat.log"
-    os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    os.chmod(log_file, 0o600)  # one written by an older rlchat was 0644
-    logging.basicConfig(
-        filename=log_file,
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    log_to_data_dir(store.data_dir)  # the screen belongs to the app
     from rlchat.tui.app import RlchatApp
 
     app = None

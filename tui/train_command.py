@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rlchat.tui.exit_status import ExitStatus
+from rlchat.tui.log_file import log_to_data_dir
 
 
 def add_train_command(sub, add_common) -> None:
@@ -73,9 +74,15 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
               f"written.", file=sys.stderr)
         return ExitStatus.FAILED
     except Exception as exc:  # from TRL or torch: one line, the details in the log
-        logging.getLogger(__name__).debug("training failed", exc_info=True)
-        print(f"rlchat: training failed ({type(exc).__name__}: {exc}); no model was written.",
-              file=sys.stderr)
+        try:
+            log_file = log_to_data_dir(data_dir.expanduser())
+        except OSError:  # a data dir that cannot be written: the line is all there is
+            details = ""
+        else:
+            logging.getLogger(__name__).error("training failed", exc_info=True)
+            details = f" The details are in {log_file}."
+        print(f"rlchat: training failed ({type(exc).__name__}: {exc}); no model was "
+              f"written.{details}", file=sys.stderr)
         return ExitStatus.FAILED
     if args.json:
         print(json.dumps(report))
