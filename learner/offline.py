@@ -1,5 +1,6 @@
 """Learning from the logs after the fact: the work behind `rlchat replay`,
-`evaluate` and `stats` (the command line only parses and prints).
+`evaluate`, `export` and `stats` (the command line only parses and prints).
+The offline commands reach the data dir only through here.
 
 Replay and evaluation walk the stored turns in order through the same update
 path as live learning (learner/update.py), so a replay with the live
@@ -9,15 +10,25 @@ but by `save_replayed`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from rlchat.learner.agent_sessions import storing
 from rlchat.learner.curves import Curves
+from rlchat.learner.dialogue import valid_unicode
 from rlchat.learner.evaluate import Evaluation, LoggedStep, estimate
-from rlchat.learner.export import weekly_stats
+from rlchat.learner.export import (
+    export_dpo,
+    export_turns,
+    json_line,
+    kto_rows,
+    weekly_stats,
+)
 from rlchat.learner.policy import PolicyConfig, QPolicy
 from rlchat.learner.policy_store import new_policy, save_policy, stored_config, stored_policy
 from rlchat.learner.records import Turn
@@ -112,8 +123,9 @@ def save_replayed(store, replayed: Replayed) -> int:
               else (replayed.snapshot or {}).get("version", 0))
     replayed.policy.version = max(replayed.policy.version, latest) + 1
     curves = (replayed.snapshot or {}).get("curves")
-    save_policy(store, replayed.policy, Curves.from_dict(curves) if curves else None,
-                source="replay")
+    with storing():  # a full disk and the like: an AgentError with its code
+        save_policy(store, replayed.policy, Curves.from_dict(curves) if curves else None,
+                    source="replay")
     return replayed.policy.version
 
 
@@ -131,3 +143,56 @@ def log_stats(store) -> dict[str, Any]:
     stats = weekly_stats(Turn.from_dict(t) for t in store.turns())
     stats["policy_version"] = (store.load_policy() or {}).get("version", 0)
     return stats
+
+
+def has_session(store, session: str) -> bool:
+    """The session exists and was not deleted."""
+    found = store.get_session(session)
+    return found is not None and not found.get("deleted")
+
+
+def _sessions(store, session: str | None) -> Iterator[tuple[dict[str, Any], list[Turn]]]:
+    """(session, its turns) to export: one, or every one not deleted, oldest first."""
+    chosen = [store.get_session(session)] if session is not None else store.sessions()
+    for record in chosen:
+        yield record, [Turn.from_dict(t) for t in store.session_turns(record["id"])]
+
+
+@dataclass
+class ExportRun:
+    """An export being written: its text in chunks, and as they are taken,
+    how many items it held and what the preference formats left out."""
+
+    chunks: Iterator[str]
+    counted: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+
+def export_run(store, kind: str, *, session: str | None = None, min_rating: int | None = None,
+               since: dt.date | None = None, candidates: bool = False) -> ExportRun:
+    """The `kind` export (turns, dpo, kto: JSON lines; markdown) of the whole
+    log or of one session."""
+    from rlchat.learner.transcript import export_markdown
+
+    run = ExportRun(chunks=iter(()))
+    if kind == "markdown":
+        sessions = list(_sessions(store, session))
+        run.counted = len(sessions)
+        run.chunks = map(valid_unicode, export_markdown(sessions, candidates))
+        return run
+    turns = (Turn.from_dict(t) for t in (store.session_turns(session) if session is not None
+                                         else store.turns()))
+    if kind == "turns":
+        lines = export_turns(turns, min_rating, since)
+    elif kind == "kto":
+        lines = kto_rows(turns, min_rating, since, run.dropped)
+    else:
+        lines = export_dpo(turns, min_rating, since, run.dropped)
+
+    def counted() -> Iterator[str]:
+        for line in lines:
+            yield json_line(line)
+            run.counted += 1
+
+    run.chunks = counted()
+    return run

@@ -205,3 +205,28 @@ def test_a_policy_that_cannot_be_saved_is_a_warning_and_relearned_at_start(
     reopened = Agent(Store(data_dir), None, seed=0)
     assert reopened.policy_view().version == 1  # relearned from the stored turn
     reopened.store.close()
+
+
+def test_no_module_of_tui_imports_storage_without_saying_why():
+    """The front ends reach the data dir through the learner (learner/data_dir.py,
+    learner/offline.py); an import of storage in tui/ says on its line why."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for path in sorted(root.glob("tui/**/*.py")):
+        text = path.read_text()
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            if any(re.match(r"rlchat\.storage\b", name) for name in names) and \
+                    not re.search(r"# storage: \S", lines[node.lineno - 1]):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []

@@ -34,7 +34,7 @@ from rlchat.tui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:  # the app paints before numpy and the learner are imported
     from rlchat.learner.agent import Agent, CandidateSource
-    from rlchat.storage import Store
+    from rlchat.storage import Store  # storage: only the type of the store it is handed
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rlchat.learner.data_dir import DATA_DIR_ENV
 from rlchat.learner.settings import KINDS, SPECS, Settings
 from rlchat.learner.version import installed_version
-from rlchat.storage.paths import DATA_DIR_ENV
 from rlchat.tui.config_file import CONFIG_DIR_ENV, load_settings
 from rlchat.tui.exit_status import ExitStatus
 from rlchat.tui.log_file import log_to_data_dir
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from rlchat.storage.paths import default_data_dir
+    from rlchat.learner.data_dir import default_data_dir
 
     return args.data_dir.expanduser() if args.data_dir else default_data_dir()
 
@@ -171,11 +171,11 @@ def _run_init_real_model(path: Path, progress: Callable[[str], None]) -> int:
 
 def _open_store(args: argparse.Namespace):
     """The writable store, or None after saying why not (in use, unreadable)."""
-    from rlchat.storage import CorruptFileError, DataDirInUse, Store
+    from rlchat.learner.data_dir import StoreUnavailable, open_store
 
     try:
-        return Store(_data_dir(args))
-    except (DataDirInUse, CorruptFileError, OSError) as exc:
+        return open_store(_data_dir(args))
+    except StoreUnavailable as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
         return None
 
@@ -295,7 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         _settings(args, parser)  # its checks; the base is --model or the turns' own
         return run_train(args, _data_dir(args))
     if args.command in RUNNERS:
-        return RUNNERS[args.command](args, _data_dir(args))
+        from rlchat.learner.data_dir import StoreUnavailable
+
+        try:
+            return RUNNERS[args.command](args, _data_dir(args))
+        except StoreUnavailable as exc:  # a reader refused: a file of it cannot be read
+            print(f"rlchat: {exc}", file=sys.stderr)
+            return ExitStatus.IN_USE
     return _run_chat(args, parser)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlchat.learner.settings import RENAMED, Settings, coerce
-from rlchat.storage.atomic import write_atomic
+from rlchat.storage.atomic import write_atomic  # storage: its atomic write, for config.toml
 
 CONFIG_DIR_ENV = "RLCHAT_CONFIG_DIR"
 

@@ -100,9 +100,9 @@ def report_damage(store) -> int:
 
 
 def _reader(data_dir: Path):
-    from rlchat.storage import Store
+    from rlchat.learner.data_dir import open_store
 
-    return Store(data_dir, readonly=True)
+    return open_store(data_dir, readonly=True)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,13 +115,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
+    from rlchat.learner.data_dir import StoreUnavailable, open_store
+    from rlchat.learner.errors import AgentError
     from rlchat.learner.offline import replay_store, save_replayed
-    from rlchat.storage import CorruptFileError, DataDirInUse, StorageFault, Store
     from rlchat.tui.progress import Progress
 
     try:
-        store = _reader(data_dir) if args.dry_run else Store(data_dir)
-    except (DataDirInUse, CorruptFileError, OSError) as exc:
+        store = open_store(data_dir, readonly=args.dry_run)
+    except StoreUnavailable as exc:
         print(f"rlchat: {exc}", file=sys.stderr)
         return ExitStatus.IN_USE
     try:
@@ -143,7 +144,7 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
             return ExitStatus.OK
         print(f"saved as policy version {save_replayed(store, replayed)}")
         return ExitStatus.OK
-    except StorageFault as fault:
+    except AgentError as fault:  # the disk refused the saved policy
         print(f"rlchat: {fault.message}", file=sys.stderr)
         return ExitStatus.FAILED
     finally:
@@ -190,62 +191,25 @@ def _write(chunks, out: Path | None) -> None:
         except BrokenPipeError:  # `| head`: the reader has had enough
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
-    from rlchat.storage.atomic import write_atomic
+    from rlchat.storage.atomic import write_atomic  # storage: the data dir's atomic writer
 
     write_atomic(out.expanduser(), chunks)
 
 
-def _json_lines(lines, counted: list[int]):
-    from rlchat.learner.export import json_line
-
-    for line in lines:
-        yield json_line(line)
-        counted[0] += 1
-
-
-def _sessions(store, session: str | None):
-    """(session, its turns) to export: one, or every one not deleted, oldest first."""
-    from rlchat.learner.records import Turn
-
-    chosen = [store.get_session(session)] if session is not None else store.sessions()
-    for record in chosen:
-        yield record, [Turn.from_dict(t) for t in store.session_turns(record["id"])]
-
-
 def run_export(args: argparse.Namespace, data_dir: Path) -> int:
-    from collections import Counter
-
-    from rlchat.learner.dialogue import valid_unicode
-    from rlchat.learner.export import export_dpo, export_turns, kto_rows, summary
-    from rlchat.learner.records import Turn
-    from rlchat.learner.transcript import export_markdown
+    from rlchat.learner.export import summary
+    from rlchat.learner.offline import export_run, has_session
 
     store = _reader(data_dir)
-    if args.session is not None:
-        found = store.get_session(args.session)
-        if found is None or found.get("deleted"):
-            store.close()
-            print(f"rlchat: there is no session {args.session!r}; `rlchat stats` counts them, "
-                  "F2 in the app lists them", file=sys.stderr)
-            return ExitStatus.FAILED
-    dropped: Counter = Counter()
-    counted = [0]
+    if args.session is not None and not has_session(store, args.session):
+        store.close()
+        print(f"rlchat: there is no session {args.session!r}; `rlchat stats` counts them, "
+              "F2 in the app lists them", file=sys.stderr)
+        return ExitStatus.FAILED
     try:
-        if args.format == "markdown":
-            sessions = list(_sessions(store, args.session))
-            counted[0] = len(sessions)
-            chunks = map(valid_unicode, export_markdown(sessions, args.candidates))
-        else:
-            turns = ((Turn.from_dict(t) for t in store.session_turns(args.session))
-                     if args.session is not None else (Turn.from_dict(t) for t in store.turns()))
-            if args.format == "turns":
-                lines = export_turns(turns, args.min_rating, args.since)
-            elif args.format == "kto":
-                lines = kto_rows(turns, args.min_rating, args.since, dropped)
-            else:
-                lines = export_dpo(turns, args.min_rating, args.since, dropped)
-            chunks = _json_lines(lines, counted)
-        _write(chunks, args.out)
+        run = export_run(store, args.format, session=args.session, min_rating=args.min_rating,
+                         since=args.since, candidates=args.candidates)
+        _write(run.chunks, args.out)
         unreadable = report_damage(store)
     except OSError as exc:  # a full disk, a folder that is not there
         print(f"rlchat: could not write {args.out}: {exc.strerror or exc}; nothing was "
@@ -256,9 +220,9 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
     kind = {"turns": "turns", "dpo": "pairs", "kto": "labelled replies",
             "markdown": "sessions"}[args.format]
     where = f" to {args.out}" if args.out else ""
-    extra = f"; {summary(dropped)}" if args.format in ("dpo", "kto") else ""
+    extra = f"; {summary(run.dropped)}" if args.format in ("dpo", "kto") else ""
     extra += f"; {unreadable} turn(s) could not be read" if unreadable else ""
-    print(f"exported {counted[0]} {kind}{where}{extra}", file=sys.stderr)
+    print(f"exported {run.counted} {kind}{where}{extra}", file=sys.stderr)
     return ExitStatus.OK
 
 
