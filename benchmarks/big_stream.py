@@ -1,6 +1,6 @@
 """A server that ignores max_tokens and streams 3 MB, then 30 MB, to one turn:
 time and peak memory of the client (rlchat's RemoteGenerator, in a fresh
-process each run) against tests/misbehaving.py's server in a process of its
+process each run) against rlchat.testkit.misbehaving's server in a process of its
 own on 127.0.0.1.
 
 Three shapes of stream, each 3 MB and 30 MB:
@@ -25,14 +25,10 @@ import json
 import statistics
 import subprocess
 import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SERVER = """
 import sys
-sys.path.insert(0, sys.argv[1])
-from tests.misbehaving import MisbehavingServer
+from rlchat.testkit.misbehaving import MisbehavingServer
 server = MisbehavingServer().start()
 print(server.port, flush=True)
 sys.stdin.read()
@@ -75,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(ROOT)], stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None and server.stdin is not None
     url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"

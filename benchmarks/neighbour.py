@@ -24,9 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 K = 8
 MESSAGE = "Can you suggest something relaxing to cook tonight?"
 LOAD = """

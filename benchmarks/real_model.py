@@ -26,10 +26,6 @@ from pathlib import Path
 
 import httpx
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from real_messages import MESSAGES  # noqa: E402  (beside this file)
 
 from rlchat.learner.generator import Generator, calibration_ids, load_model  # noqa: E402
@@ -38,7 +34,7 @@ from rlchat.learner.generator.gguf import converted_folder  # noqa: E402
 from rlchat.learner.generator.weights import apply_dtype, bf16_supported  # noqa: E402
 from rlchat.learner.model_files import fetch_packaged_gguf  # noqa: E402
 from rlchat.learner.sampling import Sampling  # noqa: E402
-from tests.servers import free_port, llama_dir, llama_server, to_gguf  # noqa: E402
+from rlchat.testkit.servers import free_port, llama_dir, llama_server, to_gguf  # noqa: E402
 
 K, NEW_TOKENS = 8, 40
 SAMPLING = Sampling(temperature=1.0, top_k=50, top_p=0.95)

@@ -33,17 +33,12 @@ import time
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
 from chat_speed import HISTORY, SMOLLM2_135M  # noqa: E402
 
 from rlchat.learner.features import FEATURE_NAMES  # noqa: E402
 from rlchat.learner.remote import RemoteGenerator  # noqa: E402
 from rlchat.learner.remote.capabilities import PATHS  # noqa: E402
-from tests.servers import (  # noqa: E402
+from rlchat.testkit.servers import (  # noqa: E402
     llama_dir,
     llama_server,
     to_gguf,

@@ -20,12 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from real_messages import MESSAGES  # noqa: E402  (beside this file)
 from real_model import real_files, say  # noqa: E402

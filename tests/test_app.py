@@ -778,7 +778,7 @@ async def test_g_continues_a_cut_candidate_and_the_pick_is_the_whole_reply(tiny_
 
 async def test_a_served_model_whose_replies_are_all_the_same_says_why_in_the_status(store):
     """The misbehaving server's `greedy` fault: every sample the same reply."""
-    from tests.misbehaving import MODEL, MisbehavingServer
+    from rlchat.testkit.misbehaving import MODEL, MisbehavingServer
 
     server = MisbehavingServer().start()
     try:

@@ -149,13 +149,31 @@ def test_missing_model_folder_names_the_fix(tmp_path):
     assert "does not hold a loadable" in str(err.value)
 
 
+def test_the_product_imports_no_test_code():
+    """tests/ and benchmarks/ share rlchat.testkit; the product never imports it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for path in [*root.glob("learner/**/*.py"), *root.glob("tui/**/*.py"),
+                 *root.glob("storage/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(n.startswith(("rlchat.testkit", "tests", "benchmarks")) for n in names):
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []
+
+
 def test_installed_under_one_name(tmp_path):
     """Only `rlchat` is added to site-packages: the folders' own names are not importable."""
-    for name in ("storage", "learner", "tui"):
+    for name in ("storage", "learner", "tui", "testkit"):
         result = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=tmp_path,
                                 capture_output=True, text=True)
         assert result.returncode != 0 and f"No module named '{name}'" in result.stderr
     result = subprocess.run(
-        [sys.executable, "-c", "import rlchat.storage, rlchat.learner.agent, rlchat.tui.app"],
+        [sys.executable, "-c", "import rlchat.storage, rlchat.learner.agent, rlchat.tui.app, "
+         "rlchat.testkit.servers, rlchat.testkit.crash"],
         cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

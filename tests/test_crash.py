@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-# Loaded by path: benchmarks/ is a folder of scripts, not a package.
-_spec = importlib.util.spec_from_file_location(
-    "crash_check", Path(__file__).resolve().parent.parent / "benchmarks" / "crash.py"
-)
-_crash = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_crash)
-run = _crash.run
+from rlchat.testkit.crash import run
 
 
 def test_killed_headless_loses_no_acknowledged_turn(tiny_model, data_dir):

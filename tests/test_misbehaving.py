@@ -1,5 +1,5 @@
 """Servers that misbehave, through `rlchat headless --base-url`: every fault
-of tests/misbehaving.py's server is one coded answer within the deadline
+of the misbehaving server's (rlchat.testkit.misbehaving) is one coded answer within the deadline
 plus a second, the process lives on and exits 0, nothing of a failed turn
 is kept, the key is nowhere in the data dir, and every export is strict
 JSON holding exactly the turns answered `ok`."""
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from rlchat.learner.remote.client import BACKOFF_FLOOR, MAX_ATTEMPTS
-from tests.misbehaving import MODEL, WRONG_TYPES, MisbehavingServer
+from rlchat.testkit.misbehaving import MODEL, WRONG_TYPES, MisbehavingServer
 
 DEADLINE = 2.0  # --request-timeout of these sessions
 KEY_VAR, KEY = "RLCHAT_MIS_KEY", "sk-mis-s3cret-4711"

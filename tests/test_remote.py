@@ -19,7 +19,7 @@ from rlchat.learner.remote import RemoteGenerator
 from rlchat.learner.settings import Settings
 from rlchat.learner.update import current, replay
 from rlchat.storage import Store
-from tests.servers import free_port, llama_dir, llama_server, to_gguf, transformers_server
+from rlchat.testkit.servers import free_port, llama_dir, llama_server, to_gguf, transformers_server
 
 needs_llama = pytest.mark.skipif(
     llama_dir() is None and not os.environ.get("CI"),

@@ -53,10 +53,10 @@ def test_change_by_another_process_is_seen(tmp_path):
     db.insert({"a": 1})
     assert len(db.all()) == 1
     code = (
-        "import sys; from tinydb import TinyDB; from storage import AtomicJSONStorage;"
+        "import sys; from tinydb import TinyDB; from rlchat.storage import AtomicJSONStorage;"
         "TinyDB(sys.argv[1], storage=AtomicJSONStorage).insert({'b': 2})"
     )
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=tmp_path)
     assert db.all() == [{"a": 1}, {"b": 2}]
 
 
@@ -154,7 +154,7 @@ def test_a_second_writer_is_refused_and_a_reader_still_works(tmp_path):
     writer.add_turn({"n": 1})
     code = (
         "import sys\n"
-        "from storage import Store, DataDirInUse\n"
+        "from rlchat.storage import Store, DataDirInUse\n"
         "try:\n"
         "    Store(sys.argv[1])\n"
         "except DataDirInUse as exc:\n"
@@ -163,7 +163,7 @@ def test_a_second_writer_is_refused_and_a_reader_still_works(tmp_path):
         "    print(reader.count_turns(), [t['n'] for t in reader.turns()])\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                         text=True, check=True, timeout=60).stdout.splitlines()
+                         text=True, check=True, timeout=60, cwd=tmp_path).stdout.splitlines()
     assert f"in use by process {os.getpid()}" in out[0] and "--data-dir" in out[0]
     assert out[1] == "1 [1]"
     writer.close()
@@ -173,9 +173,9 @@ def test_a_second_writer_is_refused_and_a_reader_still_works(tmp_path):
 def test_the_lock_dies_with_its_process(tmp_path):
     child = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from storage import Store; Store(sys.argv[1]); print('held', "
+         "import sys, time; from rlchat.storage import Store; Store(sys.argv[1]); print('held', "
          "flush=True); time.sleep(60)", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, cwd=tmp_path,  # names work from anywhere
     )
     assert child.stdout.readline().strip() == "held"
     from rlchat.storage import DataDirInUse

@@ -188,7 +188,7 @@ def test_edit_a_reply_write_one_of_two_lines_and_copy(tiny_chat_model: Path, dat
 
 def test_served_model_in_a_real_terminal_survives_its_server_dying(
         tiny_chat_model: Path, data_dir: Path, config_dir: Path, tmp_path: Path):
-    from tests.servers import free_port, llama_dir, llama_server, to_gguf
+    from rlchat.testkit.servers import free_port, llama_dir, llama_server, to_gguf
 
     if llama_dir() is None:
         if os.environ.get("CI"):
