@@ -168,7 +168,7 @@ class Pool:
 
 
 class PoolSource:
-    """A candidate source (learner.agent_views.CandidateSource) that serves
+    """A candidate source (learner.candidate_source.CandidateSource) that serves
     the pool's proposals for a message, one drawn at random per turn."""
 
     def __init__(self, pool: Pool, seed: int) -> None:

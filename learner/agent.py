@@ -19,24 +19,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from rlchat.learner.agent_answers import AnswerDoor
-from rlchat.learner.agent_sessions import SessionDoor, checked_text, storing
-from rlchat.learner.agent_views import (
-    CandidateSource,
-    Deleted,
-    PolicyView,
-    ShownCandidate,
-    TurnView,
+from rlchat.learner.agent_views import Deleted, PolicyView, ShownCandidate, TurnView
+from rlchat.learner.answers import Answers
+from rlchat.learner.candidate_source import CandidateSource
+from rlchat.learner.conversation import (
+    CHECKPOINT_EVERY,
+    Conversation,
+    checked_text,
+    storing,
 )
 from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import one_line, valid_unicode
 from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.features import FEATURE_NAMES, FEATURE_VERSION, featurize
 from rlchat.learner.policy import PolicyConfig
-from rlchat.learner.policy_store import load_policy, save_policy
+from rlchat.learner.policy_store import load_policy
 from rlchat.learner.records import (
     PENDING,
     UNANSWERED,
@@ -48,25 +49,23 @@ from rlchat.learner.rewards import (
     RewardConfig,
 )
 from rlchat.learner.sampling import TokenCallback
-from rlchat.learner.search import Hit, SearchIndex, searchable
+from rlchat.learner.search import Hit, SearchIndex
+from rlchat.learner.sessions import Sessions
 from rlchat.learner.settings import Settings
-from rlchat.learner.update import current, finish_turn, learnable, replay, start_turn
+from rlchat.learner.update import current, learnable, replay, start_turn
 from rlchat.storage import StorageFault, Store
 
 # The views are the agent's vocabulary: importable from here too.
-__all__ = ["Agent", "CandidateSource", "Deleted", "PolicyView", "ShownCandidate", "TurnView",
-           "load_source", "open_agent"]
+__all__ = ["CHECKPOINT_EVERY", "Agent", "CandidateSource", "Deleted", "PolicyView",
+           "ShownCandidate", "TurnView", "load_source", "open_agent"]
 
 log = logging.getLogger(__name__)
 
-# The policy is a cache of the log: saved every CHECKPOINT_EVERY learned turns
-# and at a clean exit, so a turn's durable write is only what the turn adds.
-# After a kill, start-up learns at most this many stored turns again
-# (benchmarks/crash.py reports how long that takes).
-CHECKPOINT_EVERY = 50
+class Agent:
+    """One conversation (learner/conversation.py holds its state and rules),
+    its turns, and the collaborators that answer them (learner/answers.py)
+    and manage sessions (learner/sessions.py)."""
 
-
-class Agent(AnswerDoor, SessionDoor):
     def __init__(
         self,
         store: Store,
@@ -77,76 +76,143 @@ class Agent(AnswerDoor, SessionDoor):
         rewards: RewardConfig | None = None,
         seed: int | None = None,
     ) -> None:
-        self.store = store
-        self.source = source
-        self.settings = settings or Settings()
-        self.rewards = rewards or RewardConfig()
-        self.rng = np.random.default_rng(seed)
-        self._lock = threading.RLock()
-        self._epoch = 0  # bumped when the dialogue a generation started from is gone
-        self._warning: AgentError | None = None
-        self.policy, curves = load_policy(store, policy_config)
-        self.curves = curves or Curves()
-        self.session: str | None = None
-        self.system: str | None = None  # the open session's system prompt
-        self.history: list[tuple[str, str]] = []
-        self.open_turn: Turn | None = None
-        self.answered_turn: Turn | None = None  # the latest, until the next message
-        self._search: SearchIndex | None = None  # built at the first search
-        self._deleted_meanwhile: set[str] = set()  # sessions deleted while it is built
-        self._saved_seq = self.policy.last_seq  # the last turn the stored policy has
+        policy, curves = load_policy(store, policy_config)
+        self.conversation = Conversation(store, policy, curves or Curves(),
+                                         settings or Settings(), rewards or RewardConfig(),
+                                         np.random.default_rng(seed), source)
+        self.answers = Answers(self.conversation, self.say)
+        self.session_book = Sessions(self.conversation)
         self.recovered: tuple[int, float] = (0, 0.0)  # turns learned again at start, seconds
         with storing():
             self._recover(rebuild_curves=curves is None)
-            self._configure_policy(self.settings.learner())
+            self._configure_policy(self.conversation.settings.learner())
+
+    # the conversation's state, read-only to the front ends ----------------
+    @property
+    def store(self) -> Store:
+        return self.conversation.store
+
+    @property
+    def policy(self):
+        return self.conversation.policy
+
+    @property
+    def source(self) -> CandidateSource | None:
+        return self.conversation.source
+
+    @property
+    def settings(self) -> Settings:
+        return self.conversation.settings
+
+    @property
+    def session(self) -> str | None:
+        return self.conversation.session
+
+    @property
+    def system(self) -> str | None:
+        return self.conversation.system
+
+    @property
+    def history(self) -> list[tuple[str, str]]:
+        return self.conversation.history
+
+    @property
+    def open_turn(self) -> Turn | None:
+        return self.conversation.open_turn
+
+    # answers and sessions: the collaborators' -----------------------------
+    def choose(self, turn_id: str, candidate_id: int | None, rating: int | None = None,
+               *, order: list | None = None, edit: str | None = None) -> float:
+        return self.answers.choose(turn_id, candidate_id, rating, order=order, edit=edit)
+
+    def reply(self, turn_id: str, text: str) -> None:
+        self.answers.reply(turn_id, text)
+
+    def regenerate(self, turn_id: str, *, none: bool = False,
+                   on_token: TokenCallback | None = None,
+                   cancel: threading.Event | None = None) -> TurnView:
+        return self.answers.regenerate(turn_id, none=none, on_token=on_token, cancel=cancel)
+
+    def continue_reply(self, turn_id: str, candidate_id: int, *,
+                       on_token: TokenCallback | None = None,
+                       cancel: threading.Event | None = None) -> ShownCandidate:
+        return self.answers.continue_reply(turn_id, candidate_id, on_token=on_token,
+                                           cancel=cancel)
+
+    def rate(self, turn_id: str, candidate_id: int, good: bool) -> bool:
+        return self.answers.rate(turn_id, candidate_id, good)
+
+    def end(self) -> str | None:
+        return self.conversation.end()
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return self.session_book.sessions()
+
+    def session_messages(self, session_id: str) -> list[tuple[str, str]]:
+        return self.session_book.session_messages(session_id)
+
+    def resume(self, session_id: str) -> list[tuple[str, str]]:
+        return self.session_book.resume(session_id)
+
+    def rename_session(self, session_id: str, title: str) -> str:
+        return self.session_book.rename_session(session_id, title)
+
+    def delete_session(self, session_id: str) -> Deleted:
+        return self.session_book.delete_session(session_id)
+
+    def set_system(self, system: str) -> None:
+        self.session_book.set_system(system)
 
     # startup --------------------------------------------------------------
     def _recover(self, rebuild_curves: bool) -> None:
         """Close what a previous process left open and learn what it stored
         but did not learn (a crash between the turn write and the policy save)."""
+        c = self.conversation
         # Only the newest sessions can be open: each start closes what the
         # previous process left, so walk back to the first ended one.
-        for seq in range(self.store.count_sessions(), 0, -1):
-            session = self.store.get_session(str(seq))
+        for seq in range(c.store.count_sessions(), 0, -1):
+            session = c.store.get_session(str(seq))
             if session is None or session.get("ended") is not None:
                 break
-            self.store.update_session(str(seq), ended=time.time())
+            c.store.update_session(str(seq), ended=time.time())
         # A damaged newest turn file must not make new turns reuse numbers
         # the policy has already seen.
-        self.store.reserve_turns(self.policy.last_seq)
+        c.store.reserve_turns(c.policy.last_seq)
         if rebuild_curves:  # data from before the curves were kept: once
-            self.curves = Curves()
+            c.curves = Curves()
         began = time.perf_counter()
         late = []
-        for record in self.store.turns(after_seq=min(self.policy.last_seq, self.curves.last_seq)):
+        for record in c.store.turns(after_seq=min(c.policy.last_seq, c.curves.last_seq)):
             turn = current(record)
             if turn.status == PENDING:
                 turn.status = UNANSWERED
-                self.store.update_turn(turn.id, status=UNANSWERED)
-            if turn.seq > self.curves.last_seq:
-                self.curves.fold(turn)
-            self.store.count_session_turn(turn.session, turn.seq)
-            if turn.seq > self.policy.last_seq:
+                c.store.update_turn(turn.id, status=UNANSWERED)
+            if turn.seq > c.curves.last_seq:
+                c.curves.fold(turn)
+            c.store.count_session_turn(turn.session, turn.seq)
+            if turn.seq > c.policy.last_seq:
                 late.append(turn)
         if late and all(learnable(t) for t in late):
-            replay(self.policy, late)
+            replay(c.policy, late)
             self.recovered = (len(late), time.perf_counter() - began)
             log.info("learned %d stored turns after the policy's checkpoint in %.3f s",
                      *self.recovered)
         if late or rebuild_curves:
-            self._save_policy()
+            c.save_policy()
 
     def attach(self, source: CandidateSource) -> None:
         """The model is loaded: turns can be taken from now on."""
-        with self._lock:
-            self.source = source
-            source.sampling = self.settings.sampling()
+        c = self.conversation
+        with c.lock:
+            c.source = source
+            source.sampling = c.settings.sampling()
 
     def detach(self) -> None:
         """Let go of the model (another one is loading); the session ends."""
+        c = self.conversation
         self.end()
-        with self._lock:
-            self.source = None
+        with c.lock:
+            c.source = None
 
     # one turn -------------------------------------------------------------
     def say(
@@ -164,21 +230,22 @@ class Agent(AnswerDoor, SessionDoor):
         as they are drawn; `cancel` stops the generation
         (GenerationCancelled, nothing stored).
         """
+        c = self.conversation
         text = checked_text(text, "message")
         if system is not None and not isinstance(system, str):
             raise AgentError(ErrorCode.BAD_FIELD, "The system prompt must be text.")
-        with self._lock, storing():
-            source = self.source
+        with c.lock, storing():
+            source = c.source
             if source is None:
                 raise AgentError(ErrorCode.NO_MODEL, "The model is not loaded yet; wait for it.")
-            if system is not None and self.session is not None and system != self.system:
+            if system is not None and c.session is not None and system != c.system:
                 raise AgentError(ErrorCode.SYSTEM_FIXED, "The system prompt is set on a session's "
                                  "first turn; end the session to start one with another.")
-            self._close_open_turn()
-            if self.session is None and system is not None:
-                self.system = valid_unicode(system)
-            history, epoch, samples = list(self.history), self._epoch, self.settings.samples
-            persona = self._system()
+            c.close_open_turn()
+            if c.session is None and system is not None:
+                c.system = valid_unicode(system)
+            history, epoch, samples = list(c.history), c.epoch, c.settings.samples
+            persona = c.system_prompt()
         try:
             proposal = source.propose(history, text, samples, system=persona,
                                       on_token=on_token, cancel=cancel)
@@ -194,43 +261,44 @@ class Agent(AnswerDoor, SessionDoor):
                 "The model produced no usable reply; send the message again."
             )
         phi = featurize(text, proposal.context_hidden, proposal.candidates)
-        with self._lock, storing():
-            if epoch != self._epoch:
+        with c.lock, storing():
+            if epoch != c.epoch:
                 raise AgentError(ErrorCode.SESSION_GONE, "The session ended while the replies were "
                                  "being generated; send the message again.")
             view = self._store_turn(text, proposal, phi)
-            if proposal.notice and self._warning is None:
-                self._warning = AgentError(ErrorCode.IDENTICAL_REPLIES, proposal.notice)
+            if proposal.notice and c.warning is None:
+                c.warning = AgentError(ErrorCode.IDENTICAL_REPLIES, proposal.notice)
             return view
 
     def _store_turn(self, text: str, proposal: Proposal, phi: np.ndarray) -> TurnView:
-        if self.session is None:
-            self.system = self._system()
-            self.session = self.store.new_session(title=one_line(text), system=self.system)
-        turn = new_turn(self.session, text, proposal, phi, feature_version=FEATURE_VERSION,
-                        policy_version=self.policy.version, system=self.system or "")
-        before = self.policy.checkpoint()
-        start_turn(self.policy, turn)
-        order, probs, scores = self.policy.rank(phi, self.rng)
+        c = self.conversation
+        if c.session is None:
+            c.system = c.system_prompt()
+            c.session = c.store.new_session(title=one_line(text), system=c.system)
+        turn = new_turn(c.session, text, proposal, phi, feature_version=FEATURE_VERSION,
+                        policy_version=c.policy.version, system=c.system or "")
+        before = c.policy.checkpoint()
+        start_turn(c.policy, turn)
+        order, probs, scores = c.policy.rank(phi, c.rng)
         turn.order = order
-        turn.shown_count = min(self.settings.candidates, len(order))
+        turn.shown_count = min(c.settings.candidates, len(order))
         turn.propensities = [float(p) for p in probs]
         turn.scores = [float(s) for s in scores]
-        turn.temperature = float(self.policy.temperature(phi))
+        turn.temperature = float(c.policy.temperature(phi))
         try:
-            stored = self.store.add_turn(*turn.to_record())
+            stored = c.store.add_turn(*turn.to_record())
         except StorageFault:
-            self.policy.restore(before)  # as if the turn never happened
+            c.policy.restore(before)  # as if the turn never happened
             raise
         turn.seq, turn.id = stored["seq"], stored["id"]
-        self.open_turn, self.answered_turn = turn, None
-        self.index_turn(turn)
+        c.open_turn, c.answered_turn = turn, None
+        c.index_turn(turn)
         # Its session's counters follow from the stored turn: they are written
         # with the session's next change or the next checkpoint, and start-up
         # counts the turns after the checkpoint again (see _recover).
-        self.store.count_session_turn(self.session, turn.seq)
+        c.store.count_session_turn(c.session, turn.seq)
         return TurnView(
-            session=self.session,
+            session=c.session,
             turn=turn.id,
             candidates=[
                 ShownCandidate(i, turn.candidates[i].text, turn.scores[i], turn.propensities[i],
@@ -242,12 +310,13 @@ class Agent(AnswerDoor, SessionDoor):
     def explain(self, turn_id: str, top: int = 3) -> dict[int, list[tuple[str, float]]]:
         """Why the shown candidates of the open turn are in this order: each
         one's largest feature contributions relative to the mean of those shown."""
-        with self._lock:
-            turn = self.open_turn
+        c = self.conversation
+        with c.lock:
+            turn = c.open_turn
             if turn is None or turn.id != turn_id:
                 raise AgentError(ErrorCode.UNKNOWN_TURN, f"Turn {turn_id!r} is not open.")
             shown = turn.shown_ids
-            rows = self.policy.explain(turn.features()[shown], FEATURE_NAMES, top)
+            rows = c.policy.explain(turn.features()[shown], FEATURE_NAMES, top)
             return dict(zip(shown, rows, strict=True))
 
     # search ---------------------------------------------------------------
@@ -258,123 +327,96 @@ class Agent(AnswerDoor, SessionDoor):
         makes it in a worker, with `progress(turns read)`): it reads through
         a read-only store of its own, so the agent's lock is held only to
         catch up with what changed meanwhile."""
-        with self._lock:
-            if self._search is not None:
-                return self._search
+        c = self.conversation
+        with c.lock:
+            if c.search is not None:
+                return c.search
             # The open turn may be answered while the index is read: read it again after.
-            since = self.open_turn.seq - 1 if self.open_turn else self.store.count_turns()
-            self._deleted_meanwhile = set()
-        reader = Store(self.store.data_dir, readonly=True)
+            since = c.open_turn.seq - 1 if c.open_turn else c.store.count_turns()
+            c.deleted_meanwhile = set()
+        reader = Store(c.store.data_dir, readonly=True)
         try:
             cached = SearchIndex.from_dict(reader.load_search_cache())
             index = SearchIndex.build(reader.turn_texts(cached.last_seq if cached else 0),
                                       progress, cached)
         finally:
             reader.close()
-        with self._lock:
-            if self._search is None:
-                late = self.store.turn_texts(min(since, index.last_seq))
-                self._search = SearchIndex.build(late, start=index)
-                for session in self._deleted_meanwhile:
-                    self._search.drop_session(session)
-            return self._search
+        with c.lock:
+            if c.search is None:
+                late = c.store.turn_texts(min(since, index.last_seq))
+                c.search = SearchIndex.build(late, start=index)
+                for session in c.deleted_meanwhile:
+                    c.search.drop_session(session)
+            return c.search
 
     def search(self, query: str, limit: int | None = None) -> list[Hit]:
         """Sessions whose messages or replies hold every word of `query`, the
         newest match first (search.SearchIndex.search)."""
+        c = self.conversation
         index = self.search_index()
-        with self._lock:
+        with c.lock:
             return index.search(query, limit)
-
-    def index_turn(self, turn: Turn) -> None:
-        if self._search is not None:
-            self._search.put(turn.seq, turn.session, searchable(turn.user_text,
-                                                                turn.reply_text()))
 
     def take_warning(self) -> AgentError | None:
         """A storage problem the last step survived (it was saved where it
         matters, but the user should know), once."""
-        with self._lock:
-            warning, self._warning = self._warning, None
+        c = self.conversation
+        with c.lock:
+            warning, c.warning = c.warning, None
             return warning
 
-    # sessions -------------------------------------------------------------
     # the policy, read-only ------------------------------------------------
     def policy_view(self) -> PolicyView:
-        with self._lock:
-            return PolicyView(self.policy.version, self.policy.config,
-                              tuple(float(w) for w in self.policy.w), FEATURE_NAMES)
+        c = self.conversation
+        with c.lock:
+            return PolicyView(c.policy.version, c.policy.config,
+                              tuple(float(w) for w in c.policy.w), FEATURE_NAMES)
 
     def learning_curves(self) -> Curves:
-        with self._lock:
-            return Curves.from_dict(self.curves.to_dict())
+        c = self.conversation
+        with c.lock:
+            return Curves.from_dict(c.curves.to_dict())
 
     def stats(self) -> dict[str, int]:
-        with self._lock:
+        c = self.conversation
+        with c.lock:
             return {
-                "turns": self.store.count_turns(),
-                "sessions": self.store.count_sessions(),
-                "policy_version": self.policy.version,
-                "unreadable_turns": self.store.unreadable_turns,
+                "turns": c.store.count_turns(),
+                "sessions": c.store.count_sessions(),
+                "policy_version": c.policy.version,
+                "unreadable_turns": c.store.unreadable_turns,
             }
 
     # settings -------------------------------------------------------------
     def reconfigure(self, settings: Settings) -> bool:
         """Use new settings from the next turn on.  Returns whether they need
         another model (the caller loads it and attaches it)."""
+        c = self.conversation
         problems = settings.problems()
         if problems:
             raise AgentError(ErrorCode.BAD_SETTINGS, problems[0][1].capitalize() + ".")
-        with self._lock, storing():
-            reload = settings.needs_reload(self.settings)
-            self.settings = settings
-            if self.source is not None:
-                self.source.sampling = settings.sampling()
+        with c.lock, storing():
+            reload = settings.needs_reload(c.settings)
+            c.settings = settings
+            if c.source is not None:
+                c.source.sampling = settings.sampling()
             self._configure_policy(settings.learner())
             return reload
 
     def _configure_policy(self, learner: dict[str, float]) -> None:
         """Learner settings (gamma, forgetting, epsilon) from now on, saved with the policy."""
-        config = replace(self.policy.config, **learner)
-        if config != self.policy.config:
-            self.policy.config = config
-            self._save_policy()
+        c = self.conversation
+        config = replace(c.policy.config, **learner)
+        if config != c.policy.config:
+            c.policy.config = config
+            c.save_policy()
 
-    # internals ------------------------------------------------------------
-    def _close_open_turn(self) -> None:
-        turn = self.open_turn
-        if turn is None:
-            return
-        self.store.update_turn(turn.id, status=UNANSWERED)
-        turn.status = UNANSWERED
-        # Nothing to learn from it, but it was applied (bootstrap) and counts as seen.
-        finish_turn(self.policy, turn)
-        self.curves.fold(turn)
-        self.open_turn = None
-
+    # the policy's checkpoint ----------------------------------------------
     def checkpoint(self, *, due_only: bool = False) -> None:
         """Save the policy if it learned turns since its last save (with
         `due_only`, only once CHECKPOINT_EVERY of them are waiting).  Front
         ends call it at a clean exit."""
-        with self._lock:
-            waiting = self.policy.last_seq - self._saved_seq
-            if waiting >= (CHECKPOINT_EVERY if due_only else 1):
-                self._save_policy()
-            if not due_only and self._search is not None and self._search.changed:
-                with contextlib.suppress(StorageFault):  # a cache: the next start rebuilds it
-                    self.store.save_search_cache(self._search.to_dict())
-                    self._search.changed = False
-
-    def _save_policy(self) -> None:
-        """The turns behind the policy are stored, so a failed save loses
-        nothing (startup relearns them); it is reported, not raised."""
-        try:
-            save_policy(self.store, self.policy, self.curves)
-            self._saved_seq = self.policy.last_seq
-        except StorageFault as fault:
-            log.warning("policy not saved: %s", fault)
-            self._warning = AgentError(fault.code, fault.message)
-
+        self.conversation.checkpoint(due_only=due_only)
 
 def load_source(settings: Settings, *, seed: int | None = None,
                 progress: Callable[[str], None] | None = None) -> CandidateSource:

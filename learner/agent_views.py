@@ -1,37 +1,11 @@
-"""What the agent hands out: views of a turn, of the policy and of a deletion,
-and what it needs of a model (CandidateSource).  Plain data, no I/O."""
+"""What the agent hands out: views of a turn, of the policy and of a
+deletion.  Plain data, no I/O."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import Protocol
 
 from rlchat.learner.policy import PolicyConfig
-from rlchat.learner.records import Proposal
-from rlchat.learner.sampling import Sampling, TokenCallback
-
-
-class CandidateSource(Protocol):
-    """A generator of candidate replies (the model)."""
-
-    sampling: Sampling
-
-    @property
-    def identity(self) -> dict[str, str]:
-        """What generates: model, prompt format, number format (stored with each turn)."""
-        ...
-
-    def propose(
-        self,
-        history: list[tuple[str, str]],
-        message: str,
-        n: int,
-        *,
-        system: str = "",
-        on_token: TokenCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Proposal: ...
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rlchat.learner.agent_sessions import storing
+from rlchat.learner.conversation import storing
 from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import valid_unicode
 from rlchat.learner.evaluate import Evaluation, LoggedStep, estimate

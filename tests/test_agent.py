@@ -199,7 +199,7 @@ def test_a_crash_between_turn_and_policy_write_is_recovered(make_agent, data_dir
 
 def test_a_late_thumb_after_a_checkpoint_reaches_the_saved_policy(make_agent, data_dir,
                                                                     monkeypatch):
-    monkeypatch.setattr("rlchat.learner.agent.CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr("rlchat.learner.conversation.CHECKPOINT_EVERY", 1)
     agent = make_agent(seed=2)
     view = agent.say("first")
     agent.choose(view.turn, view.candidates[0].id, 4)  # a checkpoint: turn 1 is saved
