@@ -230,3 +230,29 @@ def test_no_module_of_tui_imports_storage_without_saying_why():
                     not re.search(r"# storage: \S", lines[node.lineno - 1]):
                 offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+def test_no_mixin_is_left_in_the_product():
+    """State lives in one object per job and collaborators take it: no class
+    of learner/ or tui/ mixes in another of the project's, and no method
+    types `self` as some other class (the mark of a mixin)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    paths = sorted([*root.glob("learner/**/*.py"), *root.glob("tui/**/*.py")])
+    trees = {path: ast.parse(path.read_text()) for path in paths}
+    ours = {node.name for tree in trees.values() for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef)}
+    offenders = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                mixed = [b.id for b in node.bases if isinstance(b, ast.Name) and b.id in ours]
+                if len(node.bases) > 1 and mixed:
+                    offenders.append(f"{path.relative_to(root)}: {node.name}{mixed}")
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.args.args:
+                first = node.args.args[0]
+                if first.arg == "self" and first.annotation is not None:
+                    offenders.append(f"{path.relative_to(root)}: {node.name}(self: ...)")
+    assert offenders == []

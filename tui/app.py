@@ -26,7 +26,7 @@ from rlchat.tui.screens.help import COMMANDS, HelpScreen, KeyRow, key_rows
 from rlchat.tui.screens.learning import LearningScreen
 from rlchat.tui.screens.sessions import Resume, SessionsScreen
 from rlchat.tui.screens.settings_form import SettingsForm
-from rlchat.tui.turn_actions import TurnActions
+from rlchat.tui.turn_actions import TURN_BINDINGS, TurnActions
 from rlchat.tui.turn_flow import Phase, TurnFlow
 from rlchat.tui.widgets.candidates import CandidatePanel
 from rlchat.tui.widgets.prompt import KEYS_HINT, PromptInput
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SourceFactory = Callable[[Settings], "CandidateSource"]
 
 
-class RlchatApp(ModelLoading, TurnActions, App[int]):
+class RlchatApp(App[int]):
     TITLE = "rlchat"
     CSS = """
     #status { height: auto; padding: 0 1; color: $text-muted; }
@@ -51,7 +51,7 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
     PromptInput { dock: bottom; margin-bottom: 1; }
     """
     BINDINGS = [
-        *TurnActions.TURN_BINDINGS,
+        *TURN_BINDINGS,
         Binding("ctrl+n", "new_session", "new", id="new-session",
                 tooltip="end this session, start a new one"),
         Binding("f2", "sessions", "sessions", id="sessions",
@@ -83,14 +83,13 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         self.source_factory = source_factory or self._load_source
         self.agent: Agent | None = None  # from the first frames on; the model comes later
         self.flow = TurnFlow()
-        self.init_turns()
-        self._load_started = 0.0
-        self._load_stage = ""
+        self.turns = TurnActions(self)  # the turn keys' work
+        self.model_loader = ModelLoading(self)  # the agent and its model, in the background
 
     def _load_source(self, settings: Settings) -> CandidateSource:
         from rlchat.learner.agent import load_source
 
-        return load_source(settings, seed=self.seed, progress=self.loading_stage)
+        return load_source(settings, seed=self.seed, progress=self.model_loader.loading_stage)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -105,7 +104,7 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         for notice in self.notices:
             self.notify(notice, severity="warning", markup=False, timeout=10)
         self.apply_keymap(self.settings.keys)
-        self.load_model()
+        self.model_loader.load_model()
 
     def apply_keymap(self, keys: dict[str, str]) -> None:
         known = {row[3] for row in self.key_rows()}
@@ -115,6 +114,58 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
                         severity="warning", markup=False)
         self.set_keymap({k: v for k, v in keys.items() if k in known})
         self.query_one(PromptInput).keymap = dict(keys)  # it reads its own two keys
+
+    # the turn's keys: Textual finds actions on the app; TurnActions does the work
+    def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        self.turns.submitted(event)
+
+    def action_digit(self, n: int) -> None:
+        self.turns.digit(n)
+
+    def action_move(self, delta: int) -> None:
+        self.turns.move(delta)
+
+    def action_pick_highlighted(self) -> None:
+        self.turns.pick_highlighted()
+
+    def action_order(self) -> None:
+        self.turns.order()
+
+    def action_edit(self) -> None:
+        self.turns.edit()
+
+    def action_skip_rating(self) -> None:
+        self.turns.skip_rating()
+
+    def action_own_reply(self) -> None:
+        self.turns.own_reply()
+
+    def action_cancel_reply(self) -> None:
+        self.turns.cancel_reply()
+
+    def action_regenerate(self) -> None:
+        self.turns.regenerate()
+
+    def action_none(self) -> None:
+        self.turns.none()
+
+    def action_continue_reply(self) -> None:
+        self.turns.continue_reply()
+
+    def action_cancel(self) -> None:
+        self.turns.cancel()
+
+    def action_thumb(self, good: bool) -> None:
+        self.turns.thumb(good)
+
+    def action_copy(self) -> None:
+        self.turns.copy()
+
+    def action_toggle_why(self) -> None:
+        self.turns.toggle_why()
+
+    def action_toggle_expand(self) -> None:
+        self.turns.toggle_expand()
 
     # sessions, learning, settings -------------------------------------------
     def action_new_session(self) -> None:
@@ -224,7 +275,7 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
             self.agent.detach()
             self.query_one(Transcript).show([])
             self.query_one(CandidatePanel).clear()
-            self.load_model()
+            self.model_loader.load_model()
 
     # keys and commands ------------------------------------------------------
     def key_rows(self) -> list[KeyRow]:
@@ -253,7 +304,7 @@ class RlchatApp(ModelLoading, TurnActions, App[int]):
         return self.flow.allows(action)
 
     # rendering --------------------------------------------------------------
-    def _subtitle(self) -> None:
+    def refresh_subtitle(self) -> None:
         version = self.agent.policy_view().version if self.agent else "-"
         source = self.agent.source if self.agent else None
         identity = source.identity if source else {}
