@@ -226,16 +226,40 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def _fit(data: Dataset, options: TrainOptions, say: Progress):
+    """The model trained on `data`: its base loaded, the trainer built and
+    run, the held-out pairs measured.  Returns (model, tokenizer, the base's
+    weights fingerprint, metrics)."""
     import torch
-    from datasets import Dataset as Rows
     from datasets import disable_progress_bars
-    from peft import LoraConfig
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
 
+    from rlchat.learner.generator import weights_fingerprint
+
+    tokenizer, model = _load_base(options)
+    data = rendered(data, tokenizer)
+    base_weights = weights_fingerprint(model)
+    # Progress is ours (stderr, one line a step); stdout stays for the report.
+    disable_progress_bars()
+    warnings.filterwarnings("ignore", module="peft")
+    warnings.filterwarnings("ignore", module="trl")
+    torch.manual_seed(options.seed)
+    output_dir = tempfile.mkdtemp(prefix="rlchat-train-")
+    try:
+        trainer = _trainer(data, options, model, tokenizer,
+                           _trainer_args(options, model, output_dir), say)
+        say(f"training {'LoRA adapters' if options.lora else 'the full model'} "
+            f"({options.method.upper()}, {options.steps} steps, {len(data.train)} rows)")
+        result = trainer.train()
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    trained, metrics = _measured(trainer.model, tokenizer, data, options, say)
+    return trained, tokenizer, base_weights, {
+        "train_loss": round(float(result.training_loss), 4), **metrics}
+
+
+def _load_base(options: TrainOptions):
+    """(tokenizer, model) of the base, with a pad token the trainers need."""
     from rlchat.learner.errors import ModelUnavailable
-    from rlchat.learner.generator import load_model, weights_fingerprint
-    from rlchat.learner.generator.weights import bf16_supported
+    from rlchat.learner.generator import load_model
 
     try:
         tokenizer, model = load_model(options.model)
@@ -243,12 +267,17 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
         raise TrainError(str(exc).rstrip(".")) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    data = rendered(data, tokenizer)
-    base_weights = weights_fingerprint(model)
+    return tokenizer, model
+
+
+def _trainer_args(options: TrainOptions, model, output_dir: str) -> dict[str, Any]:
+    """What DPO's and KTO's configs share: CPU, constant rate, no saving."""
+    from rlchat.learner.generator.weights import bf16_supported
+
     context = int(getattr(model.config, "n_positions", 0)
                   or getattr(model.config, "max_position_embeddings", 1024))
-    common = dict(
-        output_dir=tempfile.mkdtemp(prefix="rlchat-train-"), max_steps=options.steps,
+    return dict(
+        output_dir=output_dir, max_steps=options.steps,
         learning_rate=options.learning_rate or (LORA_RATE if options.lora else FULL_RATE),
         per_device_train_batch_size=options.batch_size, bf16=bf16_supported(),
         gradient_checkpointing=False, use_cpu=True, logging_steps=1, save_strategy="no",
@@ -256,6 +285,17 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
         max_length=context, beta=options.beta,
         lr_scheduler_type="constant", dataloader_num_workers=0,
     )
+
+
+def _trainer(data: Dataset, options: TrainOptions, model, tokenizer, common: dict[str, Any],
+             say: Progress):
+    """TRL's DPO or KTO trainer over the training rows, LoRA where asked,
+    reporting each step's loss through `say`."""
+    from datasets import Dataset as Rows
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
     peft_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
                              task_type="CAUSAL_LM") if options.lora else None
 
@@ -264,17 +304,12 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
             if logs and "loss" in logs:
                 say(f"step {state.global_step}/{options.steps}  loss {logs['loss']:.4f}")
 
-    # Progress is ours (stderr, one line a step); stdout stays for the report.
-    disable_progress_bars()
-    warnings.filterwarnings("ignore", module="peft")
-    warnings.filterwarnings("ignore", module="trl")
-    torch.manual_seed(options.seed)
+    rows = Rows.from_list(data.train)
     if options.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
         trainer = DPOTrainer(model=model, args=DPOConfig(**common), processing_class=tokenizer,
-                             train_dataset=Rows.from_list(data.train), peft_config=peft_config,
-                             callbacks=[Report()])
+                             train_dataset=rows, peft_config=peft_config, callbacks=[Report()])
     else:
         from trl import KTOConfig, KTOTrainer
 
@@ -286,17 +321,18 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
         weights = dict(desirable_weight=max(1.0, bad / good),
                        undesirable_weight=max(1.0, good / bad))
         trainer = KTOTrainer(model=model, args=KTOConfig(**common, **weights),
-                             processing_class=tokenizer,
-                             train_dataset=Rows.from_list(data.train),
+                             processing_class=tokenizer, train_dataset=rows,
                              peft_config=peft_config, callbacks=[Report()])
     trainer.remove_callback(PrinterCallback)
-    say(f"training {'LoRA adapters' if options.lora else 'the full model'} "
-        f"({options.method.upper()}, {options.steps} steps, {len(data.train)} rows)")
-    try:
-        result = trainer.train()
-    finally:
-        shutil.rmtree(common["output_dir"], ignore_errors=True)
-    trained = trainer.model
+    return trainer
+
+
+def _measured(trained, tokenizer, data: Dataset, options: TrainOptions,
+              say: Progress) -> tuple[Any, dict[str, Any]]:
+    """The trained model as it is written (adapters merged unless kept), and
+    its held-out preference accuracy against the base."""
+    from rlchat.learner.generator import load_model
+
     reference: list[list[float]] | None = None
     if data.held_out:
         say(f"measuring {len(data.held_out)} held-out pairs")
@@ -307,14 +343,14 @@ def _fit(data: Dataset, options: TrainOptions, say: Progress):
     if options.lora and not options.adapter:
         trained = trained.merge_and_unload()
     trained.eval()
-    metrics = {"train_loss": round(float(result.training_loss), 4)}
+    metrics: dict[str, Any] = {}
     if data.held_out:
         if reference is None:  # a full fine-tune changed the base's own weights
             reference = row_logps(load_model(options.model)[1], tokenizer, data.held_out)
         metrics.update(held_out_accuracy(data.held_out,
                                          row_logps(trained, tokenizer, data.held_out),
                                          reference, options.beta))
-    return trained, tokenizer, base_weights, metrics
+    return trained, metrics
 
 
 def row_logps(net, tokenizer, rows: list[dict[str, Any]]) -> list[list[float]]:

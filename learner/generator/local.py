@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +33,16 @@ from rlchat.learner.records import Candidate, Proposal
 from rlchat.learner.sampling import Sampling, TokenCallback
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DrawnReply:
+    """One sampled row read as a reply."""
+
+    text: str  # as shown: the format's reply, trimmed
+    sampled: str | None  # as drawn (leading space too), where the reply is all of it
+    span: int  # the reply's tokens, up to the end of its turn
+    cut: bool  # it reached max_new_tokens before its turn ended
 
 
 class Generator:
@@ -167,36 +178,42 @@ class Generator:
         )
         self._prompt_pass = rows.prompt_pass
         self.last_steps, self.last_prompt_run = rows.steps, rows.prompt_tokens_run
-        texts, spans, cut, raws = [], [], [], []
-        for tokens in rows.tokens:
-            reply = self._reply_tokens(tokens)
-            decoded = self.tokenizer.decode(reply, skip_special_tokens=True)
-            texts.append(self.format.reply_text(decoded))
-            # The text exactly as sampled (a leading space too), where the
-            # reply is all of it; not where it was cut at a turn marker.
-            raws.append(decoded if decoded.strip() == texts[-1] else None)
-            spans.append(len(reply))
-            # No end of turn within max_new_tokens: the reply was cut there.
-            cut.append(len(reply) == len(tokens) == self.max_new_tokens)
+        replies = [self._read_reply(tokens) for tokens in rows.tokens]
         candidates = []
-        for row in unique_nonempty(texts):
-            end = max(spans[row], 1)
+        for row in unique_nonempty([reply.text for reply in replies]):
+            reply, end = replies[row], max(replies[row].span, 1)
             candidates.append(
                 Candidate(
-                    text=texts[row],
+                    text=reply.text,
                     logprob=float(np.mean(rows.logprobs[row][:end])),
-                    tokens=spans[row],
+                    tokens=reply.span,
                     hidden=torch.stack(rows.states[row][:end]).mean(dim=0)
                     .numpy().astype(np.float64),
-                    truncated=cut[row],
-                    sampled=raws[row],
-                    token_ids=rows.tokens[row][:spans[row]] if raws[row] is not None else None,
+                    truncated=reply.cut,
+                    sampled=reply.sampled,
+                    token_ids=rows.tokens[row][:reply.span] if reply.sampled is not None
+                    else None,
                 )
             )
         context = rows.context_state.numpy().astype(np.float64)
         prompt = self.tokenizer.decode(ids, skip_special_tokens=False)
         return Proposal(candidates=candidates, context_hidden=context, prompt=prompt,
                         generator=self.identity)
+
+    def _read_reply(self, tokens: list[int]) -> DrawnReply:
+        """One sampled row as a reply: its text, where its turn ended."""
+        reply = self._reply_tokens(tokens)
+        decoded = self.tokenizer.decode(reply, skip_special_tokens=True)
+        text = self.format.reply_text(decoded)
+        return DrawnReply(
+            text=text,
+            # The text exactly as sampled (a leading space too), where the
+            # reply is all of it; not where it was cut at a turn marker.
+            sampled=decoded if decoded.strip() == text else None,
+            span=len(reply),
+            # No end of turn within max_new_tokens: the reply was cut there.
+            cut=len(reply) == len(tokens) == self.max_new_tokens,
+        )
 
     def extend(self, prompt: str, text: str, token_ids: list[int] | None, *,
                on_token: TokenCallback | None = None,
