@@ -127,7 +127,7 @@ def _listing(client: ServerClient, model: str) -> tuple[tuple[str, ...], dict[st
     return ids, next((e for e in entries if e["id"] == model), None)
 
 
-def _optional(client: ServerClient, method: str, path: str, body: Any = None) -> Any:
+def optional(client: ServerClient, method: str, path: str, body: Any = None) -> Any:
     """A server-specific endpoint's answer, or None where there is none (a
     server that stops answering, or the deadline, still ends the probe)."""
     try:
@@ -150,7 +150,7 @@ def _context(client: ServerClient, entry: dict[str, Any], model: str, props: Any
         for value in (per_slot, props.get("n_ctx")):
             if isinstance(value, int) and value > 0:
                 return value
-    show = _optional(client, "POST", "/api/show", {"model": model})  # Ollama
+    show = optional(client, "POST", "/api/show", {"model": model})  # Ollama
     info = show.get("model_info") if isinstance(show, dict) else None
     if isinstance(info, dict):
         for key, value in info.items():
@@ -163,7 +163,7 @@ def _build(client: ServerClient, props: Any) -> str:
     if isinstance(props, dict) and isinstance(props.get("build_info"), str):
         return client.mask(valid_unicode(f"llama.cpp {props['build_info']}"))[:200]
     for path in ("/version", "/api/version"):  # vLLM, Ollama
-        answer = _optional(client, "GET", path)
+        answer = optional(client, "GET", path)
         if isinstance(answer, dict) and isinstance(answer.get("version"), str):
             return client.mask(valid_unicode(f"version {answer['version']}"))[:200]
     return ""
@@ -225,7 +225,7 @@ def _probe_draw(client: ServerClient, model: str, endpoint: str,
 
 def _tokenizer(client: ServerClient, model: str) -> str | None:
     for key in ("content", "prompt"):  # llama.cpp's, then vLLM's
-        answer = _optional(client, "POST", "/tokenize", {key: _PROBE_MESSAGE, "model": model})
+        answer = optional(client, "POST", "/tokenize", {key: _PROBE_MESSAGE, "model": model})
         if isinstance(answer, dict) and isinstance(answer.get("tokens"), list) \
                 and answer["tokens"]:
             return key
@@ -234,13 +234,13 @@ def _tokenizer(client: ServerClient, model: str) -> str | None:
 
 def _renderer(client: ServerClient, model: str) -> str | None:
     messages = [{"role": "user", "content": _PROBE_MESSAGE}]
-    answer = _optional(client, "POST", "/apply-template", {"messages": messages})
+    answer = optional(client, "POST", "/apply-template", {"messages": messages})
     if isinstance(answer, dict) and isinstance(answer.get("prompt"), str):
         return "apply-template"  # llama.cpp
-    answer = _optional(client, "POST", "/tokenize",
+    answer = optional(client, "POST", "/tokenize",
                        {"model": model, "messages": messages, "add_generation_prompt": True})
     if isinstance(answer, dict) and isinstance(answer.get("tokens"), list):
-        text = _optional(client, "POST", "/detokenize",
+        text = optional(client, "POST", "/detokenize",
                          {"model": model, "tokens": answer["tokens"]})
         if isinstance(text, dict) and isinstance(text.get("prompt"), str):
             return "tokenize-messages"  # vLLM
@@ -279,7 +279,7 @@ def _probe(client: ServerClient, model: str, prompt_format: str) -> Capabilities
     n_choices, logprobs, extras, vary = found
     listed = entry is not None
     entry = entry if entry is not None else {"id": model}
-    props = _optional(client, "GET", "/props")  # llama.cpp's: its context and build
+    props = optional(client, "GET", "/props")  # llama.cpp's: its context and build
     return Capabilities(
         model=model, models=models, endpoint=endpoint, n_choices=n_choices,
         logprobs=logprobs, extra_samplers=extras, context=_context(client, entry, model, props),

@@ -41,6 +41,7 @@ from rlchat.learner.remote.capabilities import (
     PATHS,
     SAME_SAMPLES,
     Capabilities,
+    optional,
     probe,
     refusal,
 )
@@ -349,26 +350,18 @@ class RemoteGenerator:
         return self.client.mask(valid_unicode(rendered))
 
     def _rendered(self, caps: Capabilities, messages: list[dict[str, str]]) -> Any:
-        try:
-            if caps.render == "apply-template":
-                answer = self.client.call("POST", "/apply-template", {"messages": messages},
-                                          root=True)
-                return answer.get("prompt") if isinstance(answer, dict) else None
-            if caps.render == "tokenize-messages":
-                tokens = self.client.call("POST", "/tokenize", {
-                    "model": self.model, "messages": messages, "add_generation_prompt": True,
-                }, root=True).get("tokens")
-                answer = self.client.call("POST", "/detokenize",
-                                          {"model": self.model, "tokens": tokens}, root=True)
-                return answer.get("prompt") if isinstance(answer, dict) else None
-        except Refused:
-            return None
-        except BackendError as exc:
-            if exc.code == BACKEND_ERROR:
+        if caps.render == "apply-template":
+            answer = optional(self.client, "POST", "/apply-template", {"messages": messages})
+            return answer.get("prompt") if isinstance(answer, dict) else None
+        if caps.render == "tokenize-messages":
+            answer = optional(self.client, "POST", "/tokenize", {
+                "model": self.model, "messages": messages, "add_generation_prompt": True})
+            tokens = answer.get("tokens") if isinstance(answer, dict) else None
+            if not isinstance(tokens, list):
                 return None
-            raise
-        except AttributeError:  # an answer that is not an object
-            return None
+            answer = optional(self.client, "POST", "/detokenize",
+                              {"model": self.model, "tokens": tokens})
+            return answer.get("prompt") if isinstance(answer, dict) else None
         return None
 
 
