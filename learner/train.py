@@ -147,6 +147,21 @@ def _require_trl() -> None:
         ) from None
 
 
+def main_process() -> bool:
+    """Whether this process writes and speaks for the run.  Under `accelerate
+    launch` (or torchrun) every process trains its share and has a RANK; only
+    rank 0 saves the model and reports, so a run writes one model."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def world_size() -> int:
+    """How many processes train this run (1 unless launched as several)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def next_run(models: Path) -> int:
     """The number of the next training run in DATA/models/."""
     runs = [int(p.name) for p in models.glob("*") if p.name.isdigit()] if models.is_dir() else []
@@ -154,8 +169,14 @@ def next_run(models: Path) -> int:
 
 
 def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, Any]:
-    """Train, save and describe the run (what `rlchat train` prints as JSON)."""
+    """Train, save and describe the run (what `rlchat train` prints as JSON).
+    Launched as several processes, each trains its share of every batch and
+    only the main one (main_process) speaks through `say` and saves."""
     from rlchat.storage import Store
+
+    if not main_process():
+        def say(message: str) -> None:  # the main process says it once
+            pass
 
     if options.method not in METHODS:
         raise TrainError(f"unknown method {options.method!r}; use dpo or kto")
@@ -211,7 +232,10 @@ def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, An
         "settings": {k: (str(v) if isinstance(v, Path | dt.date) else v)
                      for k, v in asdict(options).items()},
         "metrics": metrics, "created": _iso(time.time()), "rlchat": installed_version(),
+        "processes": world_size(),
     }
+    if not main_process():
+        return {**report, "run": run, "path": str(target), "main": False}
     _save(model, tokenizer, lineage, target, say)
     done = {**report, "run": run, "path": str(target)}
     if options.adapter:
@@ -272,15 +296,20 @@ def _load_base(options: TrainOptions):
 
 def _trainer_args(options: TrainOptions, model, output_dir: str) -> dict[str, Any]:
     """What DPO's and KTO's configs share: CPU, constant rate, no saving."""
+    import torch
+
     from rlchat.learner.generator.weights import bf16_supported
 
+    # The CPU here; the GPUs where `accelerate launch` runs it on a machine that has them.
+    gpu = torch.cuda.is_available()
     context = int(getattr(model.config, "n_positions", 0)
                   or getattr(model.config, "max_position_embeddings", 1024))
     return dict(
         output_dir=output_dir, max_steps=options.steps,
         learning_rate=options.learning_rate or (LORA_RATE if options.lora else FULL_RATE),
-        per_device_train_batch_size=options.batch_size, bf16=bf16_supported(),
-        gradient_checkpointing=False, use_cpu=True, logging_steps=1, save_strategy="no",
+        per_device_train_batch_size=options.batch_size,
+        bf16=torch.cuda.is_bf16_supported() if gpu else bf16_supported(),
+        gradient_checkpointing=False, use_cpu=not gpu, logging_steps=1, save_strategy="no",
         report_to="none", seed=options.seed, data_seed=options.seed, disable_tqdm=True,
         max_length=context, beta=options.beta,
         lr_scheduler_type="constant", dataloader_num_workers=0,

@@ -404,3 +404,27 @@ def test_an_unexpected_failure_leaves_its_traceback_in_the_data_dirs_log(
     logged = log_file.read_text()
     assert "Traceback" in logged and "RuntimeError: a tensor of the wrong shape" in logged
     assert log_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_train_under_accelerate_launch_with_two_processes_writes_one_adapter(
+        copy_of, tiny_model, tmp_path):
+    """`rlchat train` as it is, under `accelerate launch` with 2 CPU processes:
+    both train (data parallel), only the main one reports and writes, once."""
+    from rlchat.testkit.servers import free_port
+
+    out = tmp_path / "models" / "adapter"
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+         "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+         "-m", "rlchat.tui.cli", "train", "--data-dir", str(copy_of), "--model",
+         str(tiny_model), "--steps", "2", "--adapter", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1 and json.loads(reports[0])["adapter"] is True
+    assert result.stderr.count("train: saving to") == 1  # one voice, one writer
+    assert (out / "adapter_config.json").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["adapter"]  # no half-written copy
+    lineage = json.loads((out / "rlchat_lineage.json").read_text())
+    assert lineage["processes"] == 2

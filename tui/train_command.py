@@ -84,6 +84,8 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"rlchat: training failed ({type(exc).__name__}: {exc}); no model was "
               f"written.{details}", file=sys.stderr)
         return ExitStatus.FAILED
+    if report.get("main") is False:  # one of several processes: the main one reports
+        return ExitStatus.OK
     if args.json:
         print(json.dumps(report))
     elif report.get("dry_run"):
