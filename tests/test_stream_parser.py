@@ -125,3 +125,27 @@ def test_lines_are_the_same_in_any_pieces(parts, cuts):
     whole = list(lines([data], "test"))
     assert list(lines(pieces(data, cuts), "test")) == whole
     assert whole == [p.rstrip(b"\r") for p in data.split(b"\n")][:len(whole)]
+
+
+KEY = "sk-live-12345"
+
+
+@EXAMPLES
+@given(st.text("ab k-", max_size=8), st.text("ab k-", max_size=8), st.integers(1, 3),
+       st.lists(st.integers(0, 60), max_size=10), st.booleans())
+def test_the_key_is_never_streamed_whole_however_it_is_cut(before, after, times, cuts,
+                                                            finish):
+    """A server that echoes the key, cut into pieces anywhere: what the token
+    callback streams never holds it, and adds up to the masked reply."""
+    reply = before + (KEY + after) * times
+    parts = [p for p in pieces(reply.encode(), cuts) if p]
+    shown: list[str] = []
+    assembly = Assembly(1, 64, "test", on_token=lambda row, text: shown.append(text),
+                        mask=lambda text: text.replace(KEY, "***"), hold=len(KEY) - 1)
+    for number, part in enumerate(parts):
+        last = finish and number == len(parts) - 1
+        assembly.add({"choices": [{"index": 0, "delta": {"content": part.decode()},
+                                   "finish_reason": "stop" if last else None}]})
+        assert KEY not in "".join(shown)
+    assembly.finished(True)
+    assert "".join(shown) == reply.replace(KEY, "***")

@@ -125,19 +125,20 @@ class ServerClient:
     def close(self) -> None:
         self._http.close()
 
-    def _key(self) -> str:
+    def key(self) -> str:
+        """The API key's value now ("" without one): read at each use, never kept."""
         return os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
 
     def mask(self, text: str) -> str:
         """Text from the server with the key's value hidden: a server may echo
         it, and nothing rlchat shows or keeps may hold it."""
-        key = self._key()
+        key = self.key()
         return text.replace(key, "***") if key and key in text else text
 
     def _headers(self) -> dict[str, str]:
         if not self.api_key_env:
             return {}
-        key = self._key()
+        key = self.key()
         if not key:
             raise BackendError(BACKEND_AUTH, f"The environment variable {self.api_key_env} "
                                "(--api-key-env) holds no API key; set it and try again.")

@@ -48,6 +48,7 @@ class Draw:
     finish: str | None = None
     capped: bool = False  # longer than the max_tokens asked for: cut here
     came: bool = False  # the stream carried this row at all
+    held: str = ""  # drawn but not streamed yet: it could be the start of the key
 
     @property
     def text(self) -> str:
@@ -117,8 +118,12 @@ class Assembly:
 
     def __init__(self, rows: int, max_tokens: int, host: str, *, first_row: int = 0,
                  on_token: TokenCallback | None = None,
-                 mask: Callable[[str], str] = str) -> None:
+                 mask: Callable[[str], str] = str, hold: int = 0) -> None:
+        """`mask` hides the API key in text; `hold`: how many characters of
+        a row to keep back from `on_token` until more come (the key's length
+        less one), so that a key split across pieces is never streamed."""
         self.draws = [Draw() for _ in range(rows)]
+        self.hold = hold
         self.max_tokens = max(1, max_tokens)
         self.max_chars = self.max_tokens * CHARS_PER_TOKEN
         self.host, self.first_row, self.on_token, self.mask = host, first_row, on_token, mask
@@ -165,8 +170,7 @@ class Assembly:
             draw.parts.append(piece)
             draw.chars += len(piece)
             draw.pieces += 1
-            if self.on_token is not None:
-                self.on_token(self.first_row + index, piece)
+            self._stream(draw, index, piece)
         for value in values[:max(0, self.max_tokens - draw.logprob_count)]:
             draw.logprob_count += 1
             if isinstance(value, bool) or not isinstance(value, int | float) \
@@ -176,6 +180,21 @@ class Assembly:
                 draw.logprob_sum += value
         if finish:
             draw.finish = valid_unicode(finish)[:40]
+        if draw.ended:
+            self._stream(draw, index, "", flush=True)
+
+    def _stream(self, draw: Draw, index: int, piece: str, flush: bool = False) -> None:
+        if self.on_token is None:
+            return
+        if not self.hold:
+            if piece:
+                self.on_token(self.first_row + index, piece)
+            return
+        held = self.mask(draw.held + piece)
+        cut = len(held) if flush else max(0, len(held) - self.hold)
+        if cut:
+            self.on_token(self.first_row + index, held[:cut])
+        draw.held = held[cut:]
 
     @property
     def settled(self) -> bool:
@@ -189,6 +208,8 @@ class Assembly:
         carried must have its finish reason; rows it never carried are
         choices the server did not give."""
         came = [d for d in self.draws if d.came]
+        for index, draw in enumerate(self.draws):
+            self._stream(draw, index, "", flush=True)
         if not done and (not came or not all(d.ended for d in came)):
             if not self.seen:
                 raise BackendError(BACKEND_ERROR, f"The server at {self.host} answered "
@@ -224,7 +245,8 @@ def stream_assembly(
 ) -> Assembly:
     """One streamed request read whole; `rows` is how many samples it asked for."""
     assembly = Assembly(rows, int(body.get("max_tokens") or 1), client.host,
-                        first_row=first_row, on_token=on_token, mask=client.mask)
+                        first_row=first_row, on_token=on_token, mask=client.mask,
+                        hold=max(0, len(client.key()) - 1))
     with client.stream(path, {**body, "stream": True}, cancel) as chunks:
         assemble(chunks, assembly)
     return assembly
