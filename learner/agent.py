@@ -36,7 +36,7 @@ from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import one_line, valid_unicode
 from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.features import FEATURE_NAMES, FEATURE_VERSION, featurize
-from rlchat.learner.policy import PolicyConfig
+from rlchat.learner.policy import PolicyConfig, QPolicy
 from rlchat.learner.policy_store import load_policy
 from rlchat.learner.records import (
     PENDING,
@@ -93,7 +93,7 @@ class Agent:
         return self.conversation.store
 
     @property
-    def policy(self):
+    def policy(self) -> QPolicy:
         return self.conversation.policy
 
     @property

@@ -22,7 +22,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def valid_unicode(text: str) -> str:
-    """Text with lone surrogates (possible from JSON input) replaced by U+FFFD."""
+    """Text with lone surrogates (possible from JSON input) replaced by "?"."""
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 

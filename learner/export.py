@@ -33,25 +33,30 @@ from rlchat.learner.records import CHOSEN, REGENERATED, REJECTED, REPLIED, Turn
 TURN_SCHEMA = "rlchat.turn/5"  # each version's additions: docs/offline-and-export.md
 
 
-def mended(value: Any) -> Any:
-    """A value that strict JSON can hold: numbers that are not finite become
-    null, text with lone surrogates gets U+FFFD.  Data dirs written before
-    rlchat checked what servers send may hold both; every export line passes
-    through here, so it is valid JSON (`jq` reads it) whatever was stored."""
+def _finite(value: Any) -> Any:
+    """The value with every number that is not finite as None (null)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return valid_unicode(value)
     if isinstance(value, dict):
-        return {mended(k): mended(v) for k, v in value.items()}
+        return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [mended(v) for v in value]
+        return [_finite(v) for v in value]
     return value
 
 
 def json_line(value: Any) -> str:
-    """One line of a JSON-lines export: strict JSON, UTF-8 text."""
-    return json.dumps(mended(value), ensure_ascii=False, allow_nan=False) + "\n"
+    """One line of a JSON-lines export: strict JSON (`jq` reads it), UTF-8.
+
+    Data dirs written before rlchat checked what servers send may hold a NaN
+    log-prob or text with lone surrogates: the writer mends both (null, and
+    valid_unicode's replacement).  Only a line that needs it pays for the
+    walk through its values."""
+    try:
+        line = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a number that is not finite
+        line = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    # Lone surrogates can only stand inside JSON strings: mending the line mends them.
+    return valid_unicode(line) + "\n"
 
 
 def _iso(timestamp: float | None) -> str | None:

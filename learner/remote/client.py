@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from rlchat.learner.dialogue import valid_unicode
+from rlchat.learner.dialogue import one_line, valid_unicode
 from rlchat.learner.errors import (
     BACKEND_AUTH,
     BACKEND_BUSY,
@@ -215,7 +215,7 @@ class ServerClient:
                     except (httpx.HTTPError, DeadlinePassed) as exc:
                         raise self._failure(exc) from exc
                     if status not in BUSY:
-                        raise Refused(status, self.mask(valid_unicode(text)))
+                        raise Refused(status, self.mask(one_line(valid_unicode(text))))
                     asked = _retry_after(response)
                     wait = max(BACKOFF_FLOOR * 2 ** (attempt - 1), asked or 0.0)
                     if attempt >= MAX_ATTEMPTS or wait >= guard.left():

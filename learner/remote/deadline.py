@@ -50,10 +50,6 @@ _GUARD: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("rlchat_gu
                                                                      default=None)
 
 
-def current() -> Guard | None:
-    return _GUARD.get()
-
-
 @contextmanager
 def guarded(seconds: float, cancel: threading.Event | None = None) -> Iterator[Guard]:
     """Reads in this context end by `seconds` from now, or by an enclosing

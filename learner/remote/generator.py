@@ -335,7 +335,7 @@ class RemoteGenerator:
                                "without any choices; try again.")
         messages = body.get("messages")
         prompt = body.get("prompt") or (self._render(caps, messages) if messages else None)
-        same = len(draws) > 1 and len(candidates) == 1 and len(set(texts)) == 1
+        same = len(draws) > 1 and len(set(texts)) == 1 and bool(candidates)
         return Proposal(candidates=candidates, context_hidden=None, prompt=prompt or "",
                         generator=self.identity,
                         messages=None if prompt else messages,

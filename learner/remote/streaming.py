@@ -17,7 +17,6 @@ finish reason was dropped (backend_unreachable).
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,8 +61,7 @@ class Draw:
     @property
     def logprob(self) -> float | None:
         """The mean token log-prob, where the server sent only finite ones."""
-        if not self.logprob_count or not self.logprobs_valid \
-                or not math.isfinite(self.logprob_sum):
+        if not self.logprob_count or not self.logprobs_valid:
             return None
         return self.logprob_sum / self.logprob_count
 
