@@ -19,10 +19,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rlchat.learner.adapters import AdapterRun, run_in_use
 from rlchat.learner.agent_views import Deleted, PolicyView, ShownCandidate, TurnView
 from rlchat.learner.answers import Answers
 from rlchat.learner.candidate_source import CandidateSource
@@ -36,6 +38,7 @@ from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import one_line, valid_unicode
 from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.features import FEATURE_NAMES, FEATURE_VERSION, featurize
+from rlchat.learner.model_learning import ModelLearning, is_local
 from rlchat.learner.policy import PolicyConfig, QPolicy
 from rlchat.learner.policy_store import load_policy
 from rlchat.learner.records import (
@@ -82,10 +85,13 @@ class Agent:
                                          np.random.default_rng(seed), source)
         self.answers = Answers(self.conversation, self.say)
         self.session_book = Sessions(self.conversation)
+        self.model_learning = ModelLearning(self.conversation)
+        self._seed = seed
         self.recovered: tuple[int, float] = (0, 0.0)  # turns learned again at start, seconds
         with storing():
             self._recover(rebuild_curves=curves is None)
             self._configure_policy(self.conversation.settings.learner())
+        self.model_learning.configure()
 
     # the conversation's state, read-only to the front ends ----------------
     @property
@@ -206,6 +212,7 @@ class Agent:
         with c.lock:
             c.source = source
             source.sampling = c.settings.sampling()
+        self.model_learning.configure()
 
     def detach(self) -> None:
         """Let go of the model (another one is loading); the session ends."""
@@ -246,6 +253,7 @@ class Agent:
                 c.system = valid_unicode(system)
             history, epoch, samples = list(c.history), c.epoch, c.settings.samples
             persona = c.system_prompt()
+        self.model_learning.pause()  # a background run never shares the cores with a turn
         try:
             proposal = source.propose(history, text, samples, system=persona,
                                       on_token=on_token, cancel=cancel)
@@ -255,6 +263,8 @@ class Agent:
             log.exception("generation failed")
             raise AgentError(ErrorCode.GENERATION_FAILED,
                              f"Generating replies failed: {exc}") from exc
+        finally:
+            self.model_learning.resume()
         if not proposal.candidates:
             raise AgentError(
                 ErrorCode.NO_CANDIDATES,
@@ -401,7 +411,9 @@ class Agent:
             if c.source is not None:
                 c.source.sampling = settings.sampling()
             self._configure_policy(settings.learner())
-            return reload
+        if not reload:
+            self.model_learning.configure()
+        return reload
 
     def _configure_policy(self, learner: dict[str, float]) -> None:
         """Learner settings (gamma, forgetting, epsilon) from now on, saved with the policy."""
@@ -411,6 +423,55 @@ class Agent:
             c.policy.config = config
             c.save_policy()
 
+    # the model that learns while the user chats (learner/model_learning.py) --
+    def training_status(self) -> str:
+        """The background run's progress, or the rows to the next; '' when off."""
+        return self.model_learning.status()
+
+    def between_turns(self) -> str:
+        """Call between two turns (a worker thread may: it can load a model):
+        starts a background run where one is due, and where one has ended,
+        uses its adapter if it beats the bar.  One line to show, or ''."""
+        learning = self.model_learning
+        if not is_local(self.source) or not learning.switching.acquire(blocking=False):
+            return ""  # a served model, or a switch already going on
+        try:
+            changed, named = learning.named_elsewhere()  # rlchat adapters use, meanwhile
+            if changed:
+                return learning.use(named, self._load)
+            finished = learning.between_turns()
+            return "" if finished is None else learning.adopt(finished, self._load)
+        finally:
+            learning.switching.release()
+
+    def use_adapter(self, run: int | None) -> str:
+        """The chat's local model with adapter `run` from the next turn, or
+        the base (None); one line that says so."""
+        if not is_local(self.source):
+            raise AgentError(ErrorCode.BAD_SETTINGS, "Adapters apply to a local model; a "
+                             "served model takes its adapter through its server.")
+        return self.model_learning.use(run, self._load)
+
+    def adapter_run(self) -> int | None:
+        """The adapter run the chat's model runs with (None: the base)."""
+        identity = self.source.identity if self.source is not None else {}
+        return int(identity["lineage"]) if identity.get("adapter") else None
+
+    def adapters(self) -> list[AdapterRun]:
+        """Every adapter run in the data dir, oldest first."""
+        return self.model_learning.runs()
+
+    def model_learning_lines(self) -> list[str]:
+        """What the model itself has learned, a line each (F3)."""
+        return self.model_learning.lines(self.adapter_run())
+
+    def _load(self, adapter):
+        return load_source(self.settings, seed=self._seed, adapter=adapter)
+
+    def stop_training(self) -> None:
+        """End a background run now, leaving nothing half written (at exit)."""
+        self.model_learning.stop()
+
     # the policy's checkpoint ----------------------------------------------
     def checkpoint(self, *, due_only: bool = False) -> None:
         """Save the policy if it learned turns since its last save (with
@@ -419,10 +480,12 @@ class Agent:
         self.conversation.checkpoint(due_only=due_only)
 
 def load_source(settings: Settings, *, seed: int | None = None,
-                progress: Callable[[str], None] | None = None) -> CandidateSource:
+                progress: Callable[[str], None] | None = None,
+                adapter: Path | None = None) -> CandidateSource:
     """Load the model these settings name; raises ModelUnavailable.
     `progress` hears each stage of a local model's load (a fetch, a GGUF
-    conversion, the weights).
+    conversion, the weights); `adapter` is a LoRA adapter folder of rlchat
+    train to merge into a local model.
 
     With a base URL the model is served: the source connects and probes the
     server, and a server that does not answer yet is no failure here (its
@@ -441,7 +504,7 @@ def load_source(settings: Settings, *, seed: int | None = None,
     from rlchat.learner.model_files import no_progress
 
     return Generator.load(settings.model, progress=progress or no_progress,
-                          seed=seed, dtype=settings.dtype,
+                          adapter=adapter, seed=seed, dtype=settings.dtype,
                           sampling=settings.sampling(), prompt_format=settings.prompt_format,
                           max_new_tokens=settings.max_new_tokens)
 
@@ -451,4 +514,15 @@ def open_agent(store: Store, settings: Settings | None = None, *,
                progress: Callable[[str], None] | None = None) -> Agent:
     """An agent with its model loaded (ModelUnavailable if it cannot be)."""
     settings = settings or Settings()
-    return Agent(store, load_source(settings, seed=seed, progress=progress), settings, seed=seed)
+    return Agent(store, load_source(settings, seed=seed, progress=progress,
+                                    adapter=adapter_at_start(store, settings)),
+                 settings, seed=seed)
+
+
+def adapter_at_start(store: Store, settings: Settings) -> Path | None:
+    """The adapter a local model starts with: the one last put in use in
+    this data dir (rlchat adapters use, or a background run)."""
+    if settings.base_url:
+        return None
+    run = run_in_use(store.data_dir)
+    return run.path if run is not None else None

@@ -184,3 +184,16 @@ def copy_tree(source: Path, destination: Path) -> Path:
         if item.is_file():
             shutil.copy2(item, destination / item.name)
     return destination
+
+
+LINEAGE = "rlchat_lineage.json"  # written by rlchat train beside the model it made
+
+
+def read_lineage(name: str | Path) -> dict:
+    """The lineage file of a model folder rlchat train wrote ({} for any other)."""
+    path = Path(name).expanduser() / LINEAGE
+    try:
+        lineage = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return lineage if isinstance(lineage, dict) else {}

@@ -136,6 +136,12 @@ class Settings:
         None, label="Max new tokens",
         help="longest reply in tokens (unset: 128 for chat models, 40 otherwise)",
         low=1, high=1024, option=True, metavar="N", reload=True, optional=True)
+    auto_train: int = _setting(
+        0, label="Auto-train every",
+        help="train a LoRA adapter of the local model in the background every N new "
+        "preference rows (pairs or thumbs), and use it between two turns where it beats "
+        "the held-out bar; 0: off (needs rlchat[train])",
+        low=0, high=100000, option=True, metavar="N")
     # The learner's settings in the chat: described in LEARNER_PARAMETERS.
     epsilon: float | None = _learner("epsilon", label="Exploration ε", low_open=True,
                                      high_open=True)  # 0 would let a propensity fall to 0

@@ -227,6 +227,7 @@ def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, An
         "family": read_lineage(options.model).get("family") or base_weights,
         "method": options.method, "lora": options.lora, "steps": options.steps,
         "data": {"turns": data.turns, "pairs": data.pairs, "held_out": len(data.held_out),
+                 "last_seq": max(t.seq for t in turns),
                  "from": _iso(data.first), "to": _iso(data.last),
                  "since": options.since.isoformat() if options.since else None},
         "settings": {k: (str(v) if isinstance(v, Path | dt.date) else v)

@@ -46,6 +46,8 @@ class RlchatApp(App[int]):
     CSS = """
     #status { height: auto; padding: 0 1; color: $text-muted; }
     #status.-error { color: $error; }
+    #training { height: 1; padding: 0 1; color: $text-muted; display: none; }
+    #training.-on { display: block; }
     #busy { height: 1; display: none; }
     #busy.-on { display: block; }
     PromptInput { dock: bottom; margin-bottom: 1; }
@@ -97,6 +99,7 @@ class RlchatApp(App[int]):
         yield CandidatePanel(id="candidates")
         yield LoadingIndicator(id="busy")
         yield Static("", id="status", markup=False)
+        yield Static("", id="training", markup=False)
         yield PromptInput(placeholder="Loading the model…", id="message", disabled=True)
         yield Footer(compact=True)
 
@@ -105,6 +108,14 @@ class RlchatApp(App[int]):
             self.notify(notice, severity="warning", markup=False, timeout=10)
         self.apply_keymap(self.settings.keys)
         self.model_loader.load_model()
+        self.set_interval(1.0, self.show_training)
+
+    def show_training(self) -> None:
+        """The background run's progress (auto_train), a line under the status."""
+        text = self.agent.training_status() if self.agent is not None else ""
+        line = self.query_one("#training", Static)
+        line.update(Text(text))
+        line.set_class(bool(text), "-on")
 
     def apply_keymap(self, keys: dict[str, str]) -> None:
         known = {row[3] for row in self.key_rows()}
@@ -231,7 +242,8 @@ class RlchatApp(App[int]):
         elif not isinstance(self.screen, LearningScreen):
             self.push_screen(LearningScreen(self.agent.policy_view(),
                                             self.agent.learning_curves(),
-                                            self.agent.stats()["sessions"]))
+                                            self.agent.stats()["sessions"],
+                                            self.agent.model_learning_lines()))
 
     def action_settings(self) -> None:
         if isinstance(self.screen, SettingsForm):
@@ -240,7 +252,14 @@ class RlchatApp(App[int]):
         if self.agent is not None:  # show what the learner really uses
             config = self.agent.policy_view().config
             shown = replace(shown, **{name: getattr(config, name) for name in LEARNER})
-        self.push_screen(SettingsForm(shown, self.server_lines()), self.apply_settings)
+        adapters, running = [], None
+        if self.agent is not None and self.agent.source is not None and not self.settings.base_url:
+            adapters = [(f"run {r.run}: held-out {r.accuracy if r.accuracy is not None else '-'}"
+                         f"{'' if r.passed else ' (not passed)'}", r.run)
+                        for r in self.agent.adapters()]
+            running = self.agent.adapter_run()
+        self.push_screen(SettingsForm(shown, self.server_lines(), adapters, running,
+                                      self.turns.use_adapter), self.apply_settings)
 
     def server_lines(self) -> list[str]:
         """What the probe of a served model found, or why it could not run."""

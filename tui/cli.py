@@ -17,6 +17,7 @@ from pathlib import Path
 from rlchat.learner.data_dir import DATA_DIR_ENV
 from rlchat.learner.settings import KINDS, SPECS, Settings
 from rlchat.learner.version import installed_version
+from rlchat.tui.adapters_command import add_adapters_command, run_adapters
 from rlchat.tui.config_file import CONFIG_DIR_ENV, load_settings
 from rlchat.tui.exit_status import ExitStatus
 from rlchat.tui.log_file import log_to_data_dir
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(probe, suppress=True)
     add_offline_commands(sub, _add_common)
     add_train_command(sub, _add_common)
+    add_adapters_command(sub, _add_common)
     return parser
 
 
@@ -224,6 +226,7 @@ def _run_headless(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     try:
         return serve(agent, sys.stdin, sys.stdout)
     finally:
+        agent.stop_training()  # a background run unwinds, writing nothing half
         agent.checkpoint()  # a clean exit: start-up will have nothing to learn again
         store.close()
 
@@ -243,6 +246,7 @@ def _run_chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         app.run()
     finally:
         if app is not None and app.agent is not None:
+            app.agent.stop_training()  # a background run unwinds, writing nothing half
             app.agent.checkpoint()  # a clean exit: start-up will have nothing to learn again
         store.close()
     return app.return_code or ExitStatus.OK
@@ -289,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_headless(args, parser)
     if args.command == "probe":
         return _run_probe(args, parser)
+    if args.command == "adapters":
+        return run_adapters(args, _data_dir(args))
     if args.command == "train":
         from rlchat.tui.train_command import run_train
 

@@ -44,8 +44,15 @@ def _streamer(req: dict[str, Any], emit: Emit) -> Callable[[int, str], None] | N
 
 def _say(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
     system = _field(req, "system", str) if "system" in req else None
-    view = agent.say(_field(req, "text", str), system=system, on_token=_streamer(req, emit))
-    return _turn_answer(view)
+    text = _field(req, "text", str)
+    # Between two turns: a background run (auto_train) may start, or its
+    # adapter be swapped in before this turn is generated.
+    notice = agent.between_turns()
+    view = agent.say(text, system=system, on_token=_streamer(req, emit))
+    answer = _turn_answer(view)
+    if notice:
+        answer["notice"] = notice
+    return answer
 
 
 def _again(none: bool) -> Callable[[Agent, dict[str, Any], Emit], dict[str, Any]]:
@@ -105,7 +112,8 @@ def _end(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
 
 
 def _stats(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    return {"ok": True, **agent.stats()}
+    return {"ok": True, **agent.stats(), "adapter": agent.adapter_run(),
+            "training": agent.training_status()}
 
 
 OPS: dict[str, Callable[[Agent, dict[str, Any], Emit], dict[str, Any]]] = {

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +43,10 @@ def add_train_command(sub, add_common) -> None:
     add_common(train, suppress=True)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_train(args: argparse.Namespace, data_dir: Path) -> int:
     """`--model` names the base; without it, the model the logged turns record."""
     from rlchat.learner.train import MissingExtra, TrainError, TrainOptions, train
@@ -61,6 +66,9 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
                            adapter=args.adapter,
                            steps=args.steps, since=args.since, out=args.out,
                            dry_run=args.dry_run, seed=args.seed or 0)
+    # A stop from outside (the chat quitting its background run) unwinds as
+    # Ctrl+C does, so the temp folders go and no model is left half written.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = train(data_dir.expanduser(), options, say)
     except TrainError as exc:

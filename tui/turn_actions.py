@@ -9,9 +9,11 @@ handing over to TurnActions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from textual.binding import Binding
@@ -26,6 +28,8 @@ from rlchat.tui.widgets.transcript import Transcript
 if TYPE_CHECKING:
     from rlchat.learner.agent import TurnView
     from rlchat.tui.app import RlchatApp
+
+log = logging.getLogger(__name__)
 
 BACKGROUND_NICE = 10
 
@@ -353,6 +357,35 @@ class TurnActions:
         app.refresh_subtitle()
         app.to_typing(f"{what}; policy v{app.agent.policy_view().version}.")
         app.say_warning()
+        self._model_work(app.agent.between_turns)
+
+    def use_adapter(self, run: int | None) -> None:
+        """F4's choice of adapter (None: the base), loaded in a worker."""
+        self.app.notify("Loading the model with the adapter chosen…" if run is not None
+                        else "Loading the base model…", markup=False)
+        self._model_work(lambda: self.app.agent.use_adapter(run))
+
+    def _model_work(self, work: Callable[[], str]) -> None:
+        """Work on the model between two turns (auto_train's runs, a swap of
+        adapter: a load), in a worker below the UI's priority; its one line
+        as a notice.  A failure keeps the model that runs."""
+        def run() -> None:
+            background_priority()
+            try:
+                notice = work()
+            except AgentError as exc:
+                notice = exc.message
+            except Exception as exc:
+                log.exception("work on the model between turns")
+                notice = f"Switching the model failed: {exc}"
+            if notice:
+                self.app.call_from_thread(self.model_changed, notice)
+
+        self.app.run_worker(run, thread=True, group="model-learning")
+
+    def model_changed(self, notice: str) -> None:
+        self.app.refresh_subtitle()
+        self.app.notify(notice, markup=False, timeout=15)
 
     def regenerate(self) -> None:
         app = self.app

@@ -7,7 +7,6 @@ model it made."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import socket
@@ -23,12 +22,14 @@ from transformers.utils import logging as hf_logging
 
 from rlchat.learner.errors import ModelUnavailable
 from rlchat.learner.generator.gguf import converted_folder, gguf_sha256
-from rlchat.learner.model_files import (
+from rlchat.learner.model_files import (  # noqa: F401 (LINEAGE, read_lineage: re-exported)
+    LINEAGE,
     PACKAGED_NAME,
     Progress,
     fetch_packaged_gguf,
     find_gguf,
     no_progress,
+    read_lineage,
 )
 
 log = logging.getLogger(__name__)
@@ -182,16 +183,3 @@ def weights_fingerprint(model) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().cpu().numpy().data)
     return digest.hexdigest()
-
-
-LINEAGE = "rlchat_lineage.json"  # written by rlchat train beside the model it made
-
-
-def read_lineage(name: str) -> dict:
-    """The lineage file of a model folder rlchat train wrote ({} for any other)."""
-    path = Path(name).expanduser() / LINEAGE
-    try:
-        lineage = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return lineage if isinstance(lineage, dict) else {}

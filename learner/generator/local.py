@@ -8,6 +8,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ import torch
 from rlchat.learner.context_window import ContextWindow
 from rlchat.learner.dialogue import unique_nonempty
 from rlchat.learner.errors import ModelUnavailable
+from rlchat.learner.generator.adapter import AdapterMismatch, merged_adapter
 from rlchat.learner.generator.decoding import PromptPass, sample_rows
 from rlchat.learner.generator.loading import (
     load_located,
@@ -61,11 +63,13 @@ class Generator:
         name: str = "",
         gguf: str = "",
         warm_up: bool = True,
+        adapter: Path | None = None,
     ) -> None:
         """`prompt_format`: auto (from the tokenizer and `name`), gpt2, dialogpt
         or chat-template; FormatError if the model cannot be prompted so.
         `max_new_tokens`: None for the format's default.  `gguf`: the sha256
-        of the GGUF file the model was converted from, if it was."""
+        of the GGUF file the model was converted from, if it was.  `adapter`:
+        the folder of the adapter already merged into `model`, if one is."""
         self.tokenizer = tokenizer
         self.name = name or str(getattr(model.config, "_name_or_path", "") or "")
         self.format = make_format(prompt_format, tokenizer, _eos_ids(tokenizer, model),
@@ -74,8 +78,9 @@ class Generator:
         self.gguf = gguf
         self.notice = ""  # one line for the user about how the model was found
         self.label = ""  # the name to show, where not the one asked for (a fallback)
-        lineage = read_lineage(self.name)
+        lineage = read_lineage(adapter or self.name)
         self.lineage = str(lineage.get("run", ""))
+        self.adapter = str(adapter) if adapter else ""
         # A model rlchat train made belongs to the family of the one it started from.
         self.family = str(lineage.get("family") or self.weights)
         formatted = apply_dtype(model.eval(), dtype, calibration_ids(tokenizer, model.config))
@@ -107,6 +112,8 @@ class Generator:
                     "format": self.format.name, "dtype": self.dtype, "lineage": self.lineage}
         if self.gguf:
             identity["gguf"] = self.gguf
+        if self.adapter:
+            identity["adapter"] = self.adapter
         return identity
 
     def _warm_up(self) -> None:
@@ -121,19 +128,29 @@ class Generator:
         self.seed, self._calls = seed, 0
 
     @classmethod
-    def load(cls, name: str, progress: Progress = no_progress, **kwargs) -> Generator:
+    def load(cls, name: str, progress: Progress = no_progress, *,
+             adapter: Path | None = None, **kwargs) -> Generator:
         """The model `name` (a folder, a GGUF file or a hub name; see
-        `locate_model`), loaded; `progress` hears each stage."""
+        `locate_model`), loaded, with the LoRA `adapter` folder merged in
+        where it was trained on these weights (else without it, and the
+        notice says so); `progress` hears each stage."""
         set_threads()
         source = locate_model(name, progress)
         tokenizer, model = load_located(source, progress)
+        notice = source.notice
+        if adapter is not None:
+            progress("merging the adapter")
+            try:
+                model = merged_adapter(model, adapter, weights_fingerprint(model))
+            except AdapterMismatch as exc:
+                notice, adapter = f"The {exc}; the model runs without it.", None
         progress("preparing the number format")
         try:
             generator = cls(tokenizer, model, name=source.path if source.notice else name,
-                            gguf=source.gguf, **kwargs)
+                            gguf=source.gguf, adapter=adapter, **kwargs)
         except FormatError as exc:
             raise ModelUnavailable(f"Model '{name}' cannot be prompted as asked: {exc}.") from exc
-        generator.notice, generator.label = source.notice, source.label
+        generator.notice, generator.label = notice, source.label
         return generator
 
     def prompt_ids(self, history: list[tuple[str, str]], message: str,

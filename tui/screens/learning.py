@@ -31,11 +31,14 @@ class LearningScreen(Screen[None]):
     """
     BINDINGS = [Binding("escape", "back", "back", id="learning-back")]
 
-    def __init__(self, policy: PolicyView, curves: Curves, sessions: int) -> None:
+    def __init__(self, policy: PolicyView, curves: Curves, sessions: int,
+                 model: list[str] | None = None) -> None:
+        """`model`: what the model itself learned (adapters, auto_train), a line each."""
         super().__init__()
         self.policy = policy
         self.curves = curves
         self.sessions = sessions
+        self.model = model or []
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -86,6 +89,8 @@ class LearningScreen(Screen[None]):
         cfg = self.policy.config
         text.append(f" · gamma {cfg.gamma:g}, forgetting {cfg.forgetting:g}, "
                     f"exploration {cfg.epsilon:g}", style="dim")
+        for line in self.model:
+            text.append("\n" + line, style="dim")
         return text
 
     def _plot_weights(self) -> None:

@@ -3,6 +3,7 @@ applied at once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from rich.text import Text
@@ -27,6 +28,9 @@ def help_line(name: str, spec: Spec) -> str:
     return "; ".join(parts)
 
 
+BASE = -1  # the Select's value for "no adapter" (runs count from 1)
+
+
 class SettingsForm(ModalScreen[Settings | None]):
     """Dismissed with the new settings, or None if cancelled."""
 
@@ -46,11 +50,20 @@ class SettingsForm(ModalScreen[Settings | None]):
         Binding("escape", "cancel", "cancel", id="settings-cancel"),
     ]
 
-    def __init__(self, settings: Settings, server: list[str] | None = None) -> None:
-        """`server`: what the probe of a served model found, shown at the top."""
+    def __init__(self, settings: Settings, server: list[str] | None = None,
+                 adapters: list[tuple[str, int]] | None = None,
+                 adapter: int | None = None,
+                 on_adapter: Callable[[int | None], None] | None = None) -> None:
+        """`server`: what the probe of a served model found, shown at the top.
+        `adapters`: (label, run) of the adapter runs a local model can use,
+        `adapter` the one in use; `on_adapter` hears a new choice at save
+        (None: the base model)."""
         super().__init__()
         self.settings = settings
         self.server = server or []
+        self.adapters = adapters or []
+        self.adapter = adapter
+        self.on_adapter = on_adapter
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -69,6 +82,14 @@ class SettingsForm(ModalScreen[Settings | None]):
                         yield Input("" if value is None else str(value), id=name,
                                     placeholder="as stored" if value is None else "")
                 yield Static(Text(help_line(name, spec)), classes="help")
+            if self.adapters:
+                with Horizontal(classes="row"):
+                    yield Label("Adapter")
+                    yield Select([("base model (off)", BASE), *self.adapters],
+                                 value=BASE if self.adapter is None else self.adapter,
+                                 allow_blank=False, id="adapter")
+                yield Static(Text("the LoRA adapter the model runs with, from the next turn "
+                                  "(rlchat adapters list)"), classes="help")
             yield Static("", id="error")
             with Horizontal(id="buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="save")
@@ -100,6 +121,11 @@ class SettingsForm(ModalScreen[Settings | None]):
         except ValueError as exc:
             self.query_one("#error", Static).update(Text(str(exc).capitalize() + "."))
             return
+        if self.adapters and self.on_adapter is not None:
+            chosen = self.query_one("#adapter", Select).value
+            chosen = None if chosen == BASE else chosen
+            if chosen != self.adapter:
+                self.on_adapter(chosen)
         self.dismiss(settings)
 
     def action_cancel(self) -> None:

@@ -1,0 +1,211 @@
+"""The model learns while the user chats: `auto_train` runs `rlchat train
+--adapter` in the background every N new preference rows.
+
+The run is a separate process at the lowest CPU priority (SCHED_IDLE where
+the kernel has it, else nice 19), so it takes only the time the chat leaves
+idle; it is stopped (SIGSTOP) while a turn is generated and continued after,
+so a turn never shares the cores with it.  One run at a time.  Quitting
+sends SIGTERM, which `rlchat train` unwinds as Ctrl+C: its temp folders go
+and no adapter is left half written.
+
+No torch here: the training process loads it, the chat does not wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlchat.learner.adapters import AdapterRun, adapter_runs, read_run
+from rlchat.learner.export import preference_pairs
+from rlchat.learner.records import Turn
+
+# Optimizer steps of 8 rows per background run: measured on the real model
+# (benchmarks/generator_learning.py) to move its samples within minutes
+# on 2 cores.
+AUTO_STEPS = 60
+STOP_WAIT_S = 20.0  # for the run to unwind after SIGTERM before it is killed
+_STEP = re.compile(r"step (\d+)/(\d+)")
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A background run that ended: its adapter where it wrote one, else why not."""
+
+    run: AdapterRun | None
+    failure: str = ""
+
+
+def turn_rows(turn: Turn) -> tuple[int, int]:
+    """(preference pairs, thumbs) a turn gives the trainer."""
+    return sum(1 for _ in preference_pairs([turn])), len(turn.thumbs or ())
+
+
+def _low_priority() -> None:
+    # In the child before exec: the chat's turns and keys always come first.
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(19)
+
+
+class BackgroundTraining:
+    """Starts, pauses and reads one background training run at a time."""
+
+    def __init__(self, data_dir: Path, every: int, base: str, *,
+                 steps: int = AUTO_STEPS) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.every, self.base, self.steps = every, base, steps
+        self.rows = 0  # new preference rows since the last run, as last counted
+        self.stage = ""  # the run's latest progress line
+        self.failure = ""  # why the latest run wrote no adapter
+        self._process: subprocess.Popen | None = None
+        self._report: list[str] = []
+        self._error: list[str] = []
+        self._readers: list[threading.Thread] = []
+        self._paused = False
+        self.stepped = threading.Event()  # the run has taken an optimizer step
+        self._lock = threading.Lock()
+        self._since_seq = max((r.last_seq for r in adapter_runs(self.data_dir)), default=0)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def status(self) -> str:
+        """One line for the status bar and F3: the run's progress, or how
+        many rows until the next one."""
+        if self._process is not None:
+            step = _STEP.search(self.stage)
+            done = f"step {step[1]}/{step[2]}" if step else "preparing"
+            return f"training an adapter in the background: {done}"
+        return f"next adapter training in {max(0, self.every - self.rows)} preference rows"
+
+    def count(self, turns: list[Turn]) -> tuple[int, str]:
+        """The new preference rows in `turns` (those after the last run) and
+        the method for them: KTO where thumbs outnumber pairs, else DPO."""
+        pairs = thumbs = 0
+        for turn in turns:
+            if turn.seq > self._since_seq:
+                p, t = turn_rows(turn)
+                pairs, thumbs = pairs + p, thumbs + t
+        return pairs + thumbs, "kto" if thumbs > pairs else "dpo"
+
+    def check(self, turns: list[Turn]) -> Finished | None:
+        """Between two turns: a run that ended, or None; starts one where
+        `turns` (the turns after the last run, newest last) hold enough new
+        rows and none runs."""
+        if self._process is not None:
+            return self._finished() if self._process.poll() is not None else None
+        self.rows, method = self.count(turns)
+        if self.rows >= self.every and turns:
+            self._start(method, max(t.seq for t in turns))
+        return None
+
+    @property
+    def since_seq(self) -> int:
+        """The newest turn the last run saw: later turns are new rows."""
+        return self._since_seq
+
+    def _start(self, method: str, last_seq: int) -> None:
+        command = [sys.executable, "-m", "rlchat.tui.cli", "train", "--adapter", "--json",
+                   "--method", method, "--steps", str(self.steps), "--model", self.base,
+                   "--data-dir", str(self.data_dir)]
+        # Its threads must not spin waiting for cores the chat takes back.
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        self.stage, self.failure = "", ""
+        self._report, self._error = [], []
+        self.stepped.clear()
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8", errors="replace", env=env,
+            preexec_fn=_low_priority, start_new_session=True)
+        self._readers = [threading.Thread(target=self._read, args=(stream, sink), daemon=True)
+                         for stream, sink in ((self._process.stdout, self._report),
+                                              (self._process.stderr, self._error))]
+        for reader in self._readers:
+            reader.start()
+        self._since_seq = last_seq
+
+    def _read(self, stream, sink: list[str]) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            sink.append(line)
+            if sink is self._error and line.startswith("train: "):
+                self.stage = line.removeprefix("train: ")
+                if _STEP.search(self.stage):
+                    self.stepped.set()
+        stream.close()
+
+    def _finished(self) -> Finished:
+        process, self._process = self._process, None
+        for reader in self._readers:
+            reader.join(5)
+        self.rows, self.stage = 0, ""
+        report: dict = {}
+        with contextlib.suppress(ValueError, IndexError):
+            report = json.loads(self._report[-1])
+        path = report.get("path")
+        run = read_run(Path(path)) if process.returncode == 0 and path else None
+        if run is None:
+            said = [line for line in self._error if line.startswith("rlchat: ")]
+            self.failure = (said[-1].removeprefix("rlchat: ") if said
+                            else f"the training process ended with status {process.returncode}")
+            return Finished(None, self.failure)
+        return Finished(run)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the run ends (for scripts and benchmarks; the chat polls)."""
+        if self._process is not None:
+            self.resume()
+            self._process.wait(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def pause(self) -> None:
+        """Hold the run while a turn is generated (it keeps its memory)."""
+        with self._lock:
+            if self._process is not None and not self._paused:
+                self._signal(signal.SIGSTOP)
+                self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._process is not None and self._paused:
+                self._signal(signal.SIGCONT)
+            self._paused = False
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, sig)
+
+    def stop(self) -> None:
+        """End a run now (the chat quits): SIGTERM, which rlchat train unwinds
+        without writing, and SIGKILL only if it does not end in time."""
+        process = self._process
+        if process is None:
+            return
+        with self._lock:
+            self._signal(signal.SIGTERM)
+            self._signal(signal.SIGCONT)  # a stopped process must run to unwind
+            self._paused = False
+        try:
+            process.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            process.wait()
+        for reader in self._readers:
+            reader.join(5)
+        self._process = None
+        self.stage = ""

@@ -1,0 +1,187 @@
+"""The model learns while the user chats: auto_train's background runs, the
+adapter swapped in between two turns, `rlchat adapters`, and undo.
+
+Each run is the real `rlchat train --adapter` in its own process, on the
+tiny GPT-2, a few steps long."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rlchat.learner.adapters import MIN_HELD_OUT, adapter_runs, read_in_use
+from rlchat.learner.agent import Agent, load_source, open_agent
+from rlchat.learner.background_training import BackgroundTraining
+from rlchat.learner.records import Turn
+from rlchat.learner.settings import Settings
+from rlchat.learner.tiny_model import corpus_lines
+from rlchat.storage import Store
+
+pytest.importorskip("trl")
+
+USERS = [line.removeprefix("User:").strip() for line in corpus_lines() if line.startswith("User:")]
+
+
+def answer(agent: Agent, i: int) -> None:
+    """A user who likes questions, else the shortest reply."""
+    view = agent.say(USERS[i % len(USERS)])
+    best = max(view.candidates, key=lambda c: ("?" in c.text, -len(c.text)))
+    agent.choose(view.turn, best.id, 5 if "?" in best.text else 3)
+
+
+def turns_of(data: Path) -> list[Turn]:
+    store = Store(data, readonly=True)
+    try:
+        return [Turn.from_dict(t) for t in store.turns()]
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory) -> Path:
+    """A data dir whose auto_train wrote one adapter run, chatting on until
+    it did: (the data dir, the notice the chat gave)."""
+    data = tmp_path_factory.mktemp("auto") / "data"
+    agent = open_agent(Store(data), Settings(model=str(tiny_model), auto_train=45), seed=0)
+    agent.model_learning.steps = 4
+    notices, i = [], 0
+    try:
+        while not adapter_runs(data):
+            assert i < 60, "auto_train never started a run"
+            notices.append(agent.between_turns())
+            answer(agent, i)
+            i += 1
+            training = agent.model_learning.training
+            if training.running:
+                # The run is held while a turn is generated: it is stopped
+                # ('T') from within the generation's own token callback.
+                states: list[str] = []
+                pid = training.pid
+                view = agent.say(USERS[0], on_token=lambda row, text, states=states, pid=pid:
+                                 states.append(_state(pid)))
+                agent.choose(view.turn, view.candidates[0].id, 3)
+                assert states and set(states) == {"T"}
+                assert _state(training.pid) != "T"  # and continued after
+                training.wait(300)
+        notices.append(agent.between_turns())
+        (data.parent / "notices.json").write_text(json.dumps(notices))
+        (data.parent / "identity.json").write_text(json.dumps(agent.source.identity))
+        answer(agent, i)  # a turn after the run: on the adapter if it passed
+    finally:
+        agent.stop_training()
+        agent.store.close()
+    return data
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc ('T': stopped)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2]
+
+
+def test_auto_train_runs_in_the_background_and_swaps_in_a_run_that_passes(trained,
+                                                                          tiny_model):
+    [run] = adapter_runs(trained)
+    assert run.base == str(tiny_model) and (run.path / "adapter_config.json").is_file()
+    assert run.pairs >= 45 and run.held_out >= MIN_HELD_OUT  # the whole log, newest held out
+    notices = [n for n in json.loads((trained.parent / "notices.json").read_text()) if n]
+    identity = json.loads((trained.parent / "identity.json").read_text())
+    last = turns_of(trained)[-1]
+    if run.passed:  # in use from the next turn, and the turns say so
+        assert notices[-1].startswith(f"Adapter run {run.run} is in use")
+        assert identity["adapter"] == str(run.path) and identity["lineage"] == str(run.run)
+        assert last.generator["adapter"] == str(run.path)
+        assert read_in_use(trained) == run.run
+        # The family of the base: the policy keeps its model columns.
+        first = turns_of(trained)[0]
+        assert last.generator["family"] == first.generator["family"]
+        assert last.generator["weights"] != first.generator["weights"]
+    else:  # kept on disk, not used, and said so
+        assert "did not beat the held-out bar" in notices[-1]
+        assert "adapter" not in identity and "adapter" not in last.generator
+        assert read_in_use(trained) is None
+
+
+def test_use_and_off_switch_between_turns_and_off_is_the_base_bit_for_bit(trained, tiny_model,
+                                                                          tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    (data / ".lock").unlink(missing_ok=True)
+    [run] = adapter_runs(data)
+    settings = Settings(model=str(tiny_model))
+
+    def draws(source) -> list[tuple[str, float]]:
+        source.reseed(7)
+        proposal = source.propose([], "What do you like to read?", 8)
+        return [(c.text, c.logprob) for c in proposal.candidates]
+
+    base = draws(load_source(settings, seed=1))
+    agent = Agent(Store(data), load_source(settings, seed=1), settings, seed=1)
+    try:
+        assert agent.use_adapter(run.run).startswith(f"Adapter run {run.run} is in use")
+        assert agent.adapter_run() == run.run and read_in_use(data) == run.run
+        adapted = draws(agent.source)
+        assert adapted != base  # other weights draw otherwise
+        assert agent.use_adapter(None) == "The base model is in use (no adapter)."
+        assert agent.adapter_run() is None and read_in_use(data) is None
+        assert draws(agent.source) == base  # undo: the base's turn, bit for bit
+    finally:
+        agent.store.close()
+
+
+def test_the_adapter_in_use_comes_back_at_start_and_follows_rlchat_adapters(
+        trained, tiny_model, tmp_path, capsys):
+    from rlchat.tui.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    (data / ".lock").unlink(missing_ok=True)
+    [run] = adapter_runs(data)
+    assert main(["adapters", "use", str(run.run), "--data-dir", str(data)]) == 0
+    agent = open_agent(Store(data), Settings(model=str(tiny_model)), seed=0)
+    try:
+        assert agent.adapter_run() == run.run  # the choice outlives the process
+        assert main(["adapters", "off", "--data-dir", str(data)]) == 0
+        # A chat that runs follows the command at its next turn.
+        assert agent.between_turns() == "The base model is in use (no adapter)."
+        assert agent.adapter_run() is None
+        assert agent.between_turns() == ""  # followed once
+    finally:
+        agent.store.close()
+    capsys.readouterr()
+    assert main(["adapters", "list", "--json", "--data-dir", str(data)]) == 0
+    [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert listed["run"] == run.run and listed["in_use"] is False
+    assert listed["passed"] == run.passed and listed["pairs"] == run.pairs
+    assert main(["adapters", "use", "99", "--data-dir", str(data)]) == 2
+    assert "there is no adapter run 99" in capsys.readouterr().err
+
+
+def test_an_adapter_of_another_model_is_left_off_with_a_notice(trained, tiny_chat_model,
+                                                               tmp_path):
+    [run] = adapter_runs(trained)
+    source = load_source(Settings(model=str(tiny_chat_model)), adapter=run.path)
+    assert "adapter" not in source.identity
+    assert source.notice == (f"The adapter {run.run} was trained on another model than the "
+                             "one loaded; the model runs without it.")
+
+
+def test_quitting_stops_a_run_and_leaves_nothing_half_written(trained, tiny_model, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    (data / ".lock").unlink(missing_ok=True)
+    shutil.rmtree(data / "models")
+    training = BackgroundTraining(data, every=1, base=str(tiny_model), steps=100000)
+    training.check(turns_of(data))
+    assert training.running
+    process = training._process
+    assert training.stepped.wait(300), "\n".join(training._error)  # its temp folders exist
+    training.pause()  # held, as while a turn is generated: a stop still ends it
+    training.stop()
+    assert process.returncode == 130  # unwound as Ctrl+C
+    assert "interrupted; no model was written" in "\n".join(training._error)
+    models = data / "models"
+    assert not models.exists() or not list(models.iterdir())
