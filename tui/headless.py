@@ -18,7 +18,7 @@ from rlchat.tui.exit_status import ExitStatus
 log = logging.getLogger(__name__)
 
 # 2 added order and edit to choose, regenerate and none; 3 rate; 4 continue
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 
 def _field(request: dict[str, Any], name: str, kind: type) -> Any:

@@ -31,6 +31,8 @@ def add_train_command(sub, add_common) -> None:
                        "folder (serve it with vLLM's --lora-modules NAME=DIR)")
     train.add_argument("--steps", type=int, default=150, metavar="N",
                        help="optimizer steps of 8 pairs (default: 150)")
+    train.add_argument("--batch-size", type=int, default=8, metavar="N",
+                       help="rows per optimizer step and process (default: 8)")
     train.add_argument("--since", metavar="DATE", type=dt.date.fromisoformat, default=None,
                        help="only turns from this day on (YYYY-MM-DD, UTC)")
     train.add_argument("--out", metavar="DIR", type=Path, default=None,
@@ -57,6 +59,9 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
     if args.steps < 1:
         print("rlchat: --steps must be at least 1", file=sys.stderr)
         return ExitStatus.UNUSABLE
+    if args.batch_size < 1:
+        print("rlchat: --batch-size must be at least 1", file=sys.stderr)
+        return ExitStatus.UNUSABLE
     if args.adapter and not args.lora:
         print("rlchat: --adapter keeps LoRA adapters; it does not go with --full",
               file=sys.stderr)
@@ -64,7 +69,8 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
     options = TrainOptions(model=getattr(args, "model", None), method=args.method,
                            lora=args.lora,
                            adapter=args.adapter,
-                           steps=args.steps, since=args.since, out=args.out,
+                           steps=args.steps, batch_size=args.batch_size,
+                           since=args.since, out=args.out,
                            dry_run=args.dry_run, seed=args.seed or 0)
     # A stop from outside (the chat quitting its background run) unwinds as
     # Ctrl+C does, so the temp folders go and no model is left half written.
