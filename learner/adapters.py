@@ -23,6 +23,7 @@ from rlchat.storage.atomic import write_atomic
 MARGIN = 0.05
 MIN_HELD_OUT = 8
 IN_USE = "in_use.json"
+ADAPTER_GGUF = "adapter.gguf"  # the run's adapter for llama-server (rlchat adapters gguf)
 
 
 @dataclass(frozen=True)

@@ -433,23 +433,31 @@ class Agent:
         starts a background run where one is due, and where one has ended,
         uses its adapter if it beats the bar.  One line to show, or ''."""
         learning = self.model_learning
-        if not is_local(self.source) or not learning.switching.acquire(blocking=False):
-            return ""  # a served model, or a switch already going on
+        if self.source is None or not learning.switching.acquire(blocking=False):
+            return ""  # no model yet, or a switch already going on
         try:
             changed, named = learning.named_elsewhere()  # rlchat adapters use, meanwhile
             if changed:
-                return learning.use(named, self._load)
+                return self.use_adapter(named)
+            if not is_local(self.source):
+                return ""  # auto_train trains local models
             finished = learning.between_turns()
             return "" if finished is None else learning.adopt(finished, self._load)
+        except AgentError as exc:  # the model that runs stays: said, never raised
+            return exc.message
+        except Exception as exc:
+            log.exception("work on the model between turns")
+            return f"Switching the model failed ({type(exc).__name__}: {exc}); it runs as before."
         finally:
             learning.switching.release()
 
     def use_adapter(self, run: int | None) -> str:
         """The chat's local model with adapter `run` from the next turn, or
         the base (None); one line that says so."""
+        if self.source is None:
+            raise AgentError(ErrorCode.NO_MODEL, "The model is not loaded yet; wait for it.")
         if not is_local(self.source):
-            raise AgentError(ErrorCode.BAD_SETTINGS, "Adapters apply to a local model; a "
-                             "served model takes its adapter through its server.")
+            return self.model_learning.use_served(run)
         return self.model_learning.use(run, self._load)
 
     def adapter_run(self) -> int | None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlchat.learner.adapters import (
+    ADAPTER_GGUF,
     AdapterRun,
     adapter_runs,
     find_run,
@@ -37,9 +38,9 @@ Loader = Callable[[Path | None], CandidateSource]
 
 
 def is_local(source: CandidateSource | None) -> bool:
-    """A model in this process (a served one has a base URL): the one kind
-    whose weights the chat can fold an adapter into."""
-    return source is not None and not getattr(source, "base_url", "")
+    """A model in this process (a served one names its server): the one
+    kind whose weights the chat can fold an adapter into."""
+    return source is not None and not source.identity.get("server")
 
 
 class ModelLearning:
@@ -151,6 +152,27 @@ class ModelLearning:
         if run is None:
             return "The base model is in use (no adapter)."
         return f"Adapter run {run} is in use" + (f" ({why})." if why else ".")
+
+    def use_served(self, run: int | None) -> str:
+        """A served model's adapter: the server applies it to this chat's
+        requests where it loaded the run's GGUF file at its start."""
+        source = self.conversation.source
+        gguf = None
+        if run is not None:
+            found = find_run(self.data_dir, run)
+            if found is None:
+                raise AgentError(ErrorCode.BAD_FIELD, f"There is no adapter run {run} "
+                                 "(rlchat adapters list shows them).")
+            gguf = found.path / ADAPTER_GGUF
+            if not gguf.is_file():
+                raise AgentError(ErrorCode.BAD_SETTINGS, f"Adapter run {run} has no GGUF file "
+                                 f"for the server yet: rlchat adapters gguf {run} converts it.")
+        source.use_lora(gguf, "" if run is None else str(run))
+        set_in_use(self.data_dir, run)
+        self._named = run
+        if run is None:
+            return "The base model is in use (no adapter)."
+        return f"Adapter run {run} is in use (the server applies it)."
 
     def in_use(self) -> AdapterRun | None:
         return run_in_use(self.data_dir)

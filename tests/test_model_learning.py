@@ -7,6 +7,7 @@ tiny GPT-2, a few steps long."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,10 +16,12 @@ import pytest
 from rlchat.learner.adapters import MIN_HELD_OUT, adapter_runs, read_in_use
 from rlchat.learner.agent import Agent, load_source, open_agent
 from rlchat.learner.background_training import BackgroundTraining
+from rlchat.learner.errors import AgentError
 from rlchat.learner.records import Turn
 from rlchat.learner.settings import Settings
 from rlchat.learner.tiny_model import corpus_lines
 from rlchat.storage import Store
+from rlchat.testkit.servers import llama_dir, llama_server
 
 pytest.importorskip("trl")
 
@@ -185,3 +188,79 @@ def test_quitting_stops_a_run_and_leaves_nothing_half_written(trained, tiny_mode
     assert "interrupted; no model was written" in "\n".join(training._error)
     models = data / "models"
     assert not models.exists() or not list(models.iterdir())
+
+
+def _adapter_of(model: Path, folder: Path, run: int) -> None:
+    """A PEFT adapter of `model` as rlchat train writes one (its lineage
+    included), made here untrained: random B weights, so it changes samples."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rlchat.learner.generator import LINEAGE, weights_fingerprint
+
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    weights = weights_fingerprint(base)
+    torch.manual_seed(0)
+    adapted = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                              init_lora_weights=False, task_type="CAUSAL_LM"))
+    adapted.save_pretrained(folder)
+    (folder / LINEAGE).write_text(json.dumps({
+        "run": run, "base": str(model), "base_weights": weights, "family": weights,
+        "method": "dpo", "data": {"turns": 1, "pairs": 10, "held_out": 10, "last_seq": 1},
+        "metrics": {"held_out_accuracy": 0.9}}))
+
+
+@pytest.mark.skipif(llama_dir() is None and not os.environ.get("CI"),
+                    reason="llama-server is not built here (.ci/llama-server.sh builds it)")
+def test_llama_server_applies_an_adapter_rlchat_converted_and_off_is_the_base(
+        real_model, real_gguf, tmp_path, capsys):
+    """`rlchat adapters gguf` converts a run with llama.cpp's converter; the
+    real llama-server serving the real model loads it at start (--lora);
+    `use` applies it to this chat's requests, `off` sends none."""
+    from rlchat.tui.cli import main
+
+    data = tmp_path / "data"
+    _adapter_of(real_model, data / "models" / "1", 1)
+    assert main(["adapters", "gguf", "1", "--data-dir", str(data)]) == 2  # no source tree
+    assert "--llama-cpp DIR" in capsys.readouterr().err
+    assert main(["adapters", "gguf", "1", "--data-dir", str(data),
+                 "--llama-cpp", str(llama_dir() / "src")]) == 0
+    gguf = data / "models" / "1" / "adapter.gguf"
+    assert gguf.is_file() and f"--lora {gguf}" in capsys.readouterr().out
+    server = llama_server(real_gguf, tmp_path / "server.log", parallel=4,
+                          extra=("--lora", str(gguf), "--lora-init-without-apply")).start()
+    settings = Settings(model="tinychat", base_url=server.base_url, max_new_tokens=12,
+                        temperature=0.7)
+    agent = Agent(Store(data), load_source(settings, seed=1), settings, seed=1)
+    try:
+        source = agent.source
+        assert source.connect().lora == ((0, str(gguf)),)
+
+        def draws() -> list[str]:
+            source.reseed(3)
+            return [c.text for c in source.propose([], "Name three fruits.", 4).candidates]
+
+        base = draws()
+        assert draws() == base  # the server's seeded samples repeat
+        assert agent.use_adapter(1) == "Adapter run 1 is in use (the server applies it)."
+        assert agent.adapter_run() == 1 and source.identity["adapter"] == str(gguf)
+        assert draws() != base
+        assert agent.use_adapter(None) == "The base model is in use (no adapter)."
+        assert draws() == base and agent.adapter_run() is None
+    finally:
+        agent.store.close()
+        server.stop()
+    # A served model whose server did not load the file: the restart, in one sentence.
+    other = tmp_path / "other"
+    _adapter_of(real_model, other / "models" / "1", 1)
+    (other / "models" / "1" / "adapter.gguf").write_bytes(gguf.read_bytes())
+    server = llama_server(real_gguf, tmp_path / "plain.log", parallel=2).start()
+    settings = Settings(model="tinychat", base_url=server.base_url, max_new_tokens=4)
+    agent = Agent(Store(other), load_source(settings, seed=1), settings, seed=1)
+    try:
+        with pytest.raises(AgentError, match="restart it with it: llama-server -m MODEL.gguf"):
+            agent.use_adapter(1)
+    finally:
+        agent.store.close()
+        server.stop()

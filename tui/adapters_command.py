@@ -25,7 +25,13 @@ def add_adapters_command(sub, add_common) -> None:
     use = action.add_parser("use", help="the chat uses adapter RUN from its next turn")
     use.add_argument("run", metavar="RUN", type=int)
     off = action.add_parser("off", help="the chat goes back to the base model")
-    for parser in (adapters, listing, use, off):
+    gguf = action.add_parser("gguf", help="convert adapter RUN to a GGUF file for llama-server "
+                             "(llama.cpp's convert_lora_to_gguf.py) and print the command "
+                             "that serves it")
+    gguf.add_argument("run", metavar="RUN", type=int)
+    gguf.add_argument("--llama-cpp", metavar="DIR", type=Path, default=None,
+                      help="the llama.cpp source folder (default: $RLCHAT_LLAMA_CPP)")
+    for parser in (adapters, listing, use, off, gguf):
         add_common(parser, suppress=True)
 
 
@@ -56,6 +62,8 @@ def run_adapters(args: argparse.Namespace, data_dir: Path) -> int:
         print("the chat uses the base model from its next turn")
         return ExitStatus.OK
     run = find_run(data_dir, args.run)
+    if run is not None and args.adapters_action == "gguf":
+        return _to_gguf(run, args.llama_cpp)
     if run is None:
         known = ", ".join(str(r.run) for r in adapter_runs(data_dir)) or "none"
         print(f"rlchat: there is no adapter run {args.run} in {data_dir} (runs: {known}).",
@@ -64,4 +72,17 @@ def run_adapters(args: argparse.Namespace, data_dir: Path) -> int:
     set_in_use(data_dir, run.run)
     note = "" if run.passed else " (it did not pass the held-out bar)"
     print(f"the chat uses adapter run {run.run} from its next turn{note}")
+    return ExitStatus.OK
+
+
+def _to_gguf(run, llama_cpp: Path | None) -> int:
+    from rlchat.learner.lora_gguf import ConversionError, convert_adapter, llama_cpp_source
+
+    try:
+        gguf = convert_adapter(run, llama_cpp_source(llama_cpp))
+    except ConversionError as exc:
+        print(f"rlchat: {exc}.", file=sys.stderr)
+        return ExitStatus.UNUSABLE
+    print(f"wrote {gguf}; serve it with: llama-server -m BASE.gguf --lora {gguf} "
+          f"--lora-init-without-apply, then rlchat adapters use {run.run} (or F4)")
     return ExitStatus.OK

@@ -55,6 +55,9 @@ class Capabilities:
     weights: str  # a hash of how the server describes the model
     listed: bool = True  # /v1/models lists it (else it is served on request)
     samples_vary: bool | None = None  # two probe samples differed (None: not measured)
+    # The LoRA adapters the server loaded at its start (llama-server --lora):
+    # (id, path), which a request applies by id.
+    lora: tuple[tuple[int, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -79,6 +82,8 @@ class Capabilities:
             "prompt stored as: " + ("rendered by the server" if self.render
                                     or self.endpoint == COMPLETIONS else "messages"),
             f"samples differ: {vary[self.samples_vary]}",
+            "LoRA adapters: " + (", ".join(f"{i}: {path}" for i, path in self.lora)
+                                 if self.lora else "none loaded"),
             f"server: {self.build or 'not told'}",
         ]
 
@@ -286,5 +291,15 @@ def _probe(client: ServerClient, model: str, prompt_format: str) -> Capabilities
         tokenize=_tokenizer(client, model),
         render=_renderer(client, model) if endpoint == CHAT else None,
         build=_build(client, props), weights=weights_of(entry),
-        listed=listed, samples_vary=vary,
+        listed=listed, samples_vary=vary, lora=_lora_adapters(client),
     )
+
+
+def _lora_adapters(client: ServerClient) -> tuple[tuple[int, str], ...]:
+    """llama-server's GET /lora-adapters: the adapters it loaded with --lora."""
+    answer = optional(client, "GET", "/lora-adapters")
+    if not isinstance(answer, list):
+        return ()
+    return tuple((a["id"], valid_unicode(a["path"])) for a in answer
+                 if isinstance(a, dict) and isinstance(a.get("id"), int)
+                 and not isinstance(a.get("id"), bool) and isinstance(a.get("path"), str))

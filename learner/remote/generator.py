@@ -15,12 +15,14 @@ log-probs are used where the server returns them and are absent otherwise.
 from __future__ import annotations
 
 import contextvars
+import os
 import random
 import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rlchat.learner.context_window import ContextWindow
@@ -32,7 +34,13 @@ from rlchat.learner.dialogue import (
     unique_nonempty,
     valid_unicode,
 )
-from rlchat.learner.errors import BACKEND_ERROR, BackendError, ErrorCode, GenerationCancelled
+from rlchat.learner.errors import (
+    BACKEND_ERROR,
+    AgentError,
+    BackendError,
+    ErrorCode,
+    GenerationCancelled,
+)
 from rlchat.learner.prompt_format import DEFAULT_MAX_NEW_TOKENS
 from rlchat.learner.records import Candidate, Proposal
 from rlchat.learner.remote.capabilities import (
@@ -121,6 +129,9 @@ class RemoteGenerator:
         self._window: ContextWindow | None = None
         self._token_cache: dict[str, int] = {}
         self.last_requests = 0  # sampling requests of the latest propose
+        self.adapter = ""  # the GGUF adapter the server applies to this chat's requests
+        self._adapter_run = ""
+        self._lora_id: int | None = None
 
     @contextmanager
     def _served(self, cancel: threading.Event | None = None) -> Iterator[None]:
@@ -168,8 +179,25 @@ class RemoteGenerator:
         return {"model": self.model, "weights": weights,
                 "family": f"remote:{self.model}:{weights}",
                 "format": FORMAT_OF[caps.endpoint] if caps else "", "dtype": "",
-                "lineage": "", "server": self.client.base_url,
-                "build": caps.build if caps else "", "host": self.client.host}
+                "lineage": self._adapter_run, "server": self.client.base_url,
+                "build": caps.build if caps else "", "host": self.client.host,
+                **({"adapter": self.adapter} if self.adapter else {})}
+
+    def use_lora(self, gguf: Path | None, run: str = "") -> None:
+        """Apply the adapter file `gguf` to this chat's requests (None: none),
+        where the server loaded it at its start (llama-server --lora FILE);
+        AgentError naming the restart that loads it otherwise."""
+        caps = self.connect()
+        if gguf is None:
+            self.adapter, self._adapter_run, self._lora_id = "", "", None
+            return
+        wanted = os.path.realpath(gguf)
+        found = next((i for i, path in caps.lora if os.path.realpath(path) == wanted), None)
+        if found is None:
+            raise AgentError(ErrorCode.BAD_SETTINGS, f"The server did not load {gguf}; restart "
+                             f"it with it: llama-server -m MODEL.gguf --lora {gguf} "
+                             "--lora-init-without-apply (docs/training.md).")
+        self.adapter, self._adapter_run, self._lora_id = str(gguf), run, found
 
     def reseed(self, seed: int | None) -> None:
         self.seed, self._calls = seed, 0
@@ -263,6 +291,12 @@ class RemoteGenerator:
         }
         if caps.extra_samplers:
             body.update(top_k=self.sampling.top_k, min_p=0.0)
+        if caps.lora:
+            # Every adapter the server loaded, scaled: this chat's one at 1, the
+            # rest at 0.  Each is named, since an empty list means the server's
+            # own global scales (all 1 unless --lora-init-without-apply).
+            body["lora"] = [{"id": i, "scale": 1.0 if i == self._lora_id else 0.0}
+                            for i, _ in caps.lora]
         if caps.endpoint == CHAT:
             body["messages"] = self._messages(kept, message, system)
             if caps.logprobs:
