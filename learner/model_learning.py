@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlchat.learner.adapters import (
-    ADAPTER_GGUF,
     AdapterRun,
     adapter_runs,
     find_run,
@@ -157,17 +156,14 @@ class ModelLearning:
         """A served model's adapter: the server applies it to this chat's
         requests where it loaded the run's GGUF file at its start."""
         source = self.conversation.source
-        gguf = None
+        folder = None
         if run is not None:
             found = find_run(self.data_dir, run)
             if found is None:
                 raise AgentError(ErrorCode.BAD_FIELD, f"There is no adapter run {run} "
                                  "(rlchat adapters list shows them).")
-            gguf = found.path / ADAPTER_GGUF
-            if not gguf.is_file():
-                raise AgentError(ErrorCode.BAD_SETTINGS, f"Adapter run {run} has no GGUF file "
-                                 f"for the server yet: rlchat adapters gguf {run} converts it.")
-        source.use_lora(gguf, "" if run is None else str(run))
+            folder = found.path
+        source.use_lora(folder, "" if run is None else str(run))
         set_in_use(self.data_dir, run)
         self._named = run
         if run is None:

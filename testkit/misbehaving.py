@@ -9,6 +9,11 @@ misbehave, chosen two ways:
   `server.url("html")` is `http://127.0.0.1:PORT/html/v1`;
 - the words `fault NAME` in the last user message, for that turn only.
 
+With the path segment `vllm-lora` it also loads LoRA adapters on request
+as vLLM does with VLLM_ALLOW_RUNTIME_LORA_UPDATING (POST
+/v1/load_lora_adapter), and a reply drawn under such an adapter's name says
+so (vLLM needs a GPU; this is its API, not its model).
+
 Every loop is bounded in count and time: a trickle stops after TRICKLE_BYTES,
 a silent answer after HOLD_SECONDS, a huge stream after the megabytes it was
 asked for.  `hits` counts the requests of each fault (the backoff tests read
@@ -139,6 +144,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/models":
             listed = [] if fault in ("unlisted", "refuse-unlisted") else [{"id": MODEL}]
             self._json(200, {"object": "list", "data": listed})
+        elif path == "/load_lora_adapter" and fault == "vllm-lora":
+            self._load_lora(body)
         elif path == "/chat/completions":
             if fault == "refuse-unlisted" and body.get("model") != MODEL:
                 self._json(404, {"error": {"message": f"model '{body.get('model')}' not found"}})
@@ -186,6 +193,20 @@ class Handler(BaseHTTPRequestHandler):
             return True
         return False
 
+    def _load_lora(self, body: dict[str, Any]) -> None:
+        """vLLM's runtime LoRA loading (VLLM_ALLOW_RUNTIME_LORA_UPDATING), as
+        its docs describe it: a name and a path, a plain-text success."""
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not isinstance(name, str) or not isinstance(path, str):
+            self._json(400, {"error": {"message": "lora_name and lora_path are required"}})
+        elif name in self.server.loras:
+            self._json(400, {"error": {"message": f"The lora adapter '{name}' has already "
+                                                  "been loaded."}})
+        else:
+            self.server.loras[name] = path
+            self._send(200, f"Success: LoRA adapter '{name}' added successfully.".encode(),
+                       "text/plain")
+
     def _chat(self, fault: str, body: dict[str, Any]) -> None:
         n = body.get("n") if isinstance(body.get("n"), int) else 1
         max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else 16
@@ -194,6 +215,8 @@ class Handler(BaseHTTPRequestHandler):
         message = str(messages[-1].get("content", "")) if isinstance(messages[-1], dict) else ""
         if fault == "echo-key":
             message = "your key is " + self.headers.get("authorization", "")
+        if body.get("model") in self.server.loras:  # an adapter loaded on request says so
+            message = f"adapted by {body['model']}: {message}"
         if fault == "gzip-stream":  # a stream that is gzip and says so: fine
             payload = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n"
                                for e in self._events(message, n, max_tokens, seed, ""))
@@ -296,6 +319,7 @@ class MisbehavingServer(ThreadingHTTPServer):
         self.hits: Counter[str] = Counter()
         self.times: defaultdict[str, list[float]] = defaultdict(list)
         self.keys: set[str] = set()
+        self.loras: dict[str, str] = {}  # vllm-lora: the adapters loaded, name -> path
         self.stopped = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 

@@ -264,3 +264,49 @@ def test_llama_server_applies_an_adapter_rlchat_converted_and_off_is_the_base(
     finally:
         agent.store.close()
         server.stop()
+
+
+def test_a_vllm_server_with_runtime_lora_loads_the_adapter_on_request(tmp_path):
+    """vLLM's runtime LoRA API (VLLM_ALLOW_RUNTIME_LORA_UPDATING), as the
+    project's test server speaks it: the probe finds /v1/load_lora_adapter,
+    `use` loads the run's PEFT folder under its own name and the turns ask
+    for that name; `off` asks for the base again.  A server with no way to
+    apply adapters is told in one sentence."""
+    from rlchat.learner.generator import LINEAGE
+    from rlchat.testkit.misbehaving import MODEL, MisbehavingServer
+
+    data = tmp_path / "data"
+    folder = data / "models" / "3"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / LINEAGE).write_text(json.dumps({"run": 3, "data": {"held_out": 9},
+                                              "metrics": {"held_out_accuracy": 0.8}}))
+    server = MisbehavingServer().start()
+    try:
+        for fault, works in (("vllm-lora", True), ("", False)):
+            settings = Settings(model=MODEL, base_url=server.url(fault), candidates=2,
+                                samples=2)
+            store = Store(data)
+            agent = Agent(store, load_source(settings, seed=1), settings, seed=1)
+            try:
+                assert agent.source.connect().runtime_lora is works
+                if not works:
+                    with pytest.raises(AgentError, match="This server cannot apply adapters"):
+                        agent.use_adapter(3)
+                    continue
+                assert agent.use_adapter(3) == "Adapter run 3 is in use (the server applies it)."
+                assert server.loras == {"rlchat-3": str(folder)}
+                view = agent.say("hello there")
+                assert all("adapted by rlchat-3" in c.text for c in view.candidates)
+                agent.choose(view.turn, view.candidates[0].id, 4)
+                assert turns_of_open(store)[-1].generator["adapter"] == str(folder)
+                assert agent.use_adapter(None) == "The base model is in use (no adapter)."
+                assert not any("adapted" in c.text for c in agent.say("hello").candidates)
+            finally:
+                store.close()
+    finally:
+        server.stop()
+
+
+def turns_of_open(store: Store) -> list[Turn]:
+    return [Turn.from_dict(t) for t in store.turns()]

@@ -58,6 +58,8 @@ class Capabilities:
     # The LoRA adapters the server loaded at its start (llama-server --lora):
     # (id, path), which a request applies by id.
     lora: tuple[tuple[int, str], ...] = ()
+    # It loads adapters while it runs (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING).
+    runtime_lora: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,7 +84,9 @@ class Capabilities:
             "prompt stored as: " + ("rendered by the server" if self.render
                                     or self.endpoint == COMPLETIONS else "messages"),
             f"samples differ: {vary[self.samples_vary]}",
-            "LoRA adapters: " + (", ".join(f"{i}: {path}" for i, path in self.lora)
+            "LoRA adapters: " + ("loaded on request (/v1/load_lora_adapter)"
+                                 if self.runtime_lora else
+                                 ", ".join(f"{i}: {path}" for i, path in self.lora)
                                  if self.lora else "none loaded"),
             f"server: {self.build or 'not told'}",
         ]
@@ -292,7 +296,23 @@ def _probe(client: ServerClient, model: str, prompt_format: str) -> Capabilities
         render=_renderer(client, model) if endpoint == CHAT else None,
         build=_build(client, props), weights=weights_of(entry),
         listed=listed, samples_vary=vary, lora=_lora_adapters(client),
+        runtime_lora=_runtime_lora(client),
     )
+
+
+def _runtime_lora(client: ServerClient) -> bool:
+    """Whether the server loads LoRA adapters on request (vLLM's
+    /v1/load_lora_adapter): it refuses an empty request as invalid (400 or
+    422) where the endpoint exists; a server without it does not know the path."""
+    try:
+        client.call("POST", "/load_lora_adapter", {})
+    except Refused as exc:
+        return exc.status in (400, 422)
+    except BackendError as exc:
+        if exc.code == BACKEND_ERROR:
+            return False
+        raise
+    return False
 
 
 def _lora_adapters(client: ServerClient) -> tuple[tuple[int, str], ...]:

@@ -231,6 +231,19 @@ class ServerClient:
 
     def call(self, method: str, path: str, body: Any = None, *, root: bool = False) -> Any:
         """The JSON answer to one request."""
+        raw = self._raw(method, path, body, root)
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise BackendError(BACKEND_ERROR, f"The server at {self.host} answered {path} "
+                               "with something that is not JSON.") from exc
+
+    def call_text(self, method: str, path: str, body: Any = None) -> str:
+        """The answer to one request as text (vLLM answers some in plain words)."""
+        return self.mask(valid_unicode(self._raw(method, path, body, False).decode(
+            "utf-8", "replace")))
+
+    def _raw(self, method: str, path: str, body: Any, root: bool) -> bytes:
         with self._open(method, path, body, root=root) as response:
             try:
                 raw = _read(response, MAX_BODY_BYTES)
@@ -239,11 +252,7 @@ class ServerClient:
         if len(raw) > MAX_BODY_BYTES:
             raise BackendError(BACKEND_ERROR, f"The server at {self.host} answered {path} with "
                                f"more than {MAX_BODY_BYTES >> 20} MB.")
-        try:
-            return json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise BackendError(BACKEND_ERROR, f"The server at {self.host} answered {path} "
-                               "with something that is not JSON.") from exc
+        return raw
 
     @contextmanager
     def stream(self, path: str, body: dict[str, Any],

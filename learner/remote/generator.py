@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rlchat.learner.adapters import ADAPTER_GGUF
 from rlchat.learner.context_window import ContextWindow
 from rlchat.learner.dialogue import (
     cut_reply,
@@ -131,7 +132,8 @@ class RemoteGenerator:
         self.last_requests = 0  # sampling requests of the latest propose
         self.adapter = ""  # the GGUF adapter the server applies to this chat's requests
         self._adapter_run = ""
-        self._lora_id: int | None = None
+        self._lora_id: int | None = None  # llama-server's id of the adapter
+        self._lora_model = ""  # vLLM's name of the adapter it loaded for this chat
 
     @contextmanager
     def _served(self, cancel: threading.Event | None = None) -> Iterator[None]:
@@ -183,14 +185,36 @@ class RemoteGenerator:
                 "build": caps.build if caps else "", "host": self.client.host,
                 **({"adapter": self.adapter} if self.adapter else {})}
 
-    def use_lora(self, gguf: Path | None, run: str = "") -> None:
-        """Apply the adapter file `gguf` to this chat's requests (None: none),
-        where the server loaded it at its start (llama-server --lora FILE);
-        AgentError naming the restart that loads it otherwise."""
+    def use_lora(self, folder: Path | None, run: str = "") -> None:
+        """Apply the adapter of rlchat train in `folder` to this chat's
+        requests (None: none).  vLLM with runtime LoRA loads the PEFT folder
+        on request and serves it under its own model name; llama-server
+        applies the folder's adapter.gguf where it loaded it at its start
+        (--lora FILE).  AgentError with the fix otherwise."""
         caps = self.connect()
-        if gguf is None:
-            self.adapter, self._adapter_run, self._lora_id = "", "", None
+        self.adapter, self._adapter_run, self._lora_id, self._lora_model = "", "", None, ""
+        if folder is None:
             return
+        if caps.runtime_lora:
+            name = f"rlchat-{run}"
+            try:
+                with self._served():
+                    self.client.call_text("POST", "/load_lora_adapter",
+                                          {"lora_name": name, "lora_path": str(folder)})
+            except Refused as exc:
+                if "already" not in exc.message.lower():  # loaded by an earlier chat
+                    raise AgentError(ErrorCode.BAD_SETTINGS, f"The server did not load adapter "
+                                     f"{folder} ({exc.status}: {exc.message}).") from exc
+            self.adapter, self._adapter_run, self._lora_model = str(folder), run, name
+            return
+        gguf = folder / ADAPTER_GGUF
+        if not caps.lora:
+            raise AgentError(ErrorCode.BAD_SETTINGS, "This server cannot apply adapters: serve "
+                             "the model with vLLM (--enable-lora, VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+                             "=True) or llama-server (--lora FILE) (docs/training.md).")
+        if not gguf.is_file():
+            raise AgentError(ErrorCode.BAD_SETTINGS, f"Adapter run {run} has no GGUF file for "
+                             f"llama-server yet: rlchat adapters gguf {run} converts it.")
         wanted = os.path.realpath(gguf)
         found = next((i for i, path in caps.lora if os.path.realpath(path) == wanted), None)
         if found is None:
@@ -286,7 +310,7 @@ class RemoteGenerator:
     def _body(self, caps: Capabilities, kept: list[tuple[str, str]], message: str,
               system: str) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model, "max_tokens": self.max_new_tokens,
+            "model": self._lora_model or self.model, "max_tokens": self.max_new_tokens,
             "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
         }
         if caps.extra_samplers:
