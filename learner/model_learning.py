@@ -131,14 +131,7 @@ class ModelLearning:
             return self._use(run, load, why)
 
     def _use(self, run: int | None, load: Loader, why: str) -> str:
-        adapter = None
-        if run is not None:
-            found = find_run(self.data_dir, run)
-            if found is None:
-                raise AgentError(ErrorCode.BAD_FIELD, f"There is no adapter run {run} "
-                                 "(rlchat adapters list shows them).")
-            adapter = found.path
-        source = load(adapter)
+        source = load(self._folder(run))
         notice = getattr(source, "notice", "")
         if run is not None and not getattr(source, "adapter", ""):
             return notice or f"Adapter run {run} could not be used."
@@ -146,6 +139,19 @@ class ModelLearning:
         with c.lock:
             c.source = source
             source.sampling = c.settings.sampling()
+        return self._chosen(run, why)
+
+    def _folder(self, run: int | None) -> Path | None:
+        if run is None:
+            return None
+        found = find_run(self.data_dir, run)
+        if found is None:
+            raise AgentError(ErrorCode.BAD_FIELD, f"There is no adapter run {run} "
+                             "(rlchat adapters list shows them).")
+        return found.path
+
+    def _chosen(self, run: int | None, why: str = "") -> str:
+        """The choice kept (it outlives the process), in one line."""
         set_in_use(self.data_dir, run)
         self._named = run
         if run is None:
@@ -153,22 +159,11 @@ class ModelLearning:
         return f"Adapter run {run} is in use" + (f" ({why})." if why else ".")
 
     def use_served(self, run: int | None) -> str:
-        """A served model's adapter: the server applies it to this chat's
-        requests where it loaded the run's GGUF file at its start."""
-        source = self.conversation.source
-        folder = None
-        if run is not None:
-            found = find_run(self.data_dir, run)
-            if found is None:
-                raise AgentError(ErrorCode.BAD_FIELD, f"There is no adapter run {run} "
-                                 "(rlchat adapters list shows them).")
-            folder = found.path
-        source.use_lora(folder, "" if run is None else str(run))
-        set_in_use(self.data_dir, run)
-        self._named = run
-        if run is None:
-            return "The base model is in use (no adapter)."
-        return f"Adapter run {run} is in use (the server applies it)."
+        """A served model's adapter, which its server applies to this chat's
+        requests (vLLM loads it on request; llama-server where it loaded the
+        run's GGUF file at its start)."""
+        self.conversation.source.use_lora(self._folder(run), "" if run is None else str(run))
+        return self._chosen(run, "the server applies it")
 
     def in_use(self) -> AdapterRun | None:
         return run_in_use(self.data_dir)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from rlchat.learner.errors import GenerationCancelled
-from rlchat.learner.records import Candidate, Proposal
+from rlchat.learner.records import Candidate, Proposal, Turn
 from rlchat.learner.sampling import Sampling
+from rlchat.storage import Store
 
 
 class ScriptedSource:
@@ -56,3 +58,12 @@ class GatedSource(ScriptedSource):
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled("cancelled", "Generation was cancelled.")
         return super().propose(history, message, n)
+
+
+def turns_of(data: Path) -> list[Turn]:
+    """Every stored turn of a data dir, read as the offline commands read them."""
+    store = Store(data, readonly=True)
+    try:
+        return [Turn.from_dict(t) for t in store.turns()]
+    finally:
+        store.close()

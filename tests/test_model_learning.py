@@ -17,11 +17,11 @@ from rlchat.learner.adapters import MIN_HELD_OUT, adapter_runs, read_in_use
 from rlchat.learner.agent import Agent, load_source, open_agent
 from rlchat.learner.background_training import BackgroundTraining
 from rlchat.learner.errors import AgentError
-from rlchat.learner.records import Turn
 from rlchat.learner.settings import Settings
 from rlchat.learner.tiny_model import corpus_lines
 from rlchat.storage import Store
 from rlchat.testkit.servers import llama_dir, llama_server
+from tests.helpers import turns_of
 
 pytest.importorskip("trl")
 
@@ -33,14 +33,6 @@ def answer(agent: Agent, i: int) -> None:
     view = agent.say(USERS[i % len(USERS)])
     best = max(view.candidates, key=lambda c: ("?" in c.text, -len(c.text)))
     agent.choose(view.turn, best.id, 5 if "?" in best.text else 3)
-
-
-def turns_of(data: Path) -> list[Turn]:
-    store = Store(data, readonly=True)
-    try:
-        return [Turn.from_dict(t) for t in store.turns()]
-    finally:
-        store.close()
 
 
 @pytest.fixture(scope="module")
@@ -299,58 +291,10 @@ def test_a_vllm_server_with_runtime_lora_loads_the_adapter_on_request(tmp_path):
                 view = agent.say("hello there")
                 assert all("adapted by rlchat-3" in c.text for c in view.candidates)
                 agent.choose(view.turn, view.candidates[0].id, 4)
-                assert turns_of_open(store)[-1].generator["adapter"] == str(folder)
+                assert turns_of(data)[-1].generator["adapter"] == str(folder)
                 assert agent.use_adapter(None) == "The base model is in use (no adapter)."
                 assert not any("adapted" in c.text for c in agent.say("hello").candidates)
             finally:
                 store.close()
     finally:
         server.stop()
-
-
-def turns_of_open(store: Store) -> list[Turn]:
-    return [Turn.from_dict(t) for t in store.turns()]
-
-
-async def test_f4_switches_the_adapter_and_f3_shows_it(trained, tiny_model, tmp_path,
-                                                       config_dir):
-    """The app: F4's Adapter field lists the runs and switches between two
-    turns without a restart; F3 says which adapter runs."""
-    from textual.widgets import Select, Static
-
-    from rlchat.tui.app import RlchatApp
-    from rlchat.tui.screens.learning import LearningScreen
-    from rlchat.tui.screens.settings_form import BASE, SettingsForm
-
-    data = tmp_path / "data"
-    shutil.copytree(trained, data)
-    (data / ".lock").unlink(missing_ok=True)
-    [run] = adapter_runs(data)
-    from rlchat.learner.adapters import set_in_use
-
-    set_in_use(data, None)
-    store = Store(data)
-    app = RlchatApp(settings=Settings(model=str(tiny_model)), store=store, seed=0)
-    try:
-        async with app.run_test(size=(100, 30)) as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            assert app.agent.adapter_run() is None
-            await pilot.press("f4")
-            await pilot.pause()
-            assert isinstance(app.screen, SettingsForm)
-            field = app.screen.query_one("#adapter", Select)
-            assert field.value == BASE
-            field.value = run.run
-            await pilot.press("ctrl+s")
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            assert app.agent.adapter_run() == run.run and read_in_use(data) == run.run
-            assert f"trained run {run.run}" in app.sub_title
-            await pilot.press("f3")
-            await pilot.pause()
-            assert isinstance(app.screen, LearningScreen)
-            summary = str(app.screen.query_one("#summary", Static).render())
-            assert f"model: adapter run {run.run}" in summary
-    finally:
-        store.close()

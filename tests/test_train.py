@@ -19,11 +19,11 @@ from rlchat.learner.agent import open_agent
 from rlchat.learner.export import preference_pairs
 from rlchat.learner.offline import replay_logs
 from rlchat.learner.policy_store import stored_policy
-from rlchat.learner.records import Turn
 from rlchat.learner.settings import Settings
 from rlchat.learner.tiny_model import corpus_lines
 from rlchat.learner.version import installed_version
 from rlchat.storage import Store
+from tests.helpers import turns_of
 
 USERS = [line.removeprefix("User:").strip() for line in corpus_lines() if line.startswith("User:")]
 
@@ -68,14 +68,6 @@ def copy_of(logged, tmp_path) -> Path:
     shutil.copytree(logged, data)
     (data / ".lock").unlink(missing_ok=True)
     return data
-
-
-def turns_of(data: Path) -> list[Turn]:
-    store = Store(data, readonly=True)
-    try:
-        return [Turn.from_dict(t) for t in store.turns()]
-    finally:
-        store.close()
 
 
 @pytest.fixture
