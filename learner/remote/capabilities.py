@@ -56,8 +56,8 @@ class Capabilities:
     listed: bool = True  # /v1/models lists it (else it is served on request)
     samples_vary: bool | None = None  # two probe samples differed (None: not measured)
     # The LoRA adapters the server loaded at its start (llama-server --lora):
-    # (id, path), which a request applies by id.
-    lora: tuple[tuple[int, str], ...] = ()
+    # (id, path), which a request applies by id; None: it has no such list.
+    lora: tuple[tuple[int, str], ...] | None = None
     # It loads adapters while it runs (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING).
     runtime_lora: bool = False
 
@@ -87,7 +87,8 @@ class Capabilities:
             "LoRA adapters: " + ("loaded on request (/v1/load_lora_adapter)"
                                  if self.runtime_lora else
                                  ", ".join(f"{i}: {path}" for i, path in self.lora)
-                                 if self.lora else "none loaded"),
+                                 if self.lora else "none loaded" if self.lora is not None
+                                 else "not supported"),
             f"server: {self.build or 'not told'}",
         ]
 
@@ -315,11 +316,12 @@ def _runtime_lora(client: ServerClient) -> bool:
     return False
 
 
-def _lora_adapters(client: ServerClient) -> tuple[tuple[int, str], ...]:
-    """llama-server's GET /lora-adapters: the adapters it loaded with --lora."""
+def _lora_adapters(client: ServerClient) -> tuple[tuple[int, str], ...] | None:
+    """llama-server's GET /lora-adapters: the adapters it loaded with --lora
+    (None where the server has no such list)."""
     answer = optional(client, "GET", "/lora-adapters")
     if not isinstance(answer, list):
-        return ()
+        return None
     return tuple((a["id"], valid_unicode(a["path"])) for a in answer
                  if isinstance(a, dict) and isinstance(a.get("id"), int)
                  and not isinstance(a.get("id"), bool) and isinstance(a.get("path"), str))

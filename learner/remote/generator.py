@@ -208,7 +208,7 @@ class RemoteGenerator:
             self.adapter, self._adapter_run, self._lora_model = str(folder), run, name
             return
         gguf = folder / ADAPTER_GGUF
-        if not caps.lora:
+        if caps.lora is None:
             raise AgentError(ErrorCode.BAD_SETTINGS, "This server cannot apply adapters: serve "
                              "the model with vLLM (--enable-lora, VLLM_ALLOW_RUNTIME_LORA_UPDATING"
                              "=True) or llama-server (--lora FILE) (docs/training.md).")
