@@ -298,3 +298,56 @@ def test_a_vllm_server_with_runtime_lora_loads_the_adapter_on_request(tmp_path):
                 store.close()
     finally:
         server.stop()
+
+
+async def test_f4_switches_the_adapter_f3_shows_it_and_a_restart_keeps_it(
+        trained, tiny_model, tmp_path, config_dir):
+    """The app: F4's Adapter field lists the runs and switches between two
+    turns without a restart; F3 says which adapter runs; the next start of
+    the app comes back with it."""
+    from textual.widgets import Select, Static
+
+    from rlchat.learner.adapters import set_in_use
+    from rlchat.tui.app import RlchatApp
+    from rlchat.tui.screens.learning import LearningScreen
+    from rlchat.tui.screens.settings_form import BASE, SettingsForm
+
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    (data / ".lock").unlink(missing_ok=True)
+    [run] = adapter_runs(data)
+    set_in_use(data, None)
+    store = Store(data)
+    app = RlchatApp(settings=Settings(model=str(tiny_model)), store=store, seed=0)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert app.agent.adapter_run() is None
+            await pilot.press("f4")
+            await pilot.pause()
+            assert isinstance(app.screen, SettingsForm)
+            field = app.screen.query_one("#adapter", Select)
+            assert field.value == BASE
+            field.value = run.run
+            await pilot.press("ctrl+s")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert app.agent.adapter_run() == run.run and read_in_use(data) == run.run
+            assert f"trained run {run.run}" in app.sub_title
+            await pilot.press("f3")
+            await pilot.pause()
+            assert isinstance(app.screen, LearningScreen)
+            summary = str(app.screen.query_one("#summary", Static).render())
+            assert f"model: adapter run {run.run}" in summary
+    finally:
+        store.close()
+    store = Store(data)  # the next start comes back with it
+    app = RlchatApp(settings=Settings(model=str(tiny_model)), store=store, seed=0)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert app.agent.adapter_run() == run.run
+    finally:
+        store.close()

@@ -89,9 +89,10 @@ class RlchatApp(App[int]):
         self.model_loader = ModelLoading(self)  # the agent and its model, in the background
 
     def _load_source(self, settings: Settings) -> CandidateSource:
-        from rlchat.learner.agent import load_source
+        from rlchat.learner.agent import adapter_at_start, load_source
 
-        return load_source(settings, seed=self.seed, progress=self.model_loader.loading_stage)
+        return load_source(settings, seed=self.seed, progress=self.model_loader.loading_stage,
+                           adapter=adapter_at_start(self.store, settings))
 
     def compose(self) -> ComposeResult:
         yield Header()
