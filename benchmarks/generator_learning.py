@@ -63,7 +63,10 @@ GENERAL_TEXT = (
     "rivers, soaks into the ground or is stored for a time in glaciers. Rivers carry the "
     "water back to the sea, and the cycle begins again. Without it, fresh water would not "
     "reach the places where people, animals and plants need it.")
-ITEM = re.compile(r"^\s*(\d+[.)]|[-*\u2022])\s+\S", re.MULTILINE)
+# A step: a line that begins with a number or a bullet and says something
+# (two words of letters), so that "1. 1. 1." is no list to this user.
+ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+[^\W\d_]{2,}\S*\s+[^\W\d_]{2,}",
+                  re.MULTILINE)
 
 
 def say(message: str) -> None:
@@ -131,6 +134,15 @@ def evaluate(model: Path, adapter: Path | None, held_out: list[str], tokens: int
 
 def above(values: list[float], median: float) -> float:
     return sum(1.0 if v > median else 0.5 if v == median else 0.0 for v in values) / len(values)
+
+
+def beats(values: list[float], base: list[float]) -> float:
+    """How often a sample beats a base sample, ties half: 0.5 for the base
+    itself whatever its ties (a discrete taste ties many at the median)."""
+    ordered = np.sort(np.asarray(base))
+    wins = [np.searchsorted(ordered, v, "left") + 0.5 * (np.searchsorted(ordered, v, "right")
+            - np.searchsorted(ordered, v, "left")) for v in values]
+    return float(np.mean(wins) / len(base))
 
 
 def chat(taste: str, model: Path, data: Path, args, judge: Judge, messages: list[str]) -> dict:
@@ -233,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "adapter": run,
                 "utility_mean": round(statistics.mean(e["utilities"]), 4),
                 "share_above_base_median": round(above(e["utilities"], median), 4),
+                "beats_base_sample": round(beats(e["utilities"], base["utilities"]), 4),
                 "on_topic_cosine": e["on_topic_cosine"],
                 "on_topic_change": round(e["on_topic_cosine"] / base["on_topic_cosine"] - 1, 4),
                 "perplexity": e["perplexity"],

@@ -33,6 +33,8 @@ def add_train_command(sub, add_common) -> None:
                        help="optimizer steps of 8 pairs (default: 150)")
     train.add_argument("--batch-size", type=int, default=8, metavar="N",
                        help="rows per optimizer step and process (default: 8)")
+    train.add_argument("--learning-rate", type=float, default=None, metavar="R",
+                       help="the optimizer's rate (default: 1e-3 with LoRA, 1e-5 full)")
     train.add_argument("--since", metavar="DATE", type=dt.date.fromisoformat, default=None,
                        help="only turns from this day on (YYYY-MM-DD, UTC)")
     train.add_argument("--out", metavar="DIR", type=Path, default=None,
@@ -59,6 +61,9 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
     if args.steps < 1:
         print("rlchat: --steps must be at least 1", file=sys.stderr)
         return ExitStatus.UNUSABLE
+    if args.learning_rate is not None and not 0 < args.learning_rate < 1:
+        print("rlchat: --learning-rate must be above 0 and below 1", file=sys.stderr)
+        return ExitStatus.UNUSABLE
     if args.batch_size < 1:
         print("rlchat: --batch-size must be at least 1", file=sys.stderr)
         return ExitStatus.UNUSABLE
@@ -70,6 +75,7 @@ def run_train(args: argparse.Namespace, data_dir: Path) -> int:
                            lora=args.lora,
                            adapter=args.adapter,
                            steps=args.steps, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate,
                            since=args.since, out=args.out,
                            dry_run=args.dry_run, seed=args.seed or 0)
     # A stop from outside (the chat quitting its background run) unwinds as
