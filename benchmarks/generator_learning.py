@@ -194,8 +194,8 @@ def chat(taste: str, model: Path, data: Path, args, judge: Judge, messages: list
 def run_times(data: Path) -> list[dict]:
     return [{"run": r.run, "rows": r.pairs, "held_out": r.held_out,
              "held_out_accuracy": r.accuracy, "passed": r.passed,
-             "train_s": json.loads((r.path / "rlchat_lineage.json").read_text())
-             .get("metrics", {}).get("train_s")} for r in adapter_runs(data)]
+             "train_s": json.loads((r.path / "rlchat_lineage.json").read_text()).get("train_s")}
+            for r in adapter_runs(data)]
 
 
 def main(argv: list[str] | None = None) -> dict:

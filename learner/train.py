@@ -232,7 +232,8 @@ def train(store_dir: Path, options: TrainOptions, say: Progress) -> dict[str, An
                  "since": options.since.isoformat() if options.since else None},
         "settings": {k: (str(v) if isinstance(v, Path | dt.date) else v)
                      for k, v in asdict(options).items()},
-        "metrics": metrics, "created": _iso(time.time()), "rlchat": installed_version(),
+        "metrics": metrics, "train_s": report["train_s"], "created": _iso(time.time()),
+        "rlchat": installed_version(),
         "processes": world_size(),
     }
     if not main_process():
