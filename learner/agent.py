@@ -428,6 +428,15 @@ class Agent:
         """The background run's progress, or the rows to the next; '' when off."""
         return self.model_learning.status()
 
+    def typing(self) -> None:
+        """The user pressed a key: a background run holds until the keys stop."""
+        self.model_learning.typing()
+
+    def idle_check(self) -> None:
+        """Call now and then (the app: every second): a held run goes on once
+        the keys have stopped."""
+        self.model_learning.idle_check()
+
     def between_turns(self) -> str:
         """Call between two turns (a worker thread may: it can load a model):
         starts a background run where one is due, and where one has ended,

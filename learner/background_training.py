@@ -82,7 +82,7 @@ class BackgroundTraining:
         self._report: list[str] = []
         self._error: list[str] = []
         self._readers: list[threading.Thread] = []
-        self._paused = False
+        self._holds: set[str] = set()  # why the run is stopped now: "turn", "keys"
         self.stepped = threading.Event()  # the run has taken an optimizer step
         self._lock = threading.Lock()
         self._since_seq = max((r.last_seq for r in adapter_runs(self.data_dir)), default=0)
@@ -145,6 +145,9 @@ class BackgroundTraining:
                                               (self._process.stderr, self._error))]
         for reader in self._readers:
             reader.start()
+        with self._lock:
+            if self._holds:  # started while the user types: held from the start
+                self._signal(signal.SIGSTOP)
         self._since_seq = last_seq
 
     def _read(self, stream, sink: list[str]) -> None:
@@ -177,25 +180,31 @@ class BackgroundTraining:
     def wait(self, timeout: float | None = None) -> None:
         """Until the run ends (for scripts and benchmarks; the chat polls)."""
         if self._process is not None:
-            self.resume()
+            with self._lock:
+                self._holds.clear()
+                self._signal(signal.SIGCONT)
             self._process.wait(timeout)
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def pause(self) -> None:
-        """Hold the run while a turn is generated (it keeps its memory)."""
+    def pause(self, why: str = "turn") -> None:
+        """Hold the run (it keeps its memory) while a turn is generated, or
+        while the user types: it runs while nobody waits on this machine."""
         with self._lock:
-            if self._process is not None and not self._paused:
+            if self._process is not None and not self._holds:
                 self._signal(signal.SIGSTOP)
-                self._paused = True
+            self._holds.add(why)
 
-    def resume(self) -> None:
+    def resume(self, why: str = "turn") -> None:
+        """Let go of one hold; the run goes on once none is left."""
         with self._lock:
-            if self._process is not None and self._paused:
+            if why not in self._holds:
+                return
+            self._holds.discard(why)
+            if self._process is not None and not self._holds:
                 self._signal(signal.SIGCONT)
-            self._paused = False
 
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -210,7 +219,7 @@ class BackgroundTraining:
         with self._lock:
             self._signal(signal.SIGTERM)
             self._signal(signal.SIGCONT)  # a stopped process must run to unwind
-            self._paused = False
+            self._holds.clear()
         try:
             process.wait(STOP_WAIT_S)
         except subprocess.TimeoutExpired:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from rlchat.learner.records import Turn
 
 log = logging.getLogger(__name__)
 
+KEYS_HOLD_S = 3.0  # a background run holds this long after the user's last key
+
 # The adapter folder (None: the base) -> the chat's model loaded with it
 Loader = Callable[[Path | None], CandidateSource]
 
@@ -47,6 +50,7 @@ class ModelLearning:
         self.conversation = conversation
         self.training: BackgroundTraining | None = None
         self._steps = AUTO_STEPS  # of each background run
+        self._keys_until = 0.0  # the run holds until then: the user types
         self._named = read_in_use(self.data_dir)  # DATA/models/in_use.json, as last followed
         # One switch of model at a time (a load takes seconds): a check
         # between turns that finds one going on leaves it be.
@@ -93,6 +97,20 @@ class ModelLearning:
     def resume(self) -> None:
         if self.training is not None:
             self.training.resume()
+
+    def typing(self) -> None:
+        """A key: the run holds until the keys stop for KEYS_HOLD_S.  With
+        both cores of a small machine (or two threads of one core) busy
+        training, even at the lowest priority, keys took 180 ms to show
+        against 39 ms (benchmarks/tui.py); held, they take what they take idle."""
+        self._keys_until = time.monotonic() + KEYS_HOLD_S
+        if self.training is not None:
+            self.training.pause("keys")
+
+    def idle_check(self) -> None:
+        """Let the run go on once the keys have stopped (a timer calls it)."""
+        if self.training is not None and time.monotonic() >= self._keys_until:
+            self.training.resume("keys")
 
     def named_elsewhere(self) -> tuple[bool, int | None]:
         """(whether in_use.json changed since the chat last followed it, the

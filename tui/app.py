@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -111,8 +112,17 @@ class RlchatApp(App[int]):
         self.model_loader.load_model()
         self.set_interval(1.0, self.show_training)
 
+    async def on_event(self, event: events.Event) -> None:
+        # Every key reaches the app first: a background run holds while keys come.
+        if isinstance(event, events.Key) and not event.is_forwarded and self.agent is not None:
+            self.agent.typing()
+        await super().on_event(event)
+
     def show_training(self) -> None:
-        """The background run's progress (auto_train), a line under the status."""
+        """The background run's progress (auto_train), a line under the status;
+        a run held for the keys goes on once they have stopped."""
+        if self.agent is not None:
+            self.agent.idle_check()
         text = self.agent.training_status() if self.agent is not None else ""
         line = self.query_one("#training", Static)
         line.update(Text(text))
