@@ -14,6 +14,7 @@ No torch here: the training process loads it, the chat does not wait.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -44,6 +45,7 @@ AUTO_STEPS = 12
 AUTO_RATE = 3e-4
 STOP_WAIT_S = 20.0  # for the run to unwind after SIGTERM before it is killed
 _STEP = re.compile(r"step (\d+)/(\d+)")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,13 @@ def _low_priority() -> None:
     except (AttributeError, OSError):
         with contextlib.suppress(OSError):
             os.nice(19)
+    # A chat that is killed (not quit) takes its run with it, even a run it
+    # holds stopped, which would otherwise sit stopped for ever.  The signal
+    # comes when the thread that started the run ends: a thread that lives
+    # as long as the run (BackgroundTraining._start).
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class BackgroundTraining:
@@ -136,10 +145,26 @@ class BackgroundTraining:
         self.stage, self.failure = "", ""
         self._report, self._error = [], []
         self.stepped.clear()
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace", env=env,
-            preexec_fn=_low_priority, start_new_session=True)
+        started: list = []
+        ready = threading.Event()
+
+        def launch() -> None:  # lives as long as the run: see _low_priority
+            try:
+                started.append(subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+                    env=env, preexec_fn=_low_priority, start_new_session=True))
+            except BaseException as exc:  # handed to the caller
+                started.append(exc)
+            ready.set()
+            if isinstance(started[0], subprocess.Popen):
+                started[0].wait()
+
+        threading.Thread(target=launch, daemon=True, name="background-training").start()
+        ready.wait()
+        if isinstance(started[0], BaseException):
+            raise started[0]
+        self._process = started[0]
         self._readers = [threading.Thread(target=self._read, args=(stream, sink), daemon=True)
                          for stream, sink in ((self._process.stdout, self._report),
                                               (self._process.stderr, self._error))]

@@ -12,6 +12,7 @@ goes on.  Turns record the adapter in their generator.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +50,9 @@ class ModelLearning:
     def __init__(self, conversation: Conversation) -> None:
         self.conversation = conversation
         self.training: BackgroundTraining | None = None
-        self._steps = AUTO_STEPS  # of each background run
+        # Steps of each background run; RLCHAT_AUTO_STEPS sets another count
+        # for benchmarks that need a run to last (benchmarks/tui.py).
+        self._steps = int(os.environ.get("RLCHAT_AUTO_STEPS") or AUTO_STEPS)
         self._keys_until = 0.0  # the run holds until then: the user types
         self._named = read_in_use(self.data_dir)  # DATA/models/in_use.json, as last followed
         # One switch of model at a time (a load takes seconds): a check

@@ -371,3 +371,41 @@ async def test_f4_switches_the_adapter_f3_shows_it_and_a_restart_keeps_it(
             assert app.agent.adapter_run() == run.run
     finally:
         store.close()
+
+
+def test_a_killed_chat_takes_its_run_with_it_even_a_held_one(trained, tiny_model, tmp_path):
+    """A chat killed (not quit) while it holds its run stopped: the run must
+    not sit stopped for ever; it goes with the chat."""
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(trained, data)
+    (data / ".lock").unlink(missing_ok=True)
+    shutil.rmtree(data / "models")
+    chat = subprocess.Popen([sys.executable, "-c", f"""
+import sys, threading
+from pathlib import Path
+from rlchat.learner.background_training import BackgroundTraining
+from rlchat.learner.records import Turn
+from rlchat.storage import Store
+store = Store(Path({str(data)!r}), readonly=True)
+turns = [Turn.from_dict(t) for t in store.turns()]
+store.close()
+training = BackgroundTraining(Path({str(data)!r}), every=1, base={str(tiny_model)!r}, steps=100000)
+threading.Thread(target=training.check, args=(turns,)).start()  # started from a worker
+while training.pid is None:
+    pass
+training.pause("keys")
+print(training.pid, flush=True)
+threading.Event().wait()
+"""], stdout=subprocess.PIPE, text=True)
+    run = int(chat.stdout.readline())
+    assert _settles(run, stopped=True)
+    chat.send_signal(signal.SIGKILL)
+    chat.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{run}").exists() and _state(run) != "Z":
+        assert time.monotonic() < deadline, "the held run outlived the killed chat"
+        time.sleep(0.05)
