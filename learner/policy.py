@@ -316,9 +316,15 @@ class QPolicy:
             self._invert()
 
     def _invert(self) -> None:
-        P = np.linalg.inv(self.A + np.diag(self.prior))
-        w = P @ self.b
-        if np.all(np.isfinite(w)) and np.all(np.isfinite(P)):
+        # Statistics that overflowed (features of 1e5 and more, squared and
+        # summed) make the matrix singular or not finite: the weights stay
+        # as they were, as for a result that is not finite.
+        try:
+            P = np.linalg.inv(self.A + np.diag(self.prior))
+        except np.linalg.LinAlgError:
+            P = None
+        w = P @ self.b if P is not None else None
+        if P is not None and np.all(np.isfinite(w)) and np.all(np.isfinite(P)):
             self.P, self.w = P, w
         self.since_exact = 0
 
