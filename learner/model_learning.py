@@ -52,7 +52,8 @@ class ModelLearning:
         self.training: BackgroundTraining | None = None
         # Steps of each background run; RLCHAT_AUTO_STEPS sets another count
         # for benchmarks that need a run to last (benchmarks/tui.py).
-        self._steps = int(os.environ.get("RLCHAT_AUTO_STEPS") or AUTO_STEPS)
+        given = os.environ.get("RLCHAT_AUTO_STEPS", "")
+        self._steps = int(given) if given.isdigit() and int(given) > 0 else AUTO_STEPS
         self._keys_until = 0.0  # the run holds until then: the user types
         self._named = read_in_use(self.data_dir)  # DATA/models/in_use.json, as last followed
         # One switch of model at a time (a load takes seconds): a check
