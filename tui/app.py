@@ -88,6 +88,8 @@ class RlchatApp(App[int]):
         self.flow = TurnFlow()
         self.turns = TurnActions(self)  # the turn keys' work
         self.model_loader = ModelLoading(self)  # the agent and its model, in the background
+        # Held here: its timer ticks while other screens are on top, and at exit.
+        self.training_line = Static("", id="training", markup=False)
 
     def _load_source(self, settings: Settings) -> CandidateSource:
         from rlchat.learner.agent import adapter_at_start, load_source
@@ -101,7 +103,7 @@ class RlchatApp(App[int]):
         yield CandidatePanel(id="candidates")
         yield LoadingIndicator(id="busy")
         yield Static("", id="status", markup=False)
-        yield Static("", id="training", markup=False)
+        yield self.training_line
         yield PromptInput(placeholder="Loading the model…", id="message", disabled=True)
         yield Footer(compact=True)
 
@@ -123,8 +125,10 @@ class RlchatApp(App[int]):
         a run held for the keys goes on once they have stopped."""
         if self.agent is not None:
             self.agent.idle_check()
+        line = self.training_line
+        if not line.is_mounted:
+            return
         text = self.agent.training_status() if self.agent is not None else ""
-        line = self.query_one("#training", Static)
         line.update(Text(text))
         line.set_class(bool(text), "-on")
 
