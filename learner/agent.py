@@ -142,8 +142,9 @@ class Agent:
     def continue_reply(self, turn_id: str, candidate_id: int, *,
                        on_token: TokenCallback | None = None,
                        cancel: threading.Event | None = None) -> ShownCandidate:
-        return self.answers.continue_reply(turn_id, candidate_id, on_token=on_token,
-                                           cancel=cancel)
+        with self.model_learning.generating():
+            return self.answers.continue_reply(turn_id, candidate_id, on_token=on_token,
+                                               cancel=cancel)
 
     def rate(self, turn_id: str, candidate_id: int, good: bool) -> bool:
         return self.answers.rate(turn_id, candidate_id, good)
@@ -253,18 +254,16 @@ class Agent:
                 c.system = valid_unicode(system)
             history, epoch, samples = list(c.history), c.epoch, c.settings.samples
             persona = c.system_prompt()
-        self.model_learning.pause()  # a background run never shares the cores with a turn
         try:
-            proposal = source.propose(history, text, samples, system=persona,
-                                      on_token=on_token, cancel=cancel)
+            with self.model_learning.generating():
+                proposal = source.propose(history, text, samples, system=persona,
+                                          on_token=on_token, cancel=cancel)
         except AgentError:  # a cancel, or a server's fault: its own code and sentence
             raise
         except Exception as exc:
             log.exception("generation failed")
             raise AgentError(ErrorCode.GENERATION_FAILED,
                              f"Generating replies failed: {exc}") from exc
-        finally:
-            self.model_learning.resume()
         if not proposal.candidates:
             raise AgentError(
                 ErrorCode.NO_CANDIDATES,
@@ -461,8 +460,9 @@ class Agent:
             learning.switching.release()
 
     def use_adapter(self, run: int | None) -> str:
-        """The chat's local model with adapter `run` from the next turn, or
-        the base (None); one line that says so."""
+        """The chat's model with adapter `run` from the next turn, or the base
+        (None): a local model loaded with it merged, a served one asking its
+        server for it.  One line that says so."""
         if self.source is None:
             raise AgentError(ErrorCode.NO_MODEL, "The model is not loaded yet; wait for it.")
         if not is_local(self.source):
@@ -482,7 +482,7 @@ class Agent:
         """What the model itself has learned, a line each (F3)."""
         return self.model_learning.lines(self.adapter_run())
 
-    def _load(self, adapter):
+    def _load(self, adapter: Path | None) -> CandidateSource:
         return load_source(self.settings, seed=self._seed, adapter=adapter)
 
     def stop_training(self) -> None:

@@ -3,8 +3,9 @@
 
 The run is a separate process at the lowest CPU priority (SCHED_IDLE where
 the kernel has it, else nice 19), so it takes only the time the chat leaves
-idle; it is stopped (SIGSTOP) while a turn is generated and continued after,
-so a turn never shares the cores with it.  One run at a time.  Quitting
+idle; it is stopped (SIGSTOP) while a turn is generated and while the user
+types, and continued after, so neither shares the cores with it.  One run
+at a time.  Quitting
 sends SIGTERM, which `rlchat train` unwinds as Ctrl+C: its temp folders go
 and no adapter is left half written.
 
@@ -30,9 +31,9 @@ from rlchat.learner.export import preference_pairs
 from rlchat.learner.records import Turn
 
 # Optimizer steps of 8 rows per background run.  On the real model
-# (SmolLM2-135M-Instruct) on 2 cores a step takes about 26 s, so 12 steps
-# are a run of about 6 minutes; its held-out accuracy was 0.78 after 3 steps
-# (LoRA at 1e-3 moves fast), so more steps would buy little but time.
+# (SmolLM2-135M-Instruct) on 2 cores a step takes about 26 s, so a run is
+# 6-8 minutes (424-496 s measured, loading included); at AUTO_RATE, 12 steps
+# moved the samples toward the taste (below), where more would cost time.
 AUTO_STEPS = 12
 # The rate of those steps, below `rlchat train`'s LoRA default (1e-3, chosen
 # on the tiny model).  On the real model, a simulated user who likes replies
@@ -92,6 +93,9 @@ class BackgroundTraining:
         self._error: list[str] = []
         self._readers: list[threading.Thread] = []
         self._holds: set[str] = set()  # why the run is stopped now: "turn", "keys"
+        # (pairs, thumbs) of each turn after the last run, counted once: only
+        # the newest may still change (a late thumb), so only it is read again.
+        self._counted: dict[int, tuple[int, int]] = {}
         self.stepped = threading.Event()  # the run has taken an optimizer step
         self._lock = threading.Lock()
         self._since_seq = max((r.last_seq for r in adapter_runs(self.data_dir)), default=0)
@@ -110,30 +114,33 @@ class BackgroundTraining:
         return f"next adapter training in {max(0, self.every - self.rows)} preference rows"
 
     def count(self, turns: list[Turn]) -> tuple[int, str]:
-        """The new preference rows in `turns` (those after the last run) and
-        the method for them: KTO where thumbs outnumber pairs, else DPO."""
-        pairs = thumbs = 0
+        """The new preference rows since the last run, `turns` (those after
+        `read_after`) counted in, and the method for them: KTO where thumbs
+        outnumber pairs, else DPO."""
         for turn in turns:
             if turn.seq > self._since_seq:
-                p, t = turn_rows(turn)
-                pairs, thumbs = pairs + p, thumbs + t
+                self._counted[turn.seq] = turn_rows(turn)
+        pairs = sum(p for p, _ in self._counted.values())
+        thumbs = sum(t for _, t in self._counted.values())
         return pairs + thumbs, "kto" if thumbs > pairs else "dpo"
 
     def check(self, turns: list[Turn]) -> Finished | None:
         """Between two turns: a run that ended, or None; starts one where
-        `turns` (the turns after the last run, newest last) hold enough new
-        rows and none runs."""
+        the turns after the last run (`turns`: those after `read_after`,
+        newest last) hold enough new rows and none runs."""
         if self._process is not None:
             return self._finished() if self._process.poll() is not None else None
         self.rows, method = self.count(turns)
-        if self.rows >= self.every and turns:
-            self._start(method, max(t.seq for t in turns))
+        if self.rows >= self.every and self._counted:
+            self._start(method, max(self._counted))
         return None
 
     @property
-    def since_seq(self) -> int:
-        """The newest turn the last run saw: later turns are new rows."""
-        return self._since_seq
+    def read_after(self) -> int:
+        """The turns to read for `check`: those after this seq (the last
+        run's newest, or the newest counted but one, which a thumb may still
+        change)."""
+        return max(self._counted) - 1 if self._counted else self._since_seq
 
     def _start(self, method: str, last_seq: int) -> None:
         command = [sys.executable, "-m", "rlchat.tui.cli", "train", "--adapter", "--json",
@@ -174,6 +181,7 @@ class BackgroundTraining:
             if self._holds:  # started while the user types: held from the start
                 self._signal(signal.SIGSTOP)
         self._since_seq = last_seq
+        self._counted.clear()
 
     def _read(self, stream, sink: list[str]) -> None:
         for line in stream:

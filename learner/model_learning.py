@@ -15,7 +15,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rlchat.learner.adapters import (
@@ -94,13 +95,18 @@ class ModelLearning:
         """The run's progress, or the rows to the next one; '' when off."""
         return self.training.status() if self.training is not None else ""
 
-    def pause(self) -> None:
-        if self.training is not None:
-            self.training.pause()
-
-    def resume(self) -> None:
-        if self.training is not None:
-            self.training.resume()
+    @contextmanager
+    def generating(self) -> Iterator[None]:
+        """The model generates (a turn, a reply continued): a background run
+        holds meanwhile, so it never shares the cores with the user's wait."""
+        training = self.training
+        if training is not None:
+            training.pause("turn")
+        try:
+            yield
+        finally:
+            if training is not None:
+                training.resume("turn")
 
     def typing(self) -> None:
         """A key: the run holds until the keys stop for KEYS_HOLD_S.  With
@@ -132,7 +138,7 @@ class ModelLearning:
         if training is None:
             return None
         with c.lock:
-            turns = [Turn.from_dict(doc) for doc in c.store.turns(training.since_seq)]
+            turns = [Turn.from_dict(doc) for doc in c.store.turns(training.read_after)]
             return training.check(turns)
 
     def adopt(self, finished: Finished, load: Loader) -> str:

@@ -11,8 +11,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlchat.tui.exit_status import ExitStatus
+
+if TYPE_CHECKING:
+    from rlchat.learner.adapters import AdapterRun
 
 
 def add_adapters_command(sub, add_common) -> None:
@@ -75,7 +79,7 @@ def run_adapters(args: argparse.Namespace, data_dir: Path) -> int:
     return ExitStatus.OK
 
 
-def _to_gguf(run, llama_cpp: Path | None) -> int:
+def _to_gguf(run: AdapterRun, llama_cpp: Path | None) -> int:
     from rlchat.learner.lora_gguf import ConversionError, convert_adapter, llama_cpp_source
 
     try:
