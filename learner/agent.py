@@ -36,6 +36,8 @@ from rlchat.learner.conversation import (
 )
 from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import one_line, valid_unicode
+from rlchat.learner.embeddings import GENERATOR, EmbeddingFailed, Embeddings
+from rlchat.learner.embeddings import load as load_embeddings
 from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.features import FEATURE_NAMES, FEATURE_VERSION, featurize
 from rlchat.learner.model_learning import ModelLearning, is_local
@@ -269,7 +271,7 @@ class Agent:
                 ErrorCode.NO_CANDIDATES,
                 "The model produced no usable reply; send the message again."
             )
-        phi = featurize(text, proposal.context_hidden, proposal.candidates)
+        phi = self._features(text, source, proposal)
         with c.lock, storing():
             if epoch != c.epoch:
                 raise AgentError(ErrorCode.SESSION_GONE, "The session ended while the replies were "
@@ -278,6 +280,42 @@ class Agent:
             if proposal.notice and c.warning is None:
                 c.warning = AgentError(ErrorCode.IDENTICAL_REPLIES, proposal.notice)
             return view
+
+    def embeddings(self) -> Embeddings | None:
+        """The source of the meaning columns in use (None: no model yet)."""
+        source = self.source
+        return None if source is None else self._embeddings(source)
+
+    def _embeddings(self, source: CandidateSource) -> Embeddings:
+        c = self.conversation
+        # A served model's probe decides its default, and may come late.
+        wanted = (id(source), c.settings.embeddings,
+                  getattr(source, "capabilities", None) is not None)
+        with c.lock:
+            if c.embeddings is None or c.embeddings_for != wanted:
+                c.embeddings, c.embeddings_for = load_embeddings(c.settings.embeddings,
+                                                                 source), wanted
+            return c.embeddings
+
+    def _features(self, text: str, source: CandidateSource, proposal: Proposal) -> np.ndarray:
+        """phi of the proposal's candidates, their meaning columns from the
+        embeddings source; the turn records which source that was."""
+        embeddings = self._embeddings(source)
+        context, candidates = proposal.context_hidden, proposal.candidates
+        if embeddings.kind != GENERATOR:
+            proposal.generator = {**(proposal.generator or {}), "embeddings": embeddings.record}
+            context = None  # off, or a sentence embedder below
+            try:
+                meaning = embeddings.vectors(text, [cand.text for cand in candidates])
+            except EmbeddingFailed as exc:
+                meaning = None  # the turn goes on, its meaning columns empty
+                with self.conversation.lock:
+                    self.conversation.warning = AgentError(ErrorCode.NO_EMBEDDINGS, str(exc))
+            if meaning is not None:
+                context = meaning[0]
+                candidates = [replace(cand, hidden=row)
+                              for cand, row in zip(candidates, meaning[1], strict=True)]
+        return featurize(text, context, candidates)
 
     def _store_turn(self, text: str, proposal: Proposal, phi: np.ndarray) -> TurnView:
         c = self.conversation
@@ -516,14 +554,17 @@ def load_source(settings: Settings, *, seed: int | None = None,
             prompt_format=settings.prompt_format, max_new_tokens=settings.max_new_tokens)
         with contextlib.suppress(AgentError):
             remote.connect()
+        load_embeddings(settings.embeddings, remote)  # a local sentence model loads now
         return remote
     from rlchat.learner.generator import Generator  # torch and transformers load here
     from rlchat.learner.model_files import no_progress
 
-    return Generator.load(settings.model, progress=progress or no_progress,
-                          adapter=adapter, seed=seed, dtype=settings.dtype,
-                          sampling=settings.sampling(), prompt_format=settings.prompt_format,
-                          max_new_tokens=settings.max_new_tokens)
+    generator = Generator.load(settings.model, progress=progress or no_progress,
+                               adapter=adapter, seed=seed, dtype=settings.dtype,
+                               sampling=settings.sampling(), prompt_format=settings.prompt_format,
+                               max_new_tokens=settings.max_new_tokens)
+    load_embeddings(settings.embeddings, generator)  # a local sentence model loads now
+    return generator
 
 
 def open_agent(store: Store, settings: Settings | None = None, *,

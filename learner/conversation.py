@@ -42,6 +42,7 @@ import numpy as np
 from rlchat.learner.candidate_source import CandidateSource
 from rlchat.learner.curves import Curves
 from rlchat.learner.dialogue import one_line, valid_unicode
+from rlchat.learner.embeddings import Embeddings
 from rlchat.learner.errors import AgentError, ErrorCode
 from rlchat.learner.policy import QPolicy
 from rlchat.learner.policy_store import save_policy
@@ -100,6 +101,10 @@ class Conversation:
         self.open_turn: Turn | None = None
         self.answered_turn: Turn | None = None  # the latest, until the next message
         self.warning: AgentError | None = None  # a problem a step survived, said once
+        # The source of the meaning columns, for the source it was loaded for
+        # (learner/embeddings.py; the agent loads it at a turn where it changed).
+        self.embeddings: Embeddings | None = None
+        self.embeddings_for: tuple | None = None
         self.saved_seq = policy.last_seq  # the last turn the saved policy holds
         self.search: SearchIndex | None = None  # built at the first search
         self.deleted_meanwhile: set[str] = set()  # sessions deleted while it is built

@@ -31,6 +31,9 @@ class ErrorCode(StrEnum):
     # A warning: every sample of the turn was the same reply (a server that
     # ignores the sampling settings).
     IDENTICAL_REPLIES = "identical_replies"
+    # A warning: the embeddings source gave no vectors this turn (its meaning
+    # columns are empty; the turn goes on).
+    NO_EMBEDDINGS = "no_embeddings"
     NOT_CUT = "not_cut"  # continue: the reply ended on its own, or the model cannot continue
     CANCELLED = "cancelled"
     BACKEND_UNREACHABLE = "backend_unreachable"  # no connection, or it broke off

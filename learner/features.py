@@ -83,6 +83,9 @@ NAMES_BY_VERSION = {"v1": V1_NAMES, "v2": V2_NAMES, FEATURE_VERSION: FEATURE_NAM
 # they change meaning when the model changes (learner/update.py).
 MODEL_COLUMNS = [i for i, name in enumerate(FEATURE_NAMES)
                  if name in ("logprob", "similarity") or name.startswith("hidden_")]
+# Of those, the ones the embeddings source fills (learner/embeddings.py): the
+# similarity of message and reply, and the projection of the reply's vector.
+MEANING_COLUMNS = [i for i in MODEL_COLUMNS if FEATURE_NAMES[i] != "logprob"]
 _MODEL_SLICE = slice(len(NAMED), len(NAMED) + len(MODEL))
 
 _WORD = re.compile(r"[A-Za-z0-9']+")

@@ -137,6 +137,7 @@ class QPolicy:
         self.session: str | None = None  # session of the last turn applied
         self.pending: np.ndarray | None = None  # phi of the action awaiting its bootstrap
         self.generator: str | None = None  # the generator whose features it learned
+        self.meaning: str | None = None  # the source of its meaning columns (embeddings)
         self.generator_switches = 0  # times it forgot the model features for a new one
 
     def base_prior(self) -> np.ndarray:
@@ -383,6 +384,7 @@ class QPolicy:
             "pending": None if self.pending is None else self.pending.tolist(),
             "generator": self.generator,
             "generator_switches": self.generator_switches,
+            "meaning": self.meaning,
             "column_forgetting": (
                 None if self.column_forgetting is None else self.column_forgetting.tolist()
             ),
@@ -418,6 +420,9 @@ class QPolicy:
         policy.pending = None if pending is None else np.array(pending, dtype=np.float64)
         policy.generator = data["generator"]
         policy.generator_switches = int(data["generator_switches"])
+        # Absent from snapshots of before the embeddings source: the generator's
+        # hidden state filled the meaning columns, so their key was its key.
+        policy.meaning = data.get("meaning", policy.generator)
         return policy
 
 

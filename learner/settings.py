@@ -136,6 +136,14 @@ class Settings:
         None, label="Max new tokens",
         help="longest reply in tokens (unset: 128 for chat models, 40 otherwise)",
         low=1, high=1024, option=True, metavar="N", reload=True, optional=True)
+    embeddings: str | None = _setting(
+        None, label="Embeddings",
+        help="what the policy reads a reply's meaning from: generator (the local model's "
+        "hidden state), local:PATH (a sentence-embedding model run here), served (or "
+        "served:MODEL_ID: the server's /v1/embeddings) or off; unset: generator for a local "
+        "model, for a served one the packaged all-MiniLM-L6-v2 where rlchat[embed] is "
+        "installed, else served where the server embeds",
+        option=True, metavar="SOURCE", reload=True, optional=True)
     auto_train: int = _setting(
         0, label="Auto-train every",
         help="train a LoRA adapter of the local model in the background every N new "
@@ -171,6 +179,13 @@ class Settings:
                 ok, wanted = spec.admits(value), spec.range_text()
             if not ok:
                 found.append(((name, *spec.together), f"{name} must be {wanted}"))
+        if self.embeddings is not None:
+            from rlchat.learner.embeddings import parse as parse_embeddings
+
+            try:
+                parse_embeddings(self.embeddings)
+            except ValueError as exc:
+                found.append((("embeddings",), str(exc)))
         if not found and self.samples < self.candidates:
             found.append((("candidates", "samples"),
                           f"samples ({self.samples}) must be at least candidates "

@@ -15,7 +15,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rlchat.learner.features import FEATURE_VERSION, MODEL_COLUMNS, refeaturize
+from rlchat.learner.embeddings import GENERATOR
+from rlchat.learner.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    MEANING_COLUMNS,
+    refeaturize,
+)
 from rlchat.learner.policy import QPolicy
 from rlchat.learner.records import CHOSEN, LEARNED, REGENERATED, REJECTED, REPLIED, Turn
 
@@ -123,19 +129,41 @@ def generator_key(turn: Turn) -> str | None:
     return f"{family}/{turn.generator.get('format', '')}"
 
 
+LOGPROB_COLUMN = FEATURE_NAMES.index("logprob")
+
+
+def meaning_key(turn: Turn) -> str | None:
+    """What a turn's meaning columns are comparable across: the embeddings
+    source it recorded (learner/embeddings.py); the generator's key where
+    its hidden state filled them (`generator`, and every turn from before
+    sources were recorded)."""
+    if not turn.generator:
+        return None
+    source = turn.generator.get("embeddings")
+    return generator_key(turn) if source in (None, "", GENERATOR) else source
+
+
 def start_turn(policy: QPolicy, turn: Turn) -> None:
-    key = generator_key(turn)
+    key, meaning = generator_key(turn), meaning_key(turn)
+    # Another model made these candidates (not a fine-tune of the one the
+    # policy learned on): its log-prob means something else, and so do the
+    # meaning columns where its hidden state fills them; another embeddings
+    # source changes the meaning columns alone.  What the policy learned of
+    # them is dropped; the text features carry over.  A fine-tune keeps
+    # them: its features stay close, and keeping them holds the ranking up
+    # (benchmarks/train.py).  The first generator or source a policy meets
+    # (or turns that recorded none) changes nothing.
+    forget: set[int] = set()
     if key is not None and key != policy.generator:
-        # Another model made these candidates (not a fine-tune of the one the
-        # policy learned on): its log-prob and hidden-state features mean
-        # something else, so what the policy learned of them is dropped; the
-        # text features carry over.  A fine-tune keeps them: its features
-        # stay close, and keeping them holds the ranking up
-        # (benchmarks/train.py).  The first generator a policy meets (or
-        # turns that recorded none) changes nothing.
         if policy.generator is not None:
-            policy.forget_columns(MODEL_COLUMNS)
+            forget.add(LOGPROB_COLUMN)
         policy.generator = key
+    if meaning is not None and meaning != policy.meaning:
+        if policy.meaning is not None:
+            forget.update(MEANING_COLUMNS)
+        policy.meaning = meaning
+    if forget:
+        policy.forget_columns(sorted(forget))
     policy.start_turn(turn.session, turn.features())
 
 

@@ -9,6 +9,11 @@ misbehave, chosen two ways:
   `server.url("html")` is `http://127.0.0.1:PORT/html/v1`;
 - the words `fault NAME` in the last user message, for that turn only.
 
+With the path segment `embeds` it also embeds text (POST /v1/embeddings):
+a bag of the text's words hashed into EMBED_DIMS numbers, so that texts
+that share words point alike; the words `fault embed-nonsense` or `fault
+embed-refuse` in the first text spoil that one answer.
+
 With the path segment `vllm-lora` it also loads LoRA adapters on request
 as vLLM does with VLLM_ALLOW_RUNTIME_LORA_UPDATING (POST
 /v1/load_lora_adapter), and a reply drawn under such an adapter's name says
@@ -28,6 +33,7 @@ import json
 import re
 import threading
 import time
+import zlib
 from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -54,6 +60,7 @@ RETRY_AFTER = {"retry-0": "0", "retry-negative": "-5", "retry-junk": "soon",
 ROOT_PATHS = ("v1", "props", "tokenize", "detokenize", "apply-template", "version", "api",
               "health")
 _FAULT = re.compile(r"\bfault ([a-z0-9-]+)")
+EMBED_DIMS = 32
 
 
 def reply_words(message: str, row: int, seed: int) -> list[str]:
@@ -144,6 +151,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/models":
             listed = [] if fault in ("unlisted", "refuse-unlisted") else [{"id": MODEL}]
             self._json(200, {"object": "list", "data": listed})
+        elif path == "/embeddings" and fault == "embeds":
+            self._embed(body)
         elif path == "/load_lora_adapter" and fault == "vllm-lora":
             self._load_lora(body)
         elif path == "/chat/completions":
@@ -192,6 +201,29 @@ class Handler(BaseHTTPRequestHandler):
                                        + self.headers.get("authorization", "")}})
             return True
         return False
+
+    def _embed(self, body: dict[str, Any]) -> None:
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            self._json(400, {"error": {"message": "input must be text or a list of texts"}})
+            return
+        found = _FAULT.search(texts[0]) if texts else None
+        if found and found.group(1) == "embed-nonsense":
+            self._json(200, {"object": "list", "data": [{"embedding": "many numbers"}]})
+            return
+        if found and found.group(1) == "embed-refuse":
+            self._json(500, {"error": {"message": "the embedding model crashed"}})
+            return
+        data = []
+        for index, text in enumerate(texts):
+            vector = [0.0] * EMBED_DIMS
+            vector[0] = 1.0
+            for word in re.findall(r"[a-z]+", text.lower()):
+                h = zlib.crc32(word.encode())
+                vector[1 + h % (EMBED_DIMS - 1)] += 1.0 if h >> 16 & 1 else -1.0
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        self._json(200, {"object": "list", "data": data, "model": body.get("model")})
 
     def _load_lora(self, body: dict[str, Any]) -> None:
         """vLLM's runtime LoRA loading (VLLM_ALLOW_RUNTIME_LORA_UPDATING), as

@@ -273,8 +273,11 @@ class RlchatApp(App[int]):
                          f"{'' if r.passed else ' (not passed)'}", r.run)
                         for r in self.agent.adapters()]
             running = self.agent.adapter_run()
+        embeddings = self.agent.embeddings() if self.agent is not None else None
         self.push_screen(SettingsForm(shown, self.server_lines(), adapters, running,
-                                      self.turns.use_adapter), self.apply_settings)
+                                      self.turns.use_adapter,
+                                      embeddings.line() if embeddings else ""),
+                         self.apply_settings)
 
     def server_lines(self) -> list[str]:
         """What the probe of a served model found, or why it could not run."""

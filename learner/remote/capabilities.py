@@ -60,6 +60,9 @@ class Capabilities:
     lora: tuple[tuple[int, str], ...] | None = None
     # It loads adapters while it runs (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING).
     runtime_lora: bool = False
+    # It embeds text with the chat's model id (/v1/embeddings): the meaning
+    # columns' `served` source (learner/embeddings.py).
+    embeddings: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -89,6 +92,7 @@ class Capabilities:
                                  ", ".join(f"{i}: {path}" for i, path in self.lora)
                                  if self.lora else "none loaded" if self.lora is not None
                                  else "not supported"),
+            "embeddings: " + ("yes (/v1/embeddings)" if self.embeddings else "no"),
             f"server: {self.build or 'not told'}",
         ]
 
@@ -297,7 +301,7 @@ def _probe(client: ServerClient, model: str, prompt_format: str) -> Capabilities
         render=_renderer(client, model) if endpoint == CHAT else None,
         build=_build(client, props), weights=weights_of(entry),
         listed=listed, samples_vary=vary, lora=_lora_adapters(client),
-        runtime_lora=_runtime_lora(client),
+        runtime_lora=_runtime_lora(client), embeddings=embed(client, model, ["Hello"]) is not None,
     )
 
 
@@ -314,6 +318,30 @@ def _runtime_lora(client: ServerClient) -> bool:
             return False
         raise
     return False
+
+
+def embed(client: ServerClient, model: str, texts: list[str]) -> list[list[float]] | None:
+    """The server's /v1/embeddings of `texts` with `model`, a list of numbers
+    each; None where the server has no such endpoint for that model (it
+    refuses, or answers something else)."""
+    try:
+        answer = client.call("POST", "/embeddings", {"model": model, "input": texts})
+    except Refused:
+        return None
+    except BackendError as exc:
+        if exc.code == BACKEND_ERROR:
+            return None
+        raise
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, list) or len(data) != len(texts):
+        return None
+    rows = sorted(data, key=lambda d: d.get("index", 0) if isinstance(d, dict) else 0)
+    vectors = [d.get("embedding") if isinstance(d, dict) else None for d in rows]
+    if not all(isinstance(v, list) and v and all(isinstance(x, int | float)
+                                                 and not isinstance(x, bool) for x in v)
+               and len(v) == len(vectors[0]) for v in vectors):
+        return None
+    return vectors
 
 
 def _lora_adapters(client: ServerClient) -> tuple[tuple[int, str], ...] | None:

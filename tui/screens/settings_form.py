@@ -53,8 +53,10 @@ class SettingsForm(ModalScreen[Settings | None]):
     def __init__(self, settings: Settings, server: list[str] | None = None,
                  adapters: list[tuple[str, int]] | None = None,
                  adapter: int | None = None,
-                 on_adapter: Callable[[int | None], None] | None = None) -> None:
+                 on_adapter: Callable[[int | None], None] | None = None,
+                 embeddings: str = "") -> None:
         """`server`: what the probe of a served model found, shown at the top.
+        `embeddings`: the source of the meaning columns in use, in words.
         `adapters`: (label, run) of the adapter runs a local model can use,
         `adapter` the one in use; `on_adapter` hears a new choice at save
         (None: the base model)."""
@@ -64,6 +66,7 @@ class SettingsForm(ModalScreen[Settings | None]):
         self.adapters = adapters or []
         self.adapter = adapter
         self.on_adapter = on_adapter
+        self.embeddings = embeddings
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -82,6 +85,9 @@ class SettingsForm(ModalScreen[Settings | None]):
                         yield Input("" if value is None else str(value), id=name,
                                     placeholder="as stored" if value is None else "")
                 yield Static(Text(help_line(name, spec)), classes="help")
+                if name == "embeddings" and self.embeddings:
+                    yield Static(Text(f"in use: {self.embeddings}"), classes="help",
+                                 id="embeddings-in-use")
             if self.adapters:
                 with Horizontal(classes="row"):
                     yield Label("Adapter")
