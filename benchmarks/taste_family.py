@@ -224,20 +224,24 @@ def without_population(agent: Agent) -> None:
     agent.policy = QPolicy(DIM, agent.policy.config)
 
 
-def drive(taste: Taste, pool: Pool, seed: int, turns: int, *, population: bool = True,
-          v1: bool = False, order: bool = False, config=None) -> Run:
+def drive(taste, pool: Pool, seed: int, turns: int, *, population: bool = True,
+          v1: bool = False, order: bool = False, config=None, embeddings=None,
+          settings: Settings | None = None) -> Run:
     """One simulated user through the real agent and store: each turn it picks
     the best shown candidate by its taste (noise NOISE), rates it 5 if it is
     the best shown and 3 otherwise (`order`: and orders all shown); a session
     ends every SESSION_TURNS turns.  `population` off: the policy starts from
-    the ridge for every column."""
+    the ridge for every column.  `embeddings`: a fixed source of the meaning
+    columns (learner/embeddings.py); `settings`: the chat's, 4 shown of 8 by
+    default.  `taste` is anything with utility(text, message)."""
     messages = list(pool.proposals)
     rng = np.random.default_rng([seed, 7])
     agent_cls = _v1_only(Agent) if v1 else Agent
     hits, chance, ceiling, picks = [], [], [], []
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
-        agent = agent_cls(Store(tmp), PoolSource(pool, seed), Settings(candidates=4, samples=8),
-                          policy_config=config, seed=seed)
+        agent = agent_cls(Store(tmp), PoolSource(pool, seed),
+                          settings or Settings(candidates=4, samples=8),
+                          policy_config=config, seed=seed, embeddings=embeddings)
         if not population:
             without_population(agent)
         for t in range(turns):

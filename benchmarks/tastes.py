@@ -38,7 +38,21 @@ Seeds: the report draws its tastes and runs from --seed (0); the learner's
 settings and the population prior were tuned and fitted on seeds from 1000
 (benchmarks/population_prior.py), so no taste of the report was seen.
 
+With --real local|served the family is real_tastes.py's: tastes of meaning
+and of form over the real model's replies (a pool sampled once, with its
+hidden states where the model is local), in two variants:
+  - current:     the learner as shipped for that generator (a local model's
+                 meaning columns from its hidden state; a served one's off);
+  - embeddings:  the same with `--embeddings local:` (all-MiniLM-L6-v2 over
+                 a text's first 48 tokens, the vectors computed once);
+  - embeddings_static: the same model distilled to a vector per token
+                 (learner/embeddings.py's StaticEmbedder), the whole text;
+and the report adds the semantic kinds (meaning, and mixtures with meaning)
+apart, each variant's median over its ceiling, and the embedding's cost
+per turn (the message and 8 replies, measured in this run).
+
 Run: .venv/bin/python benchmarks/tastes.py [--tastes 96] [--turns 100] [--quick]
+     [--real local|served] [--per-message 2]
 Ends by printing one JSON object.
 """
 
@@ -55,6 +69,13 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from real_tastes import (  # noqa: E402
+    REAL_KINDS,
+    PoolEmbedder,
+    RealPool,
+    draw_real_tastes,
+    real_pool,
+)
 from taste_family import (  # noqa: E402
     KINDS,
     NOISE,
@@ -71,6 +92,7 @@ from taste_family import (  # noqa: E402
 from rlchat.learner.policy import RELEVANCE_STRENGTH, QPolicy, probit_observation  # noqa: E402
 
 VARIANTS = ("current", "no_prior", "previous", "v1", "current_rank")
+REAL_VARIANTS = ("current", "embeddings", "embeddings_static")
 WINDOWS = {"turns_1_20": (0, 20), "turns_11_30": (10, 30)}  # and the second half
 
 
@@ -79,8 +101,20 @@ def run_taste(task: tuple[Taste, str, int, int]) -> dict:
     taste, variant, seed, turns = task
     config = PREVIOUS if variant == "previous" else None
     population = variant not in ("no_prior", "previous")
-    run = drive(taste, worker_pool(), seed, turns, population=population, v1=variant == "v1",
-                order=variant == "current_rank", config=config)
+    pool = worker_pool()
+    embeddings, settings = None, None
+    if isinstance(pool, RealPool):
+        from rlchat.learner.embeddings import Embeddings
+        from rlchat.learner.settings import Settings
+
+        if variant.startswith("embeddings"):
+            embeddings = Embeddings("local:all-MiniLM-L6-v2",
+                                    PoolEmbedder(pool, static=variant == "embeddings_static"))
+        elif pool.identity.get("server"):  # as shipped before: no meaning columns
+            settings = Settings(candidates=4, samples=8, embeddings="off")
+    run = drive(taste, pool, seed, turns, population=population, v1=variant == "v1",
+                order=variant == "current_rank", config=config, embeddings=embeddings,
+                settings=settings)
     current = variant == "current"
     linear = linear_fit_hits(run.stored, taste, run.picks) if current else []
     batch = batch_fit_hits(run.stored, run.picks, run.policy) if current else []
@@ -181,6 +215,50 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+def embedding_cost(pool) -> dict:
+    """The product's embedders on turns of the pool (the message and its 8
+    replies) on 2 threads: median and mean ms over 20 turns, the contextual
+    sentence model (`local:`, its first 48 tokens) and its static distillation."""
+    import torch
+
+    from rlchat.learner.embeddings import SentenceEmbedder, StaticEmbedder, packaged_model
+
+    torch.set_num_threads(2)  # the chat's: both cores
+    model = SentenceEmbedder(str(packaged_model()))
+    turns = [[m, *(c.text for c in p.candidates)] for m, props in pool.proposals.items()
+             for p in props][:20]
+    out = {"threads": torch.get_num_threads()}
+    for name, embedder in (("local", model), ("static", StaticEmbedder(model, say))):
+        embedder.embed(turns[0])  # warm-up
+        times = []
+        for texts in turns:
+            began = time.perf_counter()
+            embedder.embed(texts)
+            times.append((time.perf_counter() - began) * 1000)
+        out[name] = {"median": round(statistics.median(times), 2),
+                     "mean": round(statistics.mean(times), 2)}
+    return out
+
+
+def real_bars(figures: dict) -> dict:
+    """The real family's acceptance, as far as one run (one generator) tells."""
+    bars = {}
+    for v in REAL_VARIANTS:
+        if v in figures:
+            bars[f"{v}_late_over_ceiling_ge_0_85"] = figures[v]["all"]["late_over_ceiling"] >= 0.85
+            bars[f"{v}_turns_1_20_over_ceiling_ge_0_65"] = (
+                figures[v]["all"]["turns_1_20_over_ceiling"] >= 0.65)
+    for v in ("embeddings", "embeddings_static"):
+        if "current" in figures and v in figures:
+            gain = (figures[v]["semantic"]["late_median"]
+                    - figures["current"]["semantic"]["late_median"])
+            figures[f"semantic_late_gain_{v}"] = round(gain, 3)
+            bars[f"semantic_gain_{v}_ge_0_3x"] = gain >= 0.3
+    for name in ("local", "static"):
+        bars[f"embedding_{name}_le_30_ms"] = figures["embedding_ms_per_turn"][name]["median"] <= 30
+    return bars
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tastes", type=int, default=96)
@@ -190,17 +268,31 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="24 tastes x 40 turns, current")
+    parser.add_argument("--real", choices=("local", "served"),
+                        help="the family of real replies (real_tastes.py), from this generator")
+    parser.add_argument("--per-message", type=int, default=2,
+                        help="--real: turns sampled per message for the pool")
+    parser.add_argument("--messages", type=int, default=100, help="--real: of real_messages.py")
     args = parser.parse_args()
+    if args.real and args.variants == ",".join(VARIANTS):
+        args.variants = ",".join(REAL_VARIANTS)
     if args.quick:
-        args.tastes, args.turns, args.variants = 24, 40, "current"
+        args.tastes, args.turns = 24, 40
+        args.variants = args.variants if args.real else "current"
     variants = args.variants.split(",")
     start = time.time()
 
-    pool = reply_pool(args.dtype, args.jobs)
+    if args.real:
+        from real_messages import MESSAGES
+
+        pool = real_pool(args.real, args.per_message, MESSAGES[:args.messages], args.jobs)
+        tastes = draw_real_tastes(args.tastes, pool, args.seed)
+    else:
+        pool = reply_pool(args.dtype, args.jobs)
+        tastes = draw_tastes(args.tastes, pool.texts(), args.seed)
     import torch
 
     cpu = torch.backends.cpu.get_cpu_capability()
-    tastes = draw_tastes(args.tastes, pool.texts(), args.seed)
     say(f"CPU capability {cpu}; generator format {pool.identity['dtype']}; {len(tastes)} tastes "
         f"x {len(variants)} variants x {args.turns} turns on {args.jobs} processes")
     tasks = [(taste, v, args.seed + i, args.turns)
@@ -213,11 +305,16 @@ def main() -> None:
                  for name, by in results.items()}
     groups = {"all": tastes, "named": [t for t in tastes if t.named],
               "unnamed": [t for t in tastes if not t.named]}
+    if args.real:
+        groups["semantic"] = [t for t in tastes if t.semantic]
+        groups["form"] = [t for t in tastes if not t.semantic]
+    kinds = list(REAL_KINDS if args.real else KINDS)
     figures: dict = {
+        "family": f"real ({args.real})" if args.real else "synthetic",
         "tastes": len(tastes), "turns": args.turns, "seed": args.seed,
         "late_window": f"{args.turns // 2 + 1}-{args.turns}",
-        "cpu_capability": cpu, "dtype": pool.identity["dtype"], "noise": NOISE,
-        "kinds": list(KINDS),
+        "cpu_capability": cpu, "dtype": pool.identity.get("dtype", ""), "noise": NOISE,
+        "kinds": kinds,
     }
     for v in variants:
         figures[v] = {g: summary([per_taste[t.name][v] for t in members])
@@ -225,17 +322,25 @@ def main() -> None:
         figures[v]["late_median_by_kind"] = {
             kind: round(statistics.median(per_taste[t.name][v]["late"]
                                           for t in tastes if t.kind == kind), 3)
-            for kind in KINDS if any(t.kind == kind for t in tastes)}
+            for kind in kinds if any(t.kind == kind for t in tastes)}
         figures[v]["late_ceiling_median_by_kind"] = {
             kind: round(statistics.median(per_taste[t.name][v]["late_ceiling"]
                                           for t in tastes if t.kind == kind), 3)
-            for kind in KINDS if any(t.kind == kind for t in tastes)}
+            for kind in kinds if any(t.kind == kind for t in tastes)}
+        for group in figures[v].values():
+            if isinstance(group, dict) and group.get("late_ceiling_median"):
+                for window in (*WINDOWS, "late"):
+                    group[f"{window}_over_ceiling"] = round(
+                        group[f"{window}_median"] / group[f"{window}_ceiling_median"], 3)
     figures["per_taste"] = {name: {v: {k: row[k] for k in ("turns_1_20", "turns_11_30", "late",
                                                           "late_ceiling")}
                                    for v, row in rows.items()}
                             for name, rows in per_taste.items()}
     current = figures.get("current")
-    if current:
+    if args.real:
+        figures["embedding_ms_per_turn"] = embedding_cost(pool)
+        figures["bars"] = real_bars(figures)
+    elif current:
         figures["bars"] = {
             "turns_1_20_median_ge_2x": current["all"]["turns_1_20_median"] >= 2.0,
             "late_median_ge_3_3x": current["all"]["late_median"] >= 3.3,

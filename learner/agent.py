@@ -80,7 +80,11 @@ class Agent:
         policy_config: PolicyConfig | None = None,
         rewards: RewardConfig | None = None,
         seed: int | None = None,
+        embeddings: Embeddings | None = None,
     ) -> None:
+        """`embeddings`: a fixed source of the meaning columns (benchmarks
+        serve vectors computed once); None: the one the settings name for
+        the model in use."""
         policy, curves = load_policy(store, policy_config)
         self.conversation = Conversation(store, policy, curves or Curves(),
                                          settings or Settings(), rewards or RewardConfig(),
@@ -89,6 +93,7 @@ class Agent:
         self.session_book = Sessions(self.conversation)
         self.model_learning = ModelLearning(self.conversation)
         self._seed = seed
+        self._fixed_embeddings = embeddings
         self.recovered: tuple[int, float] = (0, 0.0)  # turns learned again at start, seconds
         with storing():
             self._recover(rebuild_curves=curves is None)
@@ -271,7 +276,7 @@ class Agent:
                 ErrorCode.NO_CANDIDATES,
                 "The model produced no usable reply; send the message again."
             )
-        phi = self._features(text, source, proposal)
+        proposal, phi = self._features(text, source, proposal)
         with c.lock, storing():
             if epoch != c.epoch:
                 raise AgentError(ErrorCode.SESSION_GONE, "The session ended while the replies were "
@@ -287,6 +292,8 @@ class Agent:
         return None if source is None else self._embeddings(source)
 
     def _embeddings(self, source: CandidateSource) -> Embeddings:
+        if self._fixed_embeddings is not None:
+            return self._fixed_embeddings
         c = self.conversation
         # A served model's probe decides its default, and may come late.
         wanted = (id(source), c.settings.embeddings,
@@ -297,13 +304,15 @@ class Agent:
                                                                  source), wanted
             return c.embeddings
 
-    def _features(self, text: str, source: CandidateSource, proposal: Proposal) -> np.ndarray:
+    def _features(self, text: str, source: CandidateSource,
+                  proposal: Proposal) -> tuple[Proposal, np.ndarray]:
         """phi of the proposal's candidates, their meaning columns from the
-        embeddings source; the turn records which source that was."""
+        embeddings source, and the proposal recording which source that was."""
         embeddings = self._embeddings(source)
         context, candidates = proposal.context_hidden, proposal.candidates
         if embeddings.kind != GENERATOR:
-            proposal.generator = {**(proposal.generator or {}), "embeddings": embeddings.record}
+            proposal = replace(proposal, generator={**(proposal.generator or {}),
+                                                    "embeddings": embeddings.record})
             context = None  # off, or a sentence embedder below
             try:
                 meaning = embeddings.vectors(text, [cand.text for cand in candidates])
@@ -315,7 +324,7 @@ class Agent:
                 context = meaning[0]
                 candidates = [replace(cand, hidden=row)
                               for cand, row in zip(candidates, meaning[1], strict=True)]
-        return featurize(text, context, candidates)
+        return proposal, featurize(text, context, candidates)
 
     def _store_turn(self, text: str, proposal: Proposal, phi: np.ndarray) -> TurnView:
         c = self.conversation

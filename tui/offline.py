@@ -133,9 +133,10 @@ def run_replay(args: argparse.Namespace, data_dir: Path) -> int:
         policy = replayed.policy
         print(f"replayed {replayed.turns} turns; {policy.version} learned")
         if policy.generator_switches:
-            print(f"the generator changed {policy.generator_switches} time(s): at each change "
-                  f"the model features (log-prob, similarity, hidden state) were learned anew, "
-                  f"the text features carried over, as in the live policy")
+            print(f"the generator or the embeddings source changed {policy.generator_switches} "
+                  "time(s): at each change the model features it fills (log-prob, similarity, "
+                  "hidden state) were learned anew, the text features carried over, as in the "
+                  "live policy")
         if replayed.same_as_live is not None:
             print("equal to the live policy, bit for bit" if replayed.same_as_live
                   else "differs from the live policy")
