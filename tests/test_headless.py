@@ -86,7 +86,8 @@ def test_round_trip(headless, data_dir):
     assert chose3["ok"] and chose3["reward"] == 0.5 and chose3["policy_version"] == 3
 
     assert child.send(op="stats") == {"ok": True, "turns": 3, "sessions": 1, "policy_version": 3,
-                                        "unreadable_turns": 0, "adapter": None, "training": ""}
+                                        "unreadable_turns": 0, "adapter": None, "training": "",
+                                        "embeddings": "generator"}
     assert child.send(op="end") == {"ok": True, "session": said["session"]}
     said4 = child.send(op="say", text="a new session")
     assert said4["session"] != said["session"]
@@ -96,7 +97,8 @@ def test_round_trip(headless, data_dir):
     # A new process sees every acknowledged turn, learned.
     again = headless()
     assert again.send(op="stats") == {"ok": True, "turns": 4, "sessions": 2, "policy_version": 3,
-                                        "unreadable_turns": 0, "adapter": None, "training": ""}
+                                        "unreadable_turns": 0, "adapter": None, "training": "",
+                                        "embeddings": "generator"}
     assert again.close()[0] == 0
     store = Store(data_dir)
     statuses = [t["status"] for t in store.turns()]

@@ -18,7 +18,7 @@ from rlchat.tui.exit_status import ExitStatus
 log = logging.getLogger(__name__)
 
 # 2 added order and edit to choose, regenerate and none; 3 rate; 4 continue
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 
 def _field(request: dict[str, Any], name: str, kind: type) -> Any:
@@ -112,8 +112,10 @@ def _end(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
 
 
 def _stats(agent: Agent, req: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    embeddings = agent.embeddings()
     return {"ok": True, **agent.stats(), "adapter": agent.adapter_run(),
-            "training": agent.training_status()}
+            "training": agent.training_status(),
+            "embeddings": embeddings.source if embeddings is not None else None}
 
 
 OPS: dict[str, Callable[[Agent, dict[str, Any], Emit], dict[str, Any]]] = {
