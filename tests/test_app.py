@@ -384,6 +384,14 @@ async def test_settings_are_validated_saved_and_applied(store, config_dir):
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, SettingsForm)
+        assert str(screen.query_one("#embeddings-in-use", Static).render()) == (
+            "in use: embeddings: the local model's hidden state")
+        screen.query_one("#embeddings", Input).value = "hidden"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "embeddings must be generator, local:path" in str(
+            screen.query_one("#error").render()).lower()
+        screen.query_one("#embeddings", Input).value = ""
         screen.query_one("#candidates", Input).value = "12"
         await pilot.press("ctrl+s")
         await pilot.pause()
