@@ -319,7 +319,11 @@ class Agent:
             except EmbeddingFailed as exc:
                 meaning = None  # the turn goes on, its meaning columns empty
                 with self.conversation.lock:
-                    self.conversation.warning = AgentError(ErrorCode.NO_EMBEDDINGS, str(exc))
+                    if self.conversation.warning is None:
+                        self.conversation.warning = AgentError(
+                            ErrorCode.NO_EMBEDDINGS,
+                            f"{exc} This turn's meaning columns are empty; it is kept and "
+                            "learned.")
             if meaning is not None:
                 context = meaning[0]
                 candidates = [replace(cand, hidden=row)

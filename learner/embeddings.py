@@ -40,6 +40,7 @@ PACKAGED = "all-MiniLM-L6-v2"  # local:PACKAGED is the `embed` extra's model
 # about (its first sentences), few enough that 8 candidates and the message
 # stay within the turn's budget on 2 cores (benchmarks/tastes.py --real).
 EMBED_TOKENS = 48
+EMBED_SECONDS = 5.0  # a served embedding request's deadline, from connect to last byte
 _BATCH = 16
 
 
@@ -195,10 +196,16 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 class ServedEmbedder:
-    """The server's /v1/embeddings with a model id (learner/remote)."""
+    """The server's /v1/embeddings with a model id (learner/remote), within
+    a deadline of its own (EMBED_SECONDS at most): a server that embeds too
+    slowly costs a turn its meaning columns, not the user's wait."""
 
     def __init__(self, client, model: str, weights: str) -> None:
-        self.client, self.model = client, model
+        from rlchat.learner.remote.client import ServerClient
+
+        self.client = ServerClient(client.base_url, api_key_env=client.api_key_env,
+                                   timeout=min(client.timeout, EMBED_SECONDS))
+        self.model = model
         self.identity = f"served:{model}:{weights}"
 
     def embed(self, texts: list[str]) -> np.ndarray:

@@ -11,8 +11,9 @@ misbehave, chosen two ways:
 
 With the path segment `embeds` it also embeds text (POST /v1/embeddings):
 a bag of the text's words hashed into EMBED_DIMS numbers, so that texts
-that share words point alike; the words `fault embed-nonsense` or `fault
-embed-refuse` in the first text spoil that one answer.
+that share words point alike; the words `fault embed-nonsense`, `fault
+embed-refuse` or `fault embed-slow` (no answer for HOLD_SECONDS) in the
+first text spoil that one answer.
 
 With the path segment `vllm-lora` it also loads LoRA adapters on request
 as vLLM does with VLLM_ALLOW_RUNTIME_LORA_UPDATING (POST
@@ -211,6 +212,10 @@ class Handler(BaseHTTPRequestHandler):
         found = _FAULT.search(texts[0]) if texts else None
         if found and found.group(1) == "embed-nonsense":
             self._json(200, {"object": "list", "data": [{"embedding": "many numbers"}]})
+            return
+        if found and found.group(1) == "embed-slow":
+            self.server.stopped.wait(HOLD_SECONDS)
+            self.close_connection = True
             return
         if found and found.group(1) == "embed-refuse":
             self._json(500, {"error": {"message": "the embedding model crashed"}})

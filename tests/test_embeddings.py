@@ -4,6 +4,7 @@ records of it, and what the policy forgets when it changes."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,14 +13,14 @@ import pytest
 
 from rlchat.learner import embeddings as embeddings_module
 from rlchat.learner.agent import Agent, load_source
-from rlchat.learner.embeddings import parse, resolve
+from rlchat.learner.embeddings import EMBED_SECONDS, parse, resolve
 from rlchat.learner.errors import ErrorCode, ModelUnavailable
 from rlchat.learner.features import FEATURE_NAMES, MEANING_COLUMNS
 from rlchat.learner.policy import QPolicy
 from rlchat.learner.settings import Settings
 from rlchat.learner.update import current, replay
 from rlchat.storage import Store
-from rlchat.testkit.misbehaving import MODEL, MisbehavingServer
+from rlchat.testkit.misbehaving import HOLD_SECONDS, MODEL, MisbehavingServer
 
 SIMILARITY = FEATURE_NAMES.index("similarity")
 LOGPROB = FEATURE_NAMES.index("logprob")
@@ -142,6 +143,10 @@ def test_a_server_that_embeds_fills_the_columns_and_one_that_fails_loses_no_turn
             assert turn.generator["embeddings"] == turns[0].generator["embeddings"]
             agent.choose(view.turn, view.candidates[0].id, 5)
             assert agent.say("fault embed-refuse please").candidates  # a refusal, the same
+            assert agent.take_warning().code == ErrorCode.NO_EMBEDDINGS
+            began = time.monotonic()
+            assert agent.say("fault embed-slow: no answer at all").candidates
+            assert time.monotonic() - began < EMBED_SECONDS + 3 < HOLD_SECONDS
             assert agent.take_warning().code == ErrorCode.NO_EMBEDDINGS
             # The source did not change: what the columns learned is kept.
             assert np.array_equal(agent.policy.w[MEANING_COLUMNS] != 0, learned != 0)
