@@ -22,7 +22,6 @@ No torch at import: a local sentence model loads it when it is built.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
@@ -85,6 +84,8 @@ class SentenceEmbedder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from rlchat.learner.generator.loading import weights_fingerprint
+
         self._torch, self.max_tokens = torch, max_tokens
         local = Path(name_or_path).expanduser()
         source = str(local) if local.exists() else name_or_path
@@ -107,14 +108,7 @@ class SentenceEmbedder:
         if self.tokenizer.pad_token is None:  # a causal model's: rows are masked anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.tokenizer.padding_side = "right"
-        self.identity = f"local:{self._fingerprint()}"
-
-    def _fingerprint(self) -> str:
-        digest = hashlib.blake2b(digest_size=8)
-        for name, tensor in self.model.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().data)
-        return digest.hexdigest()
+        self.identity = f"local:{weights_fingerprint(self.model)}"
 
     def embed(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
