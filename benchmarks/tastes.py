@@ -48,8 +48,11 @@ hidden states where the model is local), in two variants:
   - embeddings_static: the same model distilled to a vector per token
                  (learner/embeddings.py's StaticEmbedder), the whole text;
 and the report adds the semantic kinds (meaning, and mixtures with meaning)
-apart, each variant's median over its ceiling, and the embedding's cost
-per turn (the message and 8 replies, measured in this run).
+apart, each variant's median over its ceiling, the linear fit for every
+variant and, for `current`, the linear fit with the reply's whole vector
+(384 numbers) beside the features (what a linear learner could reach with
+all of the embedding, from exact utilities), and each embedder's cost per
+turn (the message and 8 replies, measured in this run).
 
 Run: .venv/bin/python benchmarks/tastes.py [--tastes 96] [--turns 100] [--quick]
      [--real local|served] [--per-message 2]
@@ -116,22 +119,30 @@ def run_taste(task: tuple[Taste, str, int, int]) -> dict:
                 order=variant == "current_rank", config=config, embeddings=embeddings,
                 settings=settings)
     current = variant == "current"
-    linear = linear_fit_hits(run.stored, taste, run.picks) if current else []
+    real = isinstance(pool, RealPool)
+    linear = linear_fit_hits(run.stored, taste, run.picks) if current or real else []
     batch = batch_fit_hits(run.stored, run.picks, run.policy) if current else []
+    # What a linear learner could reach with the reply's whole vector (384
+    # numbers of the local: embedder) beside the features, from exact utilities.
+    whole = (linear_fit_hits(run.stored, taste, run.picks, ridge=0.1, extra=lambda turn: np.array(
+        [pool.embedded[c.text] for c in turn.candidates])) if current and real else [])
     # The learner's own first choice, before exploration drew the order.
     greedy = [int(np.argmax(np.asarray(turn.scores)[turn.shown_ids])) == pick
               for turn, pick in zip(run.stored, run.picks, strict=True)]
     return {"taste": taste.name, "variant": variant, "hits": run.hits, "chance": run.chance,
-            "ceiling": run.ceiling, "linear": linear, "batch": batch, "greedy": greedy}
+            "ceiling": run.ceiling, "linear": linear, "batch": batch, "greedy": greedy,
+            "linear_whole_embedding": whole}
 
 
-def linear_fit_hits(stored: list, taste: Taste, picks: list, folds: int = 5) -> list[bool]:
+def linear_fit_hits(stored: list, taste: Taste, picks: list, folds: int = 5,
+                    ridge: float = 1e-3, extra=None) -> list[bool]:
     """What the features can express: least squares of the true utility on
     the features of every candidate (shown or not; exact utilities, far more
     than any feedback tells), fitted on the other folds of turns; then, for
     each turn of the second half, whether its first-ranked shown candidate
-    was the pick."""
-    phis = [turn.features() for turn in stored]
+    was the pick.  `extra(turn)`: columns added beside the features."""
+    phis = [turn.features() if extra is None else np.hstack([turn.features(), extra(turn)])
+            for turn in stored]
     utilities = [np.array([taste.utility(c.text, turn.user_text) for c in turn.candidates])
                  for turn in stored]
     half = len(stored) // 2
@@ -140,7 +151,7 @@ def linear_fit_hits(stored: list, taste: Taste, picks: list, folds: int = 5) -> 
         train = [t for t in range(len(stored)) if t % folds != fold]
         x = np.vstack([phis[t] - phis[t].mean(axis=0) for t in train])
         y = np.concatenate([utilities[t] - utilities[t].mean() for t in train])
-        w = np.linalg.solve(x.T @ x + 1e-3 * np.eye(x.shape[1]), x.T @ y)
+        w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ y)
         hits += [(t, int(np.argmax(phis[t][stored[t].shown_ids] @ w)) == picks[t])
                  for t in range(half, len(stored)) if t % folds == fold]
     return [hit for _, hit in sorted(hits)]
@@ -187,8 +198,8 @@ def per_taste_row(res: dict, turns: int) -> dict:
         row[name] = window_ratio(res["hits"], res["chance"], lo, hi)
         row[f"{name}_ceiling"] = window_ratio(res["ceiling"], res["chance"], lo, hi)
     row["late_greedy"] = window_ratio(res["greedy"], res["chance"], turns // 2, turns)
-    for fit in ("linear", "batch"):
-        if res[fit]:
+    for fit in ("linear", "batch", "linear_whole_embedding"):
+        if res.get(fit):
             row[f"{fit}_fit"] = round(float(np.mean(res[fit])
                                             / np.mean(res["chance"][turns // 2:])), 3)
     return row
@@ -209,7 +220,7 @@ def summary(rows: list[dict]) -> dict:
     out["late_min"] = min(late)
     out["turns_1_20_share_ge_2x"] = round(
         sum(r["turns_1_20"] >= 2.0 for r in rows) / len(rows), 3)
-    for fit in ("linear_fit", "batch_fit"):
+    for fit in ("linear_fit", "batch_fit", "linear_whole_embedding_fit"):
         if median(fit) is not None:
             out[f"{fit}_median"] = median(fit)
     return out
