@@ -242,8 +242,9 @@ def real_pool(kind: str, per_message: int, messages: list[str], jobs: int = 2) -
     sampled once and cached (by the GGUF file, the kind and the counts)."""
     from judge import Judge
     from real_model import real_files
+    from static_embedder import StaticEmbedder
 
-    from rlchat.learner.embeddings import SentenceEmbedder, StaticEmbedder, packaged_model
+    from rlchat.learner.embeddings import SentenceEmbedder, packaged_model
     from rlchat.learner.generator.weights import resolve_dtype
     from rlchat.learner.model_files import file_sha256
 

@@ -46,7 +46,7 @@ hidden states where the model is local), in two variants:
   - embeddings:  the same with `--embeddings local:` (all-MiniLM-L6-v2 over
                  a text's first 48 tokens, the vectors computed once);
   - embeddings_static: the same model distilled to a vector per token
-                 (learner/embeddings.py's StaticEmbedder), the whole text;
+                 (benchmarks/static_embedder.py), the whole text;
 and the report adds the semantic kinds (meaning, and mixtures with meaning)
 apart, each variant's median over its ceiling, the linear fit for every
 variant and, for `current`, the linear fit with the reply's whole vector
@@ -231,8 +231,9 @@ def embedding_cost(pool) -> dict:
     replies) on 2 threads: median and mean ms over 20 turns, the contextual
     sentence model (`local:`, its first 48 tokens) and its static distillation."""
     import torch
+    from static_embedder import StaticEmbedder
 
-    from rlchat.learner.embeddings import SentenceEmbedder, StaticEmbedder, packaged_model
+    from rlchat.learner.embeddings import SentenceEmbedder, packaged_model
 
     torch.set_num_threads(2)  # the chat's: both cores
     model = SentenceEmbedder(str(packaged_model()))

@@ -160,31 +160,3 @@ def test_a_server_that_embeds_fills_the_columns_and_one_that_fails_loses_no_turn
     finally:
         server.stop()
 
-
-def test_the_static_distillation_is_the_mean_of_its_tokens_and_is_made_once(
-        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import torch
-
-    from rlchat.learner.embeddings import SentenceEmbedder, StaticEmbedder
-
-    monkeypatch.setenv("RLCHAT_CACHE_DIR", str(tmp_path / "cache"))
-    model = SentenceEmbedder(str(tiny_model))
-    stages: list[str] = []
-    static = StaticEmbedder(model, stages.append)
-    assert stages and stages[-1].endswith(f"{len(model.tokenizer)}/{len(model.tokenizer)} tokens")
-    assert static.identity == "static:" + model.identity.removeprefix("local:")
-    text = "the cat sat on the mat"
-    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    mean = static.table[ids].mean(0).astype(np.float64)
-    np.testing.assert_allclose(static.embed([text])[0], mean / np.linalg.norm(mean), atol=1e-12)
-    # One token's row is the model's own pooled vector of that token alone.
-    one = model.tokenizer.convert_tokens_to_ids(model.tokenizer.tokenize(" cat"))[:1]
-    bos, eos = model.tokenizer.bos_token_id, model.tokenizer.eos_token_id
-    with torch.inference_mode():
-        alone = model.model(input_ids=torch.tensor([[bos, *one, eos]])).last_hidden_state
-    alone = alone.mean(1)[0].numpy()
-    np.testing.assert_allclose(static.table[one[0]], alone, atol=1e-5)
-    again: list[str] = []
-    assert np.array_equal(StaticEmbedder(model, again.append).table, static.table)
-    assert again == []  # read from the cache, not distilled again
-    assert np.all(static.embed([""]) == 0)  # no tokens: no direction
