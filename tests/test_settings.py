@@ -61,7 +61,8 @@ def test_the_schema_describes_every_setting_once():
 
     assert set(SPECS) == {"model", "base_url", "api_key_env", "request_timeout", "candidates",
                           "samples", "temperature", "top_p", "dtype", "prompt_format", "system",
-                          "max_new_tokens", "auto_train", "epsilon", "gamma", "forgetting"}
+                          "max_new_tokens", "auto_train", "epsilon", "gamma", "forgetting",
+                          "embeddings"}
     assert Settings(temperature=0).problems()[0][1] == "temperature must be above 0 and at most 5"
     assert parse("gamma", " ") is None and parse("candidates", "3") == 3
     try:
