@@ -10,8 +10,11 @@ and store with `auto_train` at --auto-train rows, for each taste:
            all-MiniLM-L6-v2 cosine of message and reply, less 0.3 per 60
            words (the judge's real trained weights, from the `bench` extra).
 
-Of the shown candidates the user picks the one their taste likes best
-(rated 5), so every turn gives DPO pairs; every background run is the real
+Of the shown candidates the user picks the one their taste likes best,
+rated 5, over the others (replies tied for best are one group: no pair
+among equals); where the taste likes none of them more than the rest (no
+shown reply lays out steps) the pick is rated 2, no preference, as a person
+who wants steps would.  Every background run is the real
 `rlchat train --adapter` process the chat starts.  The user reads while a
 run trains: the benchmark times one turn during the run (the run is held
 while a turn is generated), then waits for the run to end before the next
@@ -121,6 +124,21 @@ def beats(values: list[float], base: list[float]) -> float:
     return float(np.mean(wins) / len(base))
 
 
+def answer(agent, view, utilities: list[float]) -> None:
+    """The user's answer: the best shown reply, rated 5; several tied for best
+    are ordered as one group above the rest (no pair among equals); where the
+    taste likes none more than the others (no shown reply lays out steps) the
+    pick is rated 2, which is no preference."""
+    top = max(utilities)
+    best = [c.id for c, u in zip(view.candidates, utilities, strict=True) if u == top]
+    if top == min(utilities):
+        agent.choose(view.turn, best[0], 2)
+    elif len(best) == 1:
+        agent.choose(view.turn, best[0], 5)
+    else:
+        agent.choose(view.turn, best[0], 5, order=[best])
+
+
 def chat(taste: str, model: Path, data: Path, args, judge: Judge, messages: list[str]) -> dict:
     """The user chats; returns the runs, the turn times and the adapter in use by turn."""
     settings = Settings(model=str(model), auto_train=args.auto_train,
@@ -140,9 +158,7 @@ def chat(taste: str, model: Path, data: Path, args, judge: Judge, messages: list
             began = time.perf_counter()
             view = agent.say(message)
             (during if running else quiet).append(time.perf_counter() - began)
-            best = max(view.candidates,
-                       key=lambda c, m=message: utility(taste, judge, m, c.text))
-            agent.choose(view.turn, best.id, 5)
+            answer(agent, view, [utility(taste, judge, message, c.text) for c in view.candidates])
             agent.end()  # each message is a question of its own: a session each
             if running:  # the user reads until the run ends
                 started = time.perf_counter()
