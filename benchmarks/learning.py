@@ -144,8 +144,8 @@ class WithoutHidden:
     def __init__(self, generator) -> None:
         self.generator = generator
 
-    def reseed(self, seed: int | None) -> None:
-        self.generator.reseed(seed)
+    def __getattr__(self, name: str):  # identity, tokenizer, ...: the generator's
+        return getattr(self.generator, name)
 
     def propose(self, history, message: str, n: int, **streaming):
         proposal = self.generator.propose(history, message, n, **streaming)

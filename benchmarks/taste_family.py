@@ -221,7 +221,7 @@ PREVIOUS = PolicyConfig(pair_margin=0.1)
 def without_population(agent: Agent) -> None:
     """The agent's policy replaced by a new one that starts from the ridge
     for every column (the population prior left out)."""
-    agent.policy = QPolicy(DIM, agent.policy.config)
+    agent.conversation.policy = QPolicy(DIM, agent.policy.config)
 
 
 def drive(taste, pool: Pool, seed: int, turns: int, *, population: bool = True,
