@@ -133,7 +133,7 @@ def answer(agent, view, utilities: list[float]) -> None:
     best = [c.id for c, u in zip(view.candidates, utilities, strict=True) if u == top]
     if top == min(utilities):
         agent.choose(view.turn, best[0], 2)
-    elif len(best) == 1:
+    elif len(best) == 1:  # a plain pick: the ranking policy's rewards stay a pick's
         agent.choose(view.turn, best[0], 5)
     else:
         agent.choose(view.turn, best[0], 5, order=[best])
