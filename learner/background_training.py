@@ -32,7 +32,7 @@ from rlchat.learner.export import preference_pairs
 from rlchat.learner.records import Turn
 from rlchat.learner.train import HOLDOUT, TrainOptions
 
-# Optimizer steps of 8 rows per background run.  On the real model
+# The least optimizer steps (of 8 rows) of a background run.  On the real model
 # (SmolLM2-135M-Instruct) on 2 cores a step takes about 26 s, so a run is
 # 6-8 minutes (424-496 s measured, loading included); at AUTO_RATE, 12 steps
 # moved the samples toward the taste (below), where more would cost time.
@@ -52,7 +52,8 @@ AUTO_RATE = 3e-4
 # up to AUTO_MAX_STEPS (a run of about 11 minutes on the real model).  With
 # AUTO_STEPS alone, the fourth run on a 204-row log read 59 % of it, and the
 # steps taste rose only from 0.62 to 0.64 of samples above the base's median
-# between the second run and the fourth (benchmarks/generator_learning.py).
+# between the second run and the fourth; reading its log once, the fifth
+# run reached 0.70 (benchmarks/generator_learning.py, docs/benchmarks.md).
 AUTO_MAX_STEPS = 24
 BATCH = TrainOptions.batch_size
 STOP_WAIT_S = 20.0  # for the run to unwind after SIGTERM before it is killed
