@@ -79,6 +79,11 @@ class Dataset:
     last: float | None = None
 
 
+def held_out_count(rows: int) -> int:
+    """How many of `rows` preference rows a run holds out: the newest HOLDOUT."""
+    return math.floor(rows * HOLDOUT) if rows >= 5 else 0
+
+
 def build_dataset(turns: Iterable[Turn], method: str, since: dt.date | None) -> Dataset:
     """The method's rows from the turns, the newest HOLDOUT of them held out:
     DPO's pairs, or KTO's labelled completions (learner/export.py)."""
@@ -96,7 +101,7 @@ def build_dataset(turns: Iterable[Turn], method: str, since: dt.date | None) -> 
     for row in made(tracked(), since=since, dropped=dropped):
         rows.append(row)
         times.append(current[0].created)
-    held = math.floor(len(rows) * HOLDOUT) if len(rows) >= 5 else 0
+    held = held_out_count(len(rows))
     return Dataset(rows[: len(rows) - held], rows[len(rows) - held:], len(rows), len(turns),
                    dropped, times[0] if times else None, times[-1] if times else None)
 
