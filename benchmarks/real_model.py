@@ -8,7 +8,11 @@ and each fast number format against float32.  Run by
 - llama-server (built by .ci/llama-server.sh) serving the same model, as
   shipped (Q4_1) and as Q8_0 (converted from the dequantized folder), one
   request with n = 8 and `ignore_eos`, in turns with rlchat's loop in this
-  one run; its own reported timings beside the wall time.
+  one run; its own reported timings beside the wall time.  Like for like,
+  the request sets `cache_prompt: false`: llama-server otherwise keeps each
+  slot's prompt, so a repeated request runs 1 of its 69 prompt tokens while
+  rlchat's turn runs all of them.  The cached request is timed too
+  (`llama_*_cached_s`), as the figure stood before that was seen.
 - Quality of each format against float32 over the 100 messages of
   benchmarks/real_messages.py: the product's path (the prompt pass in
   float32, then steps in the format from that cache), the next-token
@@ -66,15 +70,17 @@ def rlchat_turn(generator: Generator, ids: list[int], first: list[float] | None 
     return time.perf_counter() - start
 
 
-def llama_request(base_url: str) -> tuple[float, float | None]:
-    """(wall seconds, the server's own prompt + predicted seconds) of one
-    request for K choices of NEW_TOKENS tokens each."""
+def llama_request(base_url: str, cache_prompt: bool = False
+                  ) -> tuple[float, float | None, int | None]:
+    """(wall seconds, the server's own prompt + predicted seconds, prompt
+    tokens it ran) of one request for K choices of NEW_TOKENS tokens each."""
     messages = []
     for user, reply in HISTORY:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
     body = {"model": "smol", "messages": messages + [{"role": "user", "content": MESSAGE}],
             "n": K, "max_tokens": NEW_TOKENS, "ignore_eos": True, "temperature": 1.0,
-            "top_k": 50, "top_p": 0.95, "seed": 1, "stream": False}
+            "top_k": 50, "top_p": 0.95, "seed": 1, "stream": False,
+            "cache_prompt": cache_prompt}
     began = time.perf_counter()
     answer = httpx.post(base_url + "/chat/completions", json=body, timeout=600).json()
     wall = time.perf_counter() - began
@@ -82,7 +88,7 @@ def llama_request(base_url: str) -> tuple[float, float | None]:
     assert len(choices) == K, answer
     timings = answer.get("timings") or {}
     own = (timings.get("prompt_ms", 0) + timings.get("predicted_ms", 0)) / 1000 if timings else None
-    return wall, own
+    return wall, own, timings.get("prompt_n")
 
 
 def turn_figures(gguf: Path, folder: Path, runs: int, tmp: Path) -> dict:
@@ -113,15 +119,19 @@ def turn_figures(gguf: Path, folder: Path, runs: int, tmp: Path) -> dict:
             say(f"  run {run + 1} of {runs}")
             times["rlchat_s"].append(rlchat_turn(generator, ids))
             for kind, server in started.items():
-                wall, reported = llama_request(server.base_url)
-                times.setdefault(f"llama_{kind}_s", []).append(wall)
-                if reported is not None:
-                    own.setdefault(f"llama_{kind}_server_s", []).append(reported)
+                for cached, suffix in ((False, ""), (True, "_cached")):
+                    wall, reported, prompt_run = llama_request(server.base_url, cached)
+                    times.setdefault(f"llama_{kind}{suffix}_s", []).append(wall)
+                    if reported is not None:
+                        own.setdefault(f"llama_{kind}{suffix}_server_s", []).append(reported)
+                    if prompt_run is not None:
+                        figures[f"llama_{kind}{suffix}_prompt_tokens_run"] = prompt_run
         for name, values in {**times, **own}.items():
             figures[name] = round(statistics.median(values), 3)
         for kind in started:
-            figures[f"rlchat_over_llama_{kind}"] = round(
-                figures["rlchat_s"] / figures[f"llama_{kind}_s"], 3)
+            for suffix in ("", "_cached"):
+                figures[f"rlchat_over_llama_{kind}{suffix}"] = round(
+                    figures["rlchat_s"] / figures[f"llama_{kind}{suffix}_s"], 3)
         firsts = []
         for _ in range(runs):
             first: list[float] = []
