@@ -17,11 +17,11 @@ import pytest
 
 from rlchat.learner.adapters import MIN_HELD_OUT, adapter_runs, read_in_use
 from rlchat.learner.agent import Agent, load_source, open_agent
-from rlchat.learner.background_training import AUTO_MAX_STEPS, BackgroundTraining
+from rlchat.learner.background_training import AUTO_MAX_STEPS, BATCH, BackgroundTraining
 from rlchat.learner.errors import AgentError
 from rlchat.learner.settings import Settings
 from rlchat.learner.tiny_model import corpus_lines
-from rlchat.learner.train import HOLDOUT
+from rlchat.learner.train import held_out_count
 from rlchat.storage import Store
 from rlchat.testkit.servers import llama_dir, llama_server
 from tests.helpers import turns_of
@@ -119,11 +119,11 @@ def test_a_run_reads_its_whole_log_once_within_the_step_cap(trained, tiny_model)
     lineage = json.loads((run.path / "rlchat_lineage.json").read_text())
     # The fixture asks for 4 steps; the 45-odd rows it counted, less those held
     # out, are more batches (the run read a turn or two more, chatted as it began).
-    train_rows = run.pairs - math.floor(run.pairs * HOLDOUT)
-    assert 4 < lineage["steps"] <= math.ceil(train_rows / 8)
+    train_rows = run.pairs - held_out_count(run.pairs)
+    assert 4 < lineage["steps"] <= math.ceil(train_rows / BATCH)
     # The next run: the last run's rows and those counted since.
     training = BackgroundTraining(trained, every=1, base=str(tiny_model), steps=4)
-    assert training.run_steps() == math.ceil(train_rows / 8)
+    assert training.run_steps() == math.ceil(train_rows / BATCH)
     training.rows = 10 * run.pairs  # a log that has outgrown the cap
     assert training.run_steps() == AUTO_MAX_STEPS
     training.steps = AUTO_MAX_STEPS + 6  # more asked for than the cap: as asked
